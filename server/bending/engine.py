@@ -1,0 +1,306 @@
+"""The bending engine: per-batch parameter state, operator application and forward hooks.
+
+Hooks are installed once (:func:`install_hooks`) and read the engine's current state, so
+parameters change every frame — and every sample of a batch — without re-installing anything.
+
+Row layouts: a batch renders B frames. With classifier-free guidance the U-Net sees 2B rows,
+``[uncond frame 0..B-1, cond frame 0..B-1]`` (layout ``"cfg"``); latents and text embeddings
+have B rows (layout ``"frames"``). A bend touches only the rows of its branch whose parameters
+are not the identity and whose ``mix`` is not 0; untouched rows come back bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from server.operators import OperatorError, suggest
+
+from .binding import BoundBend
+from .layers import first_tensor, replace_first_tensor
+from .plan import MIX_RANGE, PlanError
+
+__all__ = ["BendEngine", "FrameParamError", "Fault", "install_hooks"]
+
+FrameParams = Mapping[str, Mapping[str, Any]]  # bend id -> {param: value}
+
+
+class FrameParamError(PlanError):
+    """A per-frame parameter value is unknown, non-finite or out of range."""
+
+
+@dataclass(frozen=True)
+class Fault:
+    """A bend turned finite values into NaN or inf for one frame."""
+
+    frame: int
+    bend: str
+    op: str
+    step: int
+    params: dict[str, Any]
+
+    def __str__(self) -> str:
+        vals = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.params.items())
+        return f"frame {self.frame}: bend {self.bend!r} ({self.op}, {vals}) produced NaN/inf at step {self.step}"
+
+
+@dataclass
+class _RowState:
+    rows: torch.Tensor  # [R'] long, on device: rows of the layout this bend touches
+    frames: list[int]  # frame index of each touched row
+    params: dict[str, torch.Tensor]  # per-sample params gathered for those rows
+    mix: torch.Tensor | None  # [R'] or None when every mix is 1
+    all_rows: bool
+
+
+@dataclass
+class _BendState:
+    values: dict[str, list[Any]]  # per-sample values by param, one per frame (for reports)
+    layouts: dict[str, _RowState | None] = field(default_factory=dict)
+
+
+class BendEngine:
+    """Holds bound bends and the state their hooks read (current step, per-frame parameters)."""
+
+    def __init__(self, bound: Sequence[BoundBend], device: torch.device | str = "cpu", check_finite: bool = True):
+        self.bound = list(bound)
+        self.device = torch.device(device)
+        self.check_finite = check_finite
+        self.step = 0
+        self.batch = 0
+        self.cfg = False
+        self._state: list[_BendState] = []
+        self._checks: list[tuple[int, int, list[int], torch.Tensor]] = []
+        self._mask_cache: dict[tuple, torch.Tensor] = {}
+        self._ids = {bb.bend.id: bb for bb in self.bound}
+
+    # ------------------------------------------------------------------ per-batch parameters
+    def resolve(self, frames: Sequence[FrameParams]) -> list[dict[str, dict[str, Any]]]:
+        """Validate per-frame overrides and merge them over the plan's base values.
+
+        Returns, per bend, per param, the list of B values. Raises FrameParamError naming
+        ``frames[i].<bend id>.<param>`` and the allowed range.
+        """
+        for fi, fp in enumerate(frames):
+            for bid, vals in fp.items():
+                if bid not in self._ids:
+                    raise FrameParamError(f"frames[{fi}].{bid}", f"no bend with id {bid!r}{suggest(bid, list(self._ids))} bends: {', '.join(self._ids) or 'none'}")
+                spec = self._ids[bid].spec
+                for k in vals:
+                    if k != "mix" and (k not in spec.params or not spec.params[k].per_sample):
+                        ok = [p for p, s in spec.params.items() if s.per_sample] + ["mix"]
+                        raise FrameParamError(f"frames[{fi}].{bid}.{k}", f"not a per-frame parameter of {spec.name!r}{suggest(k, ok)} per-frame parameters: {', '.join(ok)}")
+        out = []
+        for bb in self.bound:
+            per: dict[str, list[Any]] = {}
+            names = [k for k, s in bb.spec.params.items() if s.per_sample] + ["mix"]
+            for k in names:
+                base = bb.bend.mix if k == "mix" else bb.bend.params[k]
+                col = []
+                for fi, fp in enumerate(frames):
+                    v = fp.get(bb.bend.id, {}).get(k, base)
+                    where = f"frames[{fi}].{bb.bend.id}.{k}"
+                    if k == "mix":
+                        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not MIX_RANGE[0] <= v <= MIX_RANGE[1]:
+                            raise FrameParamError(where, f"{v!r} is out of range; allowed [0, 1]")
+                        v = float(v)
+                    elif v is not base:
+                        try:
+                            v = bb.spec.params[k].check(v, where)
+                        except OperatorError as e:
+                            raise FrameParamError(where, str(e).split(": ", 1)[-1]) from None
+                    col.append(v)
+                per[k] = col
+            out.append(per)
+        return out
+
+    def set_frames(self, frames: Sequence[FrameParams], *, cfg: bool) -> None:
+        """Set the parameters of the next batch of ``len(frames)`` frames."""
+        resolved = self.resolve(frames)
+        self.batch, self.cfg, self.step = len(frames), cfg, 0
+        self._checks = []
+        self._state = []
+        for bb, per in zip(self.bound, resolved):
+            active = self._active_frames(bb, per)
+            st = _BendState(values=per)
+            st.layouts["frames"] = self._rows(bb, per, active, "frames")
+            st.layouts["cfg"] = self._rows(bb, per, active, "cfg") if cfg else st.layouts["frames"]
+            self._state.append(st)
+
+    def _active_frames(self, bb: BoundBend, per: dict[str, list[Any]]) -> list[bool]:
+        ident = bb.spec.identity_values()
+        act = []
+        for fi in range(self.batch):
+            if per["mix"][fi] == 0.0:
+                act.append(False)
+            elif ident is None:
+                act.append(True)
+            else:
+                act.append(any(per[k][fi] != v for k, v in ident.items()))
+        return act
+
+    def _rows(self, bb: BoundBend, per: dict[str, list[Any]], active: list[bool], layout: str) -> _RowState | None:
+        b = self.batch
+        branch = bb.bend.branch
+        if layout == "frames" or not self.cfg:
+            # without guidance only the cond branch exists
+            rows = [fi for fi in range(b) if active[fi]] if branch != "uncond" or layout == "frames" else []
+            frames = rows
+        else:
+            rows, frames = [], []
+            for half, name in ((0, "uncond"), (1, "cond")):
+                if branch in ("both", name):
+                    for fi in range(b):
+                        if active[fi]:
+                            rows.append(half * b + fi)
+                            frames.append(fi)
+        if not rows:
+            return None
+        total = 2 * b if (layout == "cfg" and self.cfg) else b
+        params = {}
+        for k, col in per.items():
+            if k == "mix":
+                continue
+            params[k] = torch.tensor([col[f] for f in frames], dtype=torch.float64).to(self.device)
+        mixes = [per["mix"][f] for f in frames]
+        mix = None if all(m == 1.0 for m in mixes) else torch.tensor(mixes, dtype=torch.float64).to(self.device)
+        return _RowState(torch.tensor(rows, dtype=torch.long, device=self.device), frames, params, mix, len(rows) == total)
+
+    # ------------------------------------------------------------------ application
+    def in_steps(self, bb: BoundBend) -> bool:
+        s = bb.bend.target.steps
+        return s is None or s[0] <= self.step <= s[1]
+
+    def _subset_mask(self, bb: BoundBend, x: torch.Tensor) -> torch.Tensor | None:
+        b = bb.bend
+        if b.element_fraction is None and b.region is None:
+            return None
+        key = (bb.index, tuple(x.shape[1:]), x.device, x.dtype)
+        m = self._mask_cache.get(key)
+        if m is None:
+            m = torch.ones(x.shape[1:], dtype=torch.bool)
+            if b.element_fraction is not None:
+                g = torch.Generator().manual_seed(b.seed + 1)
+                m &= torch.rand(x.shape[1:], generator=g) < b.element_fraction
+            if b.region is not None:
+                h, w = x.shape[-2:]
+                x0, y0, x1, y1 = b.region
+                r = torch.zeros(h, w, dtype=torch.bool)
+                r[int(y0 * h) : max(int(y0 * h) + 1, math.ceil(y1 * h)), int(x0 * w) : max(int(x0 * w) + 1, math.ceil(x1 * w))] = True
+                m &= r
+            m = m.to(x.device)
+            self._mask_cache[key] = m
+        return m
+
+    def apply(self, bb: BoundBend, x: torch.Tensor, layout: str, token_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Bend the rows of ``x`` that ``bb`` touches in ``layout``; other rows are returned as is.
+
+        ``x`` is [R, C, H, W] (latent/module) or [R, T, D] (text); ``token_mask`` [R, T] limits a
+        text bend to a word's token positions. Returns ``x`` itself when nothing is touched.
+        """
+        st = self._state[bb.index].layouts[layout]
+        if st is None:
+            return x
+        xs = x if st.all_rows else x.index_select(0, st.rows)
+        if bb.channels is not None:
+            ch = torch.tensor(bb.channels, device=x.device)
+            xc = xs.index_select(1, ch)
+        else:
+            xc = xs
+        static = {k: v for k, v in bb.bend.params.items() if not bb.spec.params[k].per_sample}
+        if bb.spec.name == "matrix":
+            static = {}
+        y = bb.spec.fn(xc, **static, **st.params)
+        mask = self._subset_mask(bb, xc)
+        if token_mask is not None:
+            tm = token_mask if st.all_rows else token_mask.index_select(0, st.rows)
+            mask = tm.unsqueeze(-1) if mask is None else mask & tm.unsqueeze(-1)
+        if mask is not None:
+            y = torch.where(mask, y, xc)
+        if st.mix is not None:
+            y = torch.lerp(xc, y, st.mix.to(y.dtype).reshape(-1, *([1] * (y.ndim - 1))))
+        if y.dtype != x.dtype:
+            y = y.to(x.dtype)
+        if self.check_finite:
+            bad = ~torch.isfinite(y).flatten(1).all(1) & torch.isfinite(xc).flatten(1).all(1)
+            self._checks.append((bb.index, self.step, st.frames, bad))
+        if bb.channels is not None:
+            y = xs.index_copy(1, ch, y)
+        if not st.all_rows:
+            y = x.index_copy(0, st.rows, y)
+        return y
+
+    def bend_latent(self, latents: torch.Tensor, step: int, layout: str) -> torch.Tensor:
+        """Apply the latent bends for ``step``: branch 'both' on the B-row latent (``layout``
+        'frames', persisting), branch 'cond'/'uncond' on the 2B-row model input ('cfg')."""
+        self.step = step
+        for bb in self.bound:
+            t = bb.bend.target
+            if t.kind != "latent" or t.step != step:
+                continue
+            if (layout == "frames") == (bb.bend.branch == "both" or not self.cfg):
+                latents = self.apply(bb, latents, layout)
+        return latents
+
+    def bend_text(self, emb: torch.Tensor, branch: str, word_masks: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Apply the text bends to one branch's embeddings [B, T, D]."""
+        for bb in self.bound:
+            if bb.bend.target.kind == "text" and bb.bend.branch in ("both", branch):
+                word = bb.bend.target.word
+                emb = self.apply(bb, emb, "frames", word_masks.get(word) if word else None)
+        return emb
+
+    def faults(self) -> list[Fault]:
+        """Bends that turned finite values non-finite in the last batch (reads back lazily)."""
+        out = []
+        for bi, step, frames, bad in self._checks:
+            if not bool(bad.any()):
+                continue
+            bb = self.bound[bi]
+            for fi, is_bad in zip(frames, bad.tolist()):
+                if is_bad:
+                    vals = {k: v[fi] for k, v in self._state[bi].values.items()}
+                    out.append(Fault(fi, bb.bend.id, bb.spec.name, step, vals))
+        return out
+
+    def hook_for(self, bb: BoundBend):
+        def hook(_module, _args, output):
+            if not self.in_steps(bb):
+                return None
+            t = first_tensor(output)
+            if t is None or t.ndim != 4:
+                return None
+            if self.cfg and t.shape[0] == 2 * self.batch:
+                layout = "cfg"
+            elif t.shape[0] == self.batch:
+                layout = "frames"
+            else:
+                raise RuntimeError(f"bend {bb.bend.id!r}: activation batch {t.shape[0]} matches neither {self.batch} frames nor {2 * self.batch} guided rows")
+            y = self.apply(bb, t, layout)
+            return None if y is t else replace_first_tensor(output, y)
+
+        return hook
+
+
+@contextmanager
+def install_hooks(unet: torch.nn.Module, engine: BendEngine) -> Iterator[list]:
+    """Register a forward hook for every module bend; remove every handle on exit, also when
+    installing fails halfway or the body raises."""
+    handles: list = []
+    try:
+        modules = dict(unet.named_modules())
+        for bb in engine.bound:
+            if bb.module is None:
+                continue
+            if bb.module not in modules:
+                raise PlanError(f"bend[{bb.index}].target", f"module {bb.module!r} is not in this U-Net")
+            handles.append(modules[bb.module].register_forward_hook(engine.hook_for(bb)))
+        yield handles
+    finally:
+        for h in handles:
+            h.remove()

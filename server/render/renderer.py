@@ -1,0 +1,249 @@
+"""Batched, bent rendering: a batch of per-frame parameter sets → images in one denoising pass.
+
+The renderer owns the denoising loop (rather than calling the pipeline) so it can bend the
+latent before any step, switch hooks per step, and give each frame of a batch its own
+parameters, seed, noise-walk angle and prompt mix. Text embeddings are cached across frames.
+Frames of a batch are independent: rendering frames together or one at a time gives the same
+images (up to float rounding of batched kernels).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from server.bending.binding import bind_plan
+from server.bending.engine import BendEngine, Fault, FrameParams, install_hooks
+from server.bending.layers import LayerInfo, list_layers
+from server.bending.plan import BendPlan, PlanError
+
+from .schedulers import make_scheduler
+
+__all__ = ["RenderConfig", "FrameSpec", "FrameResult", "Renderer"]
+
+
+@dataclass(frozen=True)
+class RenderConfig:
+    """Session-wide render settings. None means the model's default (``bendbridge.json``)."""
+
+    prompts: tuple[str, ...] = ("a red circle on a blue background",)
+    negative_prompt: str = ""
+    seed: int = 0
+    width: int | None = None  # pixels
+    height: int | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    scheduler: str = "default"
+    plan: BendPlan = field(default_factory=BendPlan)
+    max_batch: int = 8
+    check_finite: bool = True
+
+
+@dataclass(frozen=True)
+class FrameSpec:
+    """One frame: per-bend parameter overrides, and optional seed, noise angle and prompt mix.
+
+    ``noise_angle`` (radians) walks the start noise on a circle: cos θ·N₁ + sin θ·N₂, which keeps
+    its variance. ``prompt_weights`` (one per prompt) interpolates the prompt embeddings.
+    """
+
+    params: FrameParams = field(default_factory=dict)
+    seed: int | None = None
+    noise_angle: float = 0.0
+    prompt_weights: tuple[float, ...] | None = None
+
+
+@dataclass
+class FrameResult:
+    image: np.ndarray  # [H, W, 3] uint8
+    nonfinite: bool = False  # the latent held NaN/inf before decoding
+    black: bool = False
+    faults: list[Fault] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.nonfinite or self.black)
+
+
+class Renderer:
+    """Renders frames of one session (model, prompts, size, steps, plan) in batches."""
+
+    def __init__(self, pipe: Any, config: RenderConfig):
+        self.pipe, self.config = pipe, config
+        self.unet, self.vae, self.text_encoder, self.tokenizer = pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer
+        d = getattr(pipe, "bendbridge_defaults", None)
+        self.steps = config.steps or (d.steps if d else 25)
+        self.guidance = config.guidance if config.guidance is not None else (d.guidance if d else 7.5)
+        self.vae_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        native = self.unet.config.sample_size * self.vae_factor
+        self.width, self.height = config.width or native, config.height or native
+        for name, v in (("width", self.width), ("height", self.height)):
+            if v % (self.vae_factor * 4) or not 16 <= v <= 4096:
+                raise PlanError(name, f"{v} must be a multiple of {self.vae_factor * 4} in [16, 4096]")
+        if not config.prompts:
+            raise PlanError("prompts", "at least one prompt is needed")
+        if not 1 <= self.steps <= 1000:
+            raise PlanError("steps", f"{self.steps} is out of range; allowed [1, 1000]")
+        if not (math.isfinite(self.guidance) and 0.0 <= self.guidance <= 50.0):
+            raise PlanError("guidance", f"{self.guidance} is out of range; allowed [0, 50]")
+        self.device = self.unet.device
+        self.dtype = self.unet.dtype
+        self.cfg = self.guidance > 1.0
+        self.scheduler = make_scheduler(pipe.scheduler, config.scheduler)
+        self.seq_len = self.tokenizer.model_max_length
+        self._layers: list[LayerInfo] | None = None
+        self._emb: dict[str, torch.Tensor] = {}
+        self.bound = bind_plan(config.plan, self.layers if any(b.target.kind == "module" for b in config.plan.bends) else [],
+                               latent_channels=self.unet.config.in_channels,
+                               text_dim=self.text_encoder.config.hidden_size, num_steps=self.steps)
+        self.engine = BendEngine(self.bound, self.device, check_finite=config.check_finite)
+        self._word_masks = self._build_word_masks()
+        self.timings: dict[str, float] = {"text": 0.0, "denoise": 0.0, "decode": 0.0}
+
+    # ------------------------------------------------------------------ model facts
+    @property
+    def layers(self) -> list[LayerInfo]:
+        if self._layers is None:
+            self._layers = list_layers(self.unet, seq_len=self.seq_len, height=self.height // self.vae_factor, width=self.width // self.vae_factor)
+        return self._layers
+
+    def _ids(self, text: str) -> list[int]:
+        return self.tokenizer(text, padding="max_length", max_length=self.seq_len, truncation=True).input_ids
+
+    def _build_word_masks(self) -> dict[str, torch.Tensor]:
+        """Per text-bend word: a [P, T] mask of the word's token positions in each prompt."""
+        masks = {}
+        for bb in self.bound:
+            word = bb.bend.target.word
+            if bb.bend.target.kind != "text" or not word or word in masks:
+                continue
+            wid = self.tokenizer(word, add_special_tokens=False).input_ids
+            m = torch.zeros(len(self.config.prompts), self.seq_len, dtype=torch.bool)
+            for p, prompt in enumerate(self.config.prompts):
+                ids = self._ids(prompt)
+                for s in range(len(ids) - len(wid) + 1):
+                    if ids[s : s + len(wid)] == wid:
+                        m[p, s : s + len(wid)] = True
+            if not m.any():
+                raise PlanError(f"bend[{bb.index}].word", f"{word!r} does not occur in any prompt: {list(self.config.prompts)}")
+            masks[word] = m.to(self.device)
+        return masks
+
+    @torch.no_grad()
+    def embed(self, prompt: str) -> torch.Tensor:
+        """Text-encoder output for ``prompt``, cached. -> [T, D]"""
+        e = self._emb.get(prompt)
+        if e is None:
+            ids = torch.tensor([self._ids(prompt)], device=self.device)
+            e = self.text_encoder(ids)[0][0].to(self.dtype)
+            self._emb[prompt] = e
+        return e
+
+    # ------------------------------------------------------------------ rendering
+    def _frame_text(self, frames: Sequence[FrameSpec]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        P = len(self.config.prompts)
+        embs = torch.stack([self.embed(p) for p in self.config.prompts])  # [P, T, D]
+        rows, wmask_rows = [], []
+        for i, f in enumerate(frames):
+            w = f.prompt_weights or (1.0,) + (0.0,) * (P - 1)
+            if len(w) != P or not all(math.isfinite(v) and v >= 0 for v in w) or sum(w) <= 0:
+                raise PlanError(f"frames[{i}].prompt_weights", f"expected {P} finite weights ≥ 0 with a positive sum, got {w}")
+            nz = [j for j, v in enumerate(w) if v > 0]
+            if len(nz) == 1:
+                rows.append(embs[nz[0]])
+            else:
+                wt = torch.tensor(w, device=self.device, dtype=torch.float32) / sum(w)
+                rows.append(torch.einsum("p,ptd->td", wt, embs.float()).to(self.dtype))
+            wmask_rows.append(nz)
+        masks = {word: torch.stack([m[nz].any(0) for nz in wmask_rows]) for word, m in self._word_masks.items()}
+        return torch.stack(rows), masks
+
+    def _noise(self, frames: Sequence[FrameSpec]) -> torch.Tensor:
+        c = self.unet.config.in_channels
+        shape = (c, self.height // self.vae_factor, self.width // self.vae_factor)
+        out = []
+        for i, f in enumerate(frames):
+            if not math.isfinite(f.noise_angle):
+                raise PlanError(f"frames[{i}].noise_angle", "must be finite (radians)")
+            g = torch.Generator().manual_seed(int(f.seed if f.seed is not None else self.config.seed))
+            n1 = torch.randn(shape, generator=g)
+            if f.noise_angle != 0.0:
+                n2 = torch.randn(shape, generator=g)
+                n1 = math.cos(f.noise_angle) * n1 + math.sin(f.noise_angle) * n2
+            out.append(n1)
+        return torch.stack(out).to(self.device, self.dtype)
+
+    @torch.no_grad()
+    def render(self, frames: Sequence[FrameSpec]) -> list[FrameResult]:
+        """Render ``frames`` in batches of at most ``max_batch``; results in input order."""
+        out: list[FrameResult] = []
+        for s in range(0, len(frames), self.config.max_batch):
+            out.extend(self._render_batch(frames[s : s + self.config.max_batch]))
+        return out
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def _render_batch(self, frames: Sequence[FrameSpec]) -> list[FrameResult]:
+        B = len(frames)
+        eng = self.engine
+        eng.set_frames([f.params for f in frames], cfg=self.cfg)
+        t0 = time.perf_counter()
+        cond, masks = self._frame_text(frames)
+        cond = eng.bend_text(cond, "cond", masks)
+        if self.cfg:
+            unc = self.embed(self.config.negative_prompt).expand(B, -1, -1)
+            unc = eng.bend_text(unc, "uncond", {w: torch.zeros_like(m) for w, m in masks.items()})
+            text = torch.cat([unc, cond])
+        else:
+            text = cond
+        self._sync()
+        t1 = time.perf_counter()
+        sched = make_scheduler(self.scheduler, "default")
+        sched.set_timesteps(self.steps, device=self.device)
+        latents = self._noise(frames) * sched.init_noise_sigma
+        with install_hooks(self.unet, eng):
+            for i, t in enumerate(sched.timesteps):
+                latents = eng.bend_latent(latents, i, "frames")
+                inp = torch.cat([latents, latents]) if self.cfg else latents
+                inp = eng.bend_latent(inp, i, "cfg") if self.cfg else inp
+                inp = sched.scale_model_input(inp, t)
+                pred = self.unet(inp, t, encoder_hidden_states=text).sample
+                if self.cfg:
+                    pu, pc = pred.chunk(2)
+                    pred = pu + self.guidance * (pc - pu)
+                latents = sched.step(pred, t, latents).prev_sample
+        latents = eng.bend_latent(latents, self.steps, "frames")
+        self._sync()
+        t2 = time.perf_counter()
+        images, nonfinite = self.decode(latents)
+        t3 = time.perf_counter()
+        self.timings["text"] += t1 - t0
+        self.timings["denoise"] += t2 - t1
+        self.timings["decode"] += t3 - t2
+        faults = eng.faults()
+        results = []
+        for i in range(B):
+            img = images[i]
+            black = bool(img.mean() < 4.0)
+            results.append(FrameResult(img, bool(nonfinite[i]), black, [f for f in faults if f.frame == i]))
+        return results
+
+    def decode(self, latents: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """Latents [B, 4, h, w] → uint8 images [B, H, W, 3] and a per-frame non-finite flag [B]."""
+        nonfinite = (~torch.isfinite(latents).flatten(1).all(1)).cpu().numpy()
+        z = torch.nan_to_num(latents, nan=0.0, posinf=0.0, neginf=0.0).to(self.vae.dtype)
+        cfg = self.vae.config
+        z = z / cfg.scaling_factor + (getattr(cfg, "shift_factor", None) or 0.0)
+        x = self.vae.decode(z).sample.float()
+        x = torch.nan_to_num(x, nan=-1.0).clamp(-1, 1)
+        imgs = ((x + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        imgs[nonfinite] = 0
+        return imgs, nonfinite

@@ -1,0 +1,125 @@
+"""Contact sheets: operator × value × target grids, like the papers' figures.
+
+A sweep config (TOML)::
+
+    prompt = "a red circle on a blue background"
+    seed = 0
+    steps = 6           # optional: model default
+    guidance = 4.0      # optional
+
+    [[row]]
+    label = "channel rotation (0,1) at step 0"    # optional
+    op = "rotate_plane"
+    target = "latent"
+    step = 0
+    params = { plane = [0, 1] }      # static and base values
+    sweep = "angle"                   # the per-frame parameter swept along the row
+    values = [0.0, 0.8, 1.6, 2.4, 3.2]
+
+Each row renders all its values in one batch (each frame its own parameter value).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from server.bending.plan import BendPlan, PlanError
+
+from .renderer import FrameSpec, RenderConfig, Renderer
+
+__all__ = ["SweepRow", "SweepConfig", "load_sweep", "render_sheet"]
+
+_ROW_KEYS = {"label", "op", "target", "step", "steps", "word", "params", "sweep", "values", "branch", "channels",
+             "channel_fraction", "element_fraction", "region", "seed"}
+
+
+@dataclass(frozen=True)
+class SweepRow:
+    label: str
+    bend: dict[str, Any]
+    sweep: str
+    values: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    prompt: str
+    seed: int
+    steps: int | None
+    guidance: float | None
+    rows: tuple[SweepRow, ...]
+
+
+def load_sweep(path: str | Path) -> SweepConfig:
+    """Read and validate a sweep TOML; errors name the field (``row[2].values``)."""
+    p = Path(path)
+    try:
+        d = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PlanError(str(p), "no such sweep file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise PlanError(str(p), f"not valid TOML: {e}") from None
+    rows = []
+    for i, r in enumerate(d.get("row", [])):
+        extra = set(r) - _ROW_KEYS
+        if extra:
+            raise PlanError(f"row[{i}].{sorted(extra)[0]}", f"unknown field; valid: {', '.join(sorted(_ROW_KEYS))}")
+        for k in ("op", "target", "sweep", "values"):
+            if k not in r:
+                raise PlanError(f"row[{i}].{k}", "missing")
+        vals = r["values"]
+        if not isinstance(vals, list) or not vals or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals):
+            raise PlanError(f"row[{i}].values", "expected a non-empty list of numbers")
+        bend = {k: v for k, v in r.items() if k not in ("label", "sweep", "values")}
+        bend["id"] = "swept"
+        plan = BendPlan.from_dict({"bend": [bend]})  # validates op, target, params
+        spec_params = plan.bends[0].params
+        if r["sweep"] != "mix" and r["sweep"] not in spec_params:
+            raise PlanError(f"row[{i}].sweep", f"{r['sweep']!r} is not a parameter of {r['op']!r}; parameters: {', '.join(spec_params)}, mix")
+        label = r.get("label") or f"{r['op']}.{r['sweep']} @ {plan.bends[0].target}"
+        rows.append(SweepRow(label, bend, r["sweep"], tuple(float(v) for v in vals)))
+    if not rows:
+        raise PlanError("row", "a sweep needs at least one [[row]]")
+    return SweepConfig(str(d.get("prompt", "a red circle on a blue background")), int(d.get("seed", 0)),
+                       d.get("steps"), d.get("guidance"), tuple(rows))
+
+
+def _font(size: int) -> ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1
+        return ImageFont.load_default()
+
+
+def render_sheet(pipe: Any, cfg: SweepConfig, *, progress: bool = True) -> Image.Image:
+    """Render the sweep and lay it out: one labelled row per bend, one column per value."""
+    from tqdm import tqdm
+
+    tiles: list[list[np.ndarray]] = []
+    for row in tqdm(cfg.rows, desc="sweep", disable=not progress):
+        plan = BendPlan.from_dict({"bend": [row.bend]})
+        r = Renderer(pipe, RenderConfig(prompts=(cfg.prompt,), seed=cfg.seed, steps=cfg.steps, guidance=cfg.guidance, plan=plan))
+        frames = [FrameSpec(params={"swept": {row.sweep: v}}) for v in row.values]
+        tiles.append([res.image for res in r.render(frames)])
+    h, w = tiles[0][0].shape[:2]
+    label_h, pad = 18, 4
+    ncol = max(len(t) for t in tiles)
+    sheet = Image.new("RGB", (ncol * (w + pad) + pad, len(tiles) * (h + label_h + 14 + pad) + pad), "white")
+    draw = ImageDraw.Draw(sheet)
+    font, small = _font(12), _font(10)
+    y = pad
+    for row, imgs in zip(cfg.rows, tiles):
+        draw.text((pad, y), row.label, fill="black", font=font)
+        y += label_h
+        for j, (img, v) in enumerate(zip(imgs, row.values)):
+            x = pad + j * (w + pad)
+            sheet.paste(Image.fromarray(img), (x, y))
+            draw.text((x + 2, y + h + 1), f"{row.sweep}={v:g}", fill="black", font=small)
+        y += h + 14 + pad
+    return sheet

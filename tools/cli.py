@@ -1,0 +1,36 @@
+"""The ``bendbridge`` command: parse arguments, build a config, call the library."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import cmd_engine
+
+__all__ = ["main", "build_parser"]
+
+_COMMAND_MODULES = (cmd_engine,)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="bendbridge", description="Music-reactive network bending of diffusion models.")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for mod in _COMMAND_MODULES:
+        mod.add_commands(sub)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except (ValueError, FileNotFoundError) as e:  # PlanError, OperatorError, missing files
+        print(f"bendbridge {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
