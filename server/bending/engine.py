@@ -147,10 +147,11 @@ class BendEngine:
     def _rows(self, bb: BoundBend, per: dict[str, list[Any]], active: list[bool], layout: str) -> _RowState | None:
         b = self.batch
         branch = bb.bend.branch
+        if not self.cfg and branch == "uncond":
+            return None  # without guidance there is no unconditional branch
         if layout == "frames" or not self.cfg:
-            # without guidance only the cond branch exists
-            rows = [fi for fi in range(b) if active[fi]] if branch != "uncond" or layout == "frames" else []
-            frames = rows
+            # B rows; callers of the 'frames' layout (latent 'both', text) gate by branch
+            rows = frames = [fi for fi in range(b) if active[fi]]
         else:
             rows, frames = [], []
             for half, name in ((0, "uncond"), (1, "cond")):

@@ -64,22 +64,28 @@ def _offsets(k: int, shape: str) -> list[tuple[int, int]]:
     pts = [(dy, dx) for dy in range(lo, lo + k) for dx in range(lo, lo + k)]
     if shape == "ellipse":
         c = lo + r  # centre of the window (0 for odd k)
-        pts = [(dy, dx) for dy, dx in pts if (dy - c) ** 2 + (dx - c) ** 2 <= r * r + 1e-9]
+        # the disc of radius r about the window centre; + 0.5 keeps even sizes non-empty
+        pts = [(dy, dx) for dy, dx in pts if (dy - c) ** 2 + (dx - c) ** 2 <= r * r + 0.5]
     return pts
 
 
-def _dilate_k(x: torch.Tensor, k: int, shape: str) -> torch.Tensor:
+def _dilate_k(x: torch.Tensor, k: int, shape: str, reflect: bool = False) -> torch.Tensor:
+    """Max over the window (offsets −lo…hi); ``reflect`` mirrors the window (hi…−lo), which
+    erosion needs so that opening ≤ x ≤ closing also holds for even sizes."""
     if k <= 1:
         return x
     lo = (k - 1) // 2
     hi = k - 1 - lo
+    if reflect:
+        lo, hi = hi, lo
+    padded = F.pad(x, (lo, hi, lo, hi), value=float("-inf"))
     if shape == "square":
-        padded = F.pad(x, (lo, hi, lo, hi), value=float("-inf"))
         return F.max_pool2d(padded, kernel_size=k, stride=1)
     h, w = x.shape[-2:]
-    padded = F.pad(x, (lo, hi, lo, hi), value=float("-inf"))
     out = None
     for dy, dx in _offsets(k, shape):
+        if reflect:
+            dy, dx = -dy, -dx
         win = padded[..., dy + lo : dy + lo + h, dx + lo : dx + lo + w]
         out = win if out is None else torch.maximum(out, win)
     return out
@@ -104,7 +110,7 @@ def dilate(x: torch.Tensor, k: int, shape: str = "square") -> torch.Tensor:
 
 def erode(x: torch.Tensor, k: int, shape: str = "square") -> torch.Tensor:
     """Grey-scale erosion: min over the window (dilation of −x, negated)."""
-    return -_dilate_k(-x, k, shape)
+    return -_dilate_k(-x, k, shape, reflect=True)
 
 
 def _dilate(x: torch.Tensor, size: torch.Tensor, shape: str = "square") -> torch.Tensor:
