@@ -62,7 +62,19 @@ def apply_channel_matrix(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
 
 
 def _rotate_plane(x: torch.Tensor, angle: torch.Tensor, plane: tuple[int, int] = (0, 1)) -> torch.Tensor:
-    return apply_channel_matrix(x, plane_rotation_matrix(angle.to(torch.float64), x.shape[1], *plane))
+    # only channels i and j change: O(HW) instead of the full C×C matrix product
+    i, j = plane
+    c = x.shape[1]
+    if not (0 <= i < c and 0 <= j < c and i != j):
+        raise OperatorError(f"plane ({i}, {j}) is not a plane of {c} channels; both indices must differ and lie in [0, {c - 1}]")
+    a = angle.to(torch.float64)
+    shape = (-1,) + (1,) * (x.ndim - 2)
+    cos, sin = torch.cos(a).to(x).reshape(shape), torch.sin(a).to(x).reshape(shape)
+    xi, xj = x[:, i], x[:, j]
+    y = x.clone()
+    y[:, i] = cos * xi - sin * xj
+    y[:, j] = sin * xi + cos * xj
+    return y
 
 
 def _rotate_r6(x: torch.Tensor, **angles: torch.Tensor) -> torch.Tensor:

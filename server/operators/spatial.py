@@ -79,9 +79,15 @@ def _dilate_k(x: torch.Tensor, k: int, shape: str, reflect: bool = False) -> tor
     if reflect:
         lo, hi = hi, lo
     padded = F.pad(x, (lo, hi, lo, hi), value=float("-inf"))
-    if shape == "square":
-        return F.max_pool2d(padded, kernel_size=k, stride=1)
     h, w = x.shape[-2:]
+    if shape == "square":  # separable: k shifted maxima along rows, then k along columns
+        rows = padded[..., :, 0:w]
+        for d in range(1, k):
+            rows = torch.maximum(rows, padded[..., :, d : d + w])
+        out = rows[..., 0:h, :]
+        for d in range(1, k):
+            out = torch.maximum(out, rows[..., d : d + h, :])
+        return out
     out = None
     for dy, dx in _offsets(k, shape):
         if reflect:

@@ -204,3 +204,23 @@ def test_parameter_checks_name_the_field_and_the_range():
         spec.check(float("nan"), "f")
     with pytest.raises(OperatorError, match="expected a number"):
         spec.check("two", "f")
+
+
+@given(st.floats(-7, 7), st.sampled_from([(0, 1), (3, 1), (2, 5), (7, 0)]))
+def test_plane_rotation_fast_path_equals_the_full_channel_matrix(angle, plane):
+    from server.operators.channel import apply_channel_matrix
+
+    x = _x(b=2, c=8)
+    a = _p(angle, -angle)
+    full = apply_channel_matrix(x, plane_rotation_matrix(a, 8, *plane))
+    torch.testing.assert_close(run("rotate_plane", x, angle=a, plane=plane), full, rtol=1e-5, atol=1e-5)
+
+
+@given(st.integers(1, 8))
+def test_square_dilation_equals_max_pooling_with_the_same_window(size):
+    import torch.nn.functional as F
+
+    x = _x(seed=size)
+    lo, hi = (size - 1) // 2, size - 1 - (size - 1) // 2
+    ref = F.max_pool2d(F.pad(x, (lo, hi, lo, hi), value=float("-inf")), size, stride=1)
+    assert torch.equal(run("dilate", x, size=_p(size, size, size)), ref)

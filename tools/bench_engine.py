@@ -1,0 +1,171 @@
+"""Benchmark of the bending engine, measured side by side in one run.
+
+1. hook mechanism overhead: 5 module targets with identity parameters vs no plan (goal ≤ 2 %),
+   and the same 5 targets with real (non-identity) multiplies;
+2. the cost of each operator family on a real activation shape, against one U-Net call;
+3. batched vs one-at-a-time rendering of 16 frames that all have different parameters.
+
+Runs are interleaved (A, B, A, B, …) and medians compared, so machine noise hits both sides.
+``--unet sd15`` builds a random-weight pipeline of Stable Diffusion 1.5's size (the real cost,
+no download); the default is the embedded model.
+
+    python -m tools.bench_engine [--model DIR | --unet sd15] [--device cuda] [--size 512]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+__all__ = ["main", "sd15_random_pipeline"]
+
+
+def sd15_random_pipeline(device: torch.device, dtype: torch.dtype):
+    """A StableDiffusionPipeline with SD 1.5's architecture and random weights."""
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    from server.model import EMBEDDED_MODEL, ModelDefaults
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=64, in_channels=4, out_channels=4, block_out_channels=(320, 640, 1280, 1280), layers_per_block=2,
+        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3, cross_attention_dim=768, attention_head_dim=8,
+    )
+    vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
+                        up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=2, latent_channels=4, sample_size=512)
+    tok = CLIPTokenizer.from_pretrained(EMBEDDED_MODEL / "tokenizer", model_max_length=77)
+    text = CLIPTextModel(CLIPTextConfig(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+                                        max_position_embeddings=77))
+    sched = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False,
+                          set_alpha_to_one=False, steps_offset=1)
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tok, unet=unet, scheduler=sched,
+                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    for m in (unet, text):
+        m.to(device, dtype).eval().requires_grad_(False)
+    vae.to(device, torch.float32).eval().requires_grad_(False)
+    pipe.bendbridge_defaults = ModelDefaults(steps=4, guidance=7.5, size=512)
+    return pipe
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn: Callable[[], object], device: torch.device) -> float:
+    _sync(device)
+    t = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - t
+
+
+def _side_by_side(fns: dict[str, Callable[[], object]], repeats: int, device: torch.device) -> dict[str, float]:
+    for f in fns.values():  # warm-up
+        f()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, f in fns.items():
+            times[k].append(_timed(f, device))
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def _pick_targets(layers, n: int = 5) -> list[str]:
+    """n module targets spread over the U-Net: blocks first, then resnets."""
+    blocks = [l.name for l in layers if l.name.count(".") <= 1 and l.kind.endswith(("Block2D", "CrossAttn", "Block2DCrossAttn"))]
+    names = blocks + [l.name for l in layers if l.kind == "ResnetBlock2D" and l.name not in blocks]
+    step = max(1, len(names) // n)
+    return names[::step][:n]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default=None, help="diffusers folder (default: embedded model)")
+    ap.add_argument("--unet", choices=["embedded", "sd15"], default="embedded")
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--size", type=int, default=None, help="image size in pixels")
+    ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--frames", type=int, default=16)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args(argv)
+
+    from server.bending import BendPlan
+    from server.model import default_device, load_pipeline
+    from server.operators import get_operator
+    from server.render import FrameSpec, RenderConfig, Renderer
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device) if args.device else default_device()
+    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    pipe = sd15_random_pipeline(device, dtype) if args.unet == "sd15" else load_pipeline(args.model, device)
+    base = dict(width=args.size, height=args.size, steps=args.steps, max_batch=args.batch)
+    probe = Renderer(pipe, RenderConfig(**base))
+    print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else f'{torch.get_num_threads()} threads'}), "
+          f"model {'SD-1.5-size random U-Net' if args.unet == 'sd15' else getattr(pipe, 'bendbridge_path', '?')}, "
+          f"{probe.width}x{probe.height}, {probe.steps} steps, guidance {probe.guidance}")
+
+    # 1. hook overhead --------------------------------------------------------------------------
+    targets = _pick_targets(probe.layers)
+    ident = Renderer(pipe, RenderConfig(**base, plan=BendPlan.from_specs([f"multiply:factor=1@{t}" for t in targets])))
+    active = Renderer(pipe, RenderConfig(**base, plan=BendPlan.from_specs([f"multiply:factor=1.001@{t}" for t in targets])))
+    frame = [FrameSpec()]
+    t = _side_by_side({"plain": lambda: probe.render(frame), "identity": lambda: ident.render(frame),
+                       "active": lambda: active.render(frame)}, args.repeats, device)
+    print(f"\n[1] hook overhead, 1 frame, 5 module targets: {', '.join(targets)}")
+    print(f"    no plan             {t['plain'] * 1e3:9.2f} ms/frame")
+    print(f"    5 identity bends    {t['identity'] * 1e3:9.2f} ms/frame   overhead {100 * (t['identity'] / t['plain'] - 1):+.2f} %  (goal ≤ 2 %)")
+    print(f"    5 multiply bends    {t['active'] * 1e3:9.2f} ms/frame   overhead {100 * (t['active'] / t['plain'] - 1):+.2f} %")
+
+    # 2. operator families on a real activation -------------------------------------------------
+    mid = next(l for l in probe.layers if l.name == "mid_block")
+    up = max((l for l in probe.layers if l.kind == "ResnetBlock2D"), key=lambda l: l.shape[1] * l.shape[2])
+    rows = 2 * args.batch if probe.cfg else args.batch
+    unet_call = _unet_call_time(probe, rows, args.repeats, device)
+    print(f"\n[2] operator cost per call, {rows} rows (a guided batch of {args.batch}); one U-Net call = {unet_call * 1e3:.2f} ms")
+    lat = (4, probe.height // probe.vae_factor, probe.width // probe.vae_factor)
+    cases = [("pointwise", "add", {"value": 1.0}, up.shape), ("pointwise", "noise", {"std": 0.5}, up.shape),
+             ("pointwise", "soft_threshold", {"r": 0.5}, up.shape), ("channel", "rotate_plane", {"angle": 1.0}, lat),
+             ("channel", "rotate_r6", {f"a{i}{j}": 0.3 for i, j in ((0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3))}, lat),
+             ("channel", "rotate_plane", {"angle": 1.0}, up.shape), ("channel", "hadamard", {}, lat),
+             ("spatial", "rotate", {"degrees": 30.0}, up.shape), ("spatial", "scale", {"factor": 1.2}, up.shape),
+             ("morphological", "dilate", {"size": 3.0}, up.shape), ("morphological", "dilate", {"size": 5.0, "shape": "ellipse"}, mid.shape)]
+    for fam, name, params, shape in cases:
+        spec = get_operator(name)
+        x = torch.randn(rows, *shape, device=device, dtype=dtype)
+        static = {k: v for k, v in params.items() if not spec.params[k].per_sample}
+        per = {k: torch.full((rows,), float(v), dtype=torch.float64, device=device) for k, v in params.items() if spec.params[k].per_sample}
+        ms = _side_by_side({"op": lambda: spec.fn(x, **static, **per)}, args.repeats, device)["op"]
+        print(f"    {fam:<14} {name:<15} {str(tuple(shape)):<18} {ms * 1e3:8.3f} ms  = {100 * ms / unet_call:6.2f} % of a U-Net call")
+
+    # 3. batched vs one at a time ---------------------------------------------------------------
+    plan = BendPlan.from_specs(["rotate_plane:angle=0@latent:step=0", f"multiply:factor=1@{targets[0]}", f"dilate:size=1@{mid.name}"])
+    r = Renderer(pipe, RenderConfig(**base, plan=plan))
+    frames = [FrameSpec(params={"rotate_plane": {"angle": 0.2 * i}, "multiply": {"factor": 1 + 0.05 * i}, "dilate": {"size": 1 + 2 * (i % 2)}})
+              for i in range(args.frames)]
+    reps = max(1, args.repeats // 3)
+    t = _side_by_side({"batched": lambda: r.render(frames), "single": lambda: [r.render([f]) for f in frames]}, reps, device)
+    print(f"\n[3] {args.frames} frames with different parameters")
+    print(f"    one at a time       {args.frames / t['single']:8.2f} frames/s")
+    print(f"    batched (≤{args.batch})        {args.frames / t['batched']:8.2f} frames/s   speed-up ×{t['single'] / t['batched']:.2f}")
+    return 0
+
+
+def _unet_call_time(r, rows: int, repeats: int, device: torch.device) -> float:
+    c, h, w = r.unet.config.in_channels, r.height // r.vae_factor, r.width // r.vae_factor
+    x = torch.randn(rows, c, h, w, device=device, dtype=r.dtype)
+    e = torch.randn(rows, r.seq_len, r.unet.config.cross_attention_dim, device=device, dtype=r.dtype)
+    with torch.no_grad():
+        return _side_by_side({"u": lambda: r.unet(x, 500, encoder_hidden_states=e)}, repeats, device)["u"]
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

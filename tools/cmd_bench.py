@@ -1,0 +1,21 @@
+"""``bendbridge bench NAME [options]``: run one of the benchmarks in tools/."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+__all__ = ["add_commands", "BENCHMARKS"]
+
+BENCHMARKS = {"engine": "tools.bench_engine", "model": "tools.bench_model"}
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help=f"run a benchmark ({', '.join(BENCHMARKS)}); options after the name go to it")
+    p.add_argument("name", choices=sorted(BENCHMARKS))
+    p.add_argument("options", nargs=argparse.REMAINDER)
+    p.set_defaults(run=run_bench)
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    return int(importlib.import_module(BENCHMARKS[args.name]).main(args.options) or 0)
