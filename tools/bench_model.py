@@ -1,0 +1,54 @@
+"""Seconds per frame of the embedded model (or ``--model DIR``): batch 1 and batch 8, with and
+without classifier-free guidance, measured interleaved in one run.
+
+    python -m tools.bench_model [--model DIR] [--steps N] [--repeats R]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+__all__ = ["main"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args(argv)
+
+    from server.model import default_device, load_pipeline
+    from server.render import FrameSpec, RenderConfig, Renderer
+
+    from .bench_engine import _side_by_side
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device) if args.device else default_device()
+    pipe = load_pipeline(args.model, device)
+    prompts = ("a red circle on a blue background",)
+    runs = {}
+    for cfg_name, guidance in (("cfg", None), ("no-cfg", 1.0)):
+        r = Renderer(pipe, RenderConfig(prompts=prompts, steps=args.steps, guidance=guidance, max_batch=8))
+        if guidance is None:
+            print(f"model {getattr(pipe, 'bendbridge_path', '?')}: {r.width}x{r.height}, {r.steps} steps, "
+                  f"guidance {r.guidance}, {device} ({torch.get_num_threads()} threads)")
+        for b in (1, 8):
+            frames = [FrameSpec(seed=i) for i in range(b)]
+            runs[(cfg_name, b)] = (lambda r=r, frames=frames: r.render(frames))
+    t = _side_by_side({k: v for k, v in runs.items()}, args.repeats, device)
+    print(f"{'':<8}{'batch 1':>14}{'batch 8':>14}{'batch-8 speed-up':>20}")
+    for cfg_name in ("cfg", "no-cfg"):
+        s1, s8 = t[(cfg_name, 1)], t[(cfg_name, 8)] / 8
+        print(f"{cfg_name:<8}{s1:>11.3f} s/f{s8:>11.3f} s/f{s1 / s8:>19.2f}x")
+    print(f"guidance costs ×{t[('cfg', 8)] / t[('no-cfg', 8)]:.2f} at batch 8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
