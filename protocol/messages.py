@@ -265,10 +265,10 @@ class Error(Message):
     ref: str | None = None  # id of the message it answers
 
 
-@_message("heartbeat", {})
+@_message("heartbeat", {"ref": Field("str", max_len=64)})
 @dataclass(frozen=True)
 class Heartbeat(Message):
-    pass
+    ref: str | None = None  # set when it acknowledges a message (e.g. a param_update)
 
 
 @_message("bye", {"reason": Field("str", required=False, max_len=256, default="")})

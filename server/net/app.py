@@ -1,0 +1,245 @@
+"""The headless render server: a ZeroMQ ROUTER for control, a PUB socket for events.
+
+One thread runs the loop: drain every waiting message (decode, validate, dispatch), then render
+one batch of queued frame requests, then poll again. Every bad packet is answered with an
+``error`` message naming the field and the allowed range, and the loop goes on. Frame-ready
+reports go to the requesting client and are also published on the PUB socket (topic = session).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from protocol import (
+    PACKAGE_VERSION, Bye, Error, FeatureFrame, FrameReady, FrameRequest, Heartbeat, Hello, Limits, Message, Packet,
+    ParamUpdate, ProtocolError, SessionSetup, Transport, Welcome, decode, encode, version_string,
+)
+from server.bending.plan import PlanError
+
+from .security import SecurityError, is_loopback, load_server_keys
+from .session import Pending, RenderSession
+
+__all__ = ["ServerConfig", "RenderServer", "DEFAULT_CONTROL", "DEFAULT_EVENTS"]
+
+log = logging.getLogger("bendbridge.server")
+DEFAULT_CONTROL = "tcp://127.0.0.1:5555"
+DEFAULT_EVENTS = "tcp://127.0.0.1:5556"
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    control: str = DEFAULT_CONTROL
+    events: str = DEFAULT_EVENTS
+    model: Path | None = None  # None: the embedded model
+    device: str | None = None
+    output_root: Path = Path("renders")
+    max_batch: int = 8
+    keys: Path | None = None  # CURVE key folder; required for non-loopback endpoints
+    max_message_bytes: int = 64 << 20
+
+
+class RenderServer:
+    def __init__(self, config: ServerConfig, pipe: Any = None):
+        for ep in (config.control, config.events):
+            if not is_loopback(ep) and config.keys is None:
+                raise SecurityError(f"refusing to bind {ep} without authentication: binding beyond loopback needs CURVE keys "
+                                    f"('bendbridge keys --dir KEYS --client NAME', then --keys KEYS)")
+        self.config = config
+        self.limits = Limits(max_bytes=config.max_message_bytes)
+        self.root = Path(config.output_root).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        if pipe is None:
+            from server.model import load_pipeline
+
+            pipe = load_pipeline(config.model, config.device)
+        self.pipe = pipe
+        self.model_name = str(getattr(pipe, "bendbridge_path", config.model or "embedded"))
+        self.sessions: dict[str, RenderSession] = {}
+        self.clients: dict[bytes, str] = {}  # client identity -> session id
+        self.seq = 0
+        self.stats = {"received": 0, "errors": 0, "rendered": 0}
+        self._ctx = zmq.Context.instance()
+        self._auth = None
+        self.control = self._ctx.socket(zmq.ROUTER)
+        self.events = self._ctx.socket(zmq.PUB)
+        for s in (self.control, self.events):
+            s.setsockopt(zmq.LINGER, 0)
+            s.setsockopt(zmq.MAXMSGSIZE, config.max_message_bytes)
+        self.control.setsockopt(zmq.ROUTER_MANDATORY, 0)
+        if config.keys is not None:
+            self._secure(config.keys)
+        self.control.bind(config.control)
+        self.events.bind(config.events)
+        # the endpoints actually bound (a '*' port resolves to a real one)
+        self.control_endpoint = self.control.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.events_endpoint = self.events.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._welcome_cache: Welcome | None = None
+        self._running = False
+
+    def _secure(self, keys: Path) -> None:
+        from zmq.auth.thread import ThreadAuthenticator
+
+        pub, sec, clients = load_server_keys(keys)
+        self._auth = ThreadAuthenticator(self._ctx)
+        self._auth.start()
+        self._auth.configure_curve(domain="*", location=str(clients))
+        for s in (self.control, self.events):
+            s.curve_secretkey, s.curve_publickey, s.curve_server = sec, pub, True
+
+    # ------------------------------------------------------------------ replies
+    def _send(self, client: bytes, msg: Message, session: str = "", pos: int = 0, rate: int = 48_000) -> None:
+        self.seq += 1
+        try:
+            self.control.send_multipart([client, encode(msg, session=session, seq=self.seq, pos=pos, rate=rate)], flags=zmq.NOBLOCK)
+        except zmq.Again:
+            log.warning("client %r not reachable; reply dropped", client)
+
+    def _error(self, client: bytes, e: Exception, ref: str | None = None, session: str = "") -> None:
+        self.stats["errors"] += 1
+        if isinstance(e, ProtocolError):
+            err = Error(code=e.code, message=str(e)[:4000], field=(e.field or None) and e.field[:256], ref=ref)
+        elif isinstance(e, PlanError):
+            err = Error(code="plan", message=str(e)[:4000], field=e.field[:256], ref=ref)
+        elif isinstance(e, (ValueError, FileNotFoundError)):
+            err = Error(code="invalid", message=str(e)[:4000], ref=ref)
+        else:
+            log.exception("internal error")
+            err = Error(code="internal", message=f"{type(e).__name__}: {e}"[:4000], ref=ref)
+        self._send(client, err, session)
+
+    def welcome(self) -> Welcome:
+        if self._welcome_cache is None:
+            from server.operators import operator_names
+            from server.render import RenderConfig, Renderer
+
+            r = Renderer(self.pipe, RenderConfig())
+            targets = ("latent", "text") + tuple(l.name for l in r.layers)
+            self._welcome_cache = Welcome(server="bendbridge", version=version_string(), package=PACKAGE_VERSION,
+                                          model=self.model_name, device=str(r.device), targets=targets,
+                                          operators=tuple(operator_names()), max_batch=self.config.max_batch,
+                                          auth="curve" if self.config.keys else "none")
+        return self._welcome_cache
+
+    # ------------------------------------------------------------------ dispatch
+    def handle(self, frames: list[bytes]) -> None:
+        self.stats["received"] += 1
+        if len(frames) != 2:
+            if frames:
+                self._error(frames[0], ProtocolError(f"expected one message frame, got {len(frames) - 1}", None, "malformed"))
+            return
+        client, data = frames
+        try:
+            pkt = decode(data, self.limits)
+        except Exception as e:  # noqa: BLE001 - every bad packet is answered, the server goes on
+            self._error(client, e)
+            return
+        try:
+            self.dispatch(client, pkt)
+        except Exception as e:  # noqa: BLE001
+            self._error(client, e, pkt.envelope.id, pkt.envelope.session)
+
+    def dispatch(self, client: bytes, pkt: Packet) -> None:
+        m, env = pkt.message, pkt.envelope
+        if isinstance(m, Hello):
+            self._send(client, self.welcome())
+        elif isinstance(m, SessionSetup):
+            self._setup(client, m, env.id)
+        elif isinstance(m, Heartbeat):
+            self._send(client, Heartbeat(ref=env.id), env.session)
+        elif isinstance(m, Bye):
+            self.clients.pop(client, None)
+        elif isinstance(m, (FrameRequest, ParamUpdate, FeatureFrame, Transport)):
+            s = self._session(client, env.session)
+            if isinstance(m, FrameRequest):
+                s.renderer.engine.resolve([s.effective_params(m)])  # bad values are refused now, by field
+                done = None if s.live else s.already_done(m)
+                if done is not None:
+                    self._report(client, s, done)
+                else:
+                    for d in s.enqueue(Pending(client, env.id, m)):
+                        self._report(d.client, s, self._dropped(d))
+            elif isinstance(m, ParamUpdate):
+                s.update_params(m.params)
+                self._send(client, Heartbeat(ref=env.id), s.sid)
+            # feature frames and transport are accepted; the bridge resolves them into parameters
+        else:
+            raise ProtocolError(f"a client may not send {m.TYPE!r}", "type", "unexpected")
+
+    def _session(self, client: bytes, sid: str) -> RenderSession:
+        sid = sid or self.clients.get(client, "")
+        s = self.sessions.get(sid)
+        if s is None:
+            raise ProtocolError(f"no session {sid!r}; send session_setup first", "envelope.session", "no_session")
+        self.clients[client] = sid
+        return s
+
+    def _setup(self, client: bytes, m: SessionSetup, ref: str) -> None:
+        if m.model not in (None, "", "default", self.model_name):
+            raise ProtocolError(f"model {m.model!r} is not loaded; this server has {self.model_name!r}", "session_setup.model", "range")
+        sid = m.output  # one session per output folder: re-sending the setup resumes it
+        old = self.sessions.get(sid)
+        if old is None or old.setup != m:
+            self.sessions[sid] = RenderSession(sid, m, self.pipe, self.root, self.config.max_batch, self.model_name)
+        self.clients[client] = sid
+        self._send(client, self.welcome(), sid)
+
+    def _dropped(self, p: Pending) -> FrameReady:
+        return FrameReady(frame=p.request.frame, sample=p.request.sample, hash="", timings={}, status="dropped")
+
+    def _report(self, client: bytes, s: RenderSession, fr: FrameReady) -> None:
+        self._send(client, fr, s.sid, pos=fr.sample)
+        self.events.send_multipart([s.sid.encode(), encode(fr, session=s.sid, pos=fr.sample)])
+
+    # ------------------------------------------------------------------ loop
+    def render_once(self) -> bool:
+        """Render one batch from the first session with queued work. True if it did any work."""
+        for s in self.sessions.values():
+            if not s.queue:
+                continue
+            batch, late = s.take_batch(time.time())
+            for p in late:
+                self._report(p.client, s, self._dropped(p))
+            if batch:
+                try:
+                    reports = s.render(batch)
+                except Exception as e:  # noqa: BLE001 - a failing batch is reported, not fatal
+                    for p in batch:
+                        self._error(p.client, e, p.msg_id, s.sid)
+                    return True
+                self.stats["rendered"] += len(reports)
+                for p, fr in zip(batch, reports):
+                    self._report(p.client, s, fr)
+            return True
+        return False
+
+    def serve_forever(self, stop: Any = None, idle_timeout_ms: int = 50) -> None:
+        """Run until ``stop`` (an Event-like object) is set."""
+        poller = zmq.Poller()
+        poller.register(self.control, zmq.POLLIN)
+        self._running = True
+        try:
+            while self._running and not (stop is not None and stop.is_set()):
+                busy = any(s.queue for s in self.sessions.values())
+                events = dict(poller.poll(0 if busy else idle_timeout_ms))
+                if self.control in events:
+                    for _ in range(10_000):  # drain what is waiting, then render
+                        try:
+                            frames = self.control.recv_multipart(flags=zmq.NOBLOCK)
+                        except zmq.Again:
+                            break
+                        self.handle(frames)
+                self.render_once()
+        finally:
+            self._running = False
+
+    def close(self) -> None:
+        self.control.close(0)
+        self.events.close(0)
+        if self._auth is not None:
+            self._auth.stop()

@@ -1,0 +1,110 @@
+"""Frame files and manifests, written only under the server's output root.
+
+Frames are written atomically (a temporary file in the same folder, fsync, then rename), named
+by timeline frame index; the manifest is JSON lines, one per finished frame, appended after the
+frame file is in place. A frame is therefore either absent, or complete and in the manifest: a
+crash can lose at most the frame being written, never corrupt one. Restarting reads the manifest
+and skips frames already done with the same request fingerprint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["OutputStore", "ManifestEntry", "OutsideRootError", "frame_name"]
+
+
+class OutsideRootError(ValueError):
+    """A path that would leave the output root."""
+
+
+def frame_name(index: int) -> str:
+    return f"frame_{index:08d}.png"
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    frame: int
+    sample: int
+    seconds: float
+    beats: float
+    bar: int
+    beat: float
+    params: dict[str, Any]
+    seed: int
+    hash: str  # sha256 of the PNG file
+    fingerprint: str  # sha256 of what determines the frame (setup + request)
+    status: str = "ok"
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__, sort_keys=True, separators=(",", ":"))
+
+
+class OutputStore:
+    """One session's folder ``root/name``: frames and ``manifest.jsonl``."""
+
+    def __init__(self, root: Path, name: str):
+        self.root = Path(root).resolve()
+        folder = (self.root / name).resolve()
+        if folder.parent != self.root or name in ("", ".", ".."):
+            raise OutsideRootError(f"output {name!r} is not a plain folder name under the output root")
+        self.dir = folder
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.manifest_path = self.dir / "manifest.jsonl"
+        self.done: dict[int, ManifestEntry] = {}
+        self._load()
+
+    def _load(self) -> None:
+        if not self.manifest_path.exists():
+            return
+        with open(self.manifest_path, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    d = json.loads(line)
+                    e = ManifestEntry(**d)
+                except (json.JSONDecodeError, TypeError):
+                    continue  # a line cut short by a crash: that frame is simply rendered again
+                p = self.dir / frame_name(e.frame)
+                if p.exists() and _sha256(p.read_bytes()) == e.hash:
+                    self.done[e.frame] = e
+
+    def finished(self, frame: int, fingerprint: str) -> ManifestEntry | None:
+        e = self.done.get(frame)
+        return e if e is not None and e.fingerprint == fingerprint else None
+
+    def path(self, frame: int) -> Path:
+        return self.dir / frame_name(frame)
+
+    def write_frame(self, image: np.ndarray, entry_fields: dict[str, Any]) -> ManifestEntry:
+        """Write ``image`` [H, W, 3] uint8 as PNG atomically, then append its manifest line."""
+        from PIL import Image
+
+        buf = io.BytesIO()
+        Image.fromarray(image).save(buf, format="PNG")
+        data = buf.getvalue()
+        entry = ManifestEntry(hash=_sha256(data), **entry_fields)
+        final = self.path(entry.frame)
+        tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+        with open(self.manifest_path, "a", encoding="utf-8") as f:
+            f.write(entry.to_json() + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self.done[entry.frame] = entry
+        return entry
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

@@ -1,0 +1,137 @@
+"""A render session: one setup (model, prompts, plan, frame rate), its queue and its output.
+
+Offline mode renders every requested frame exactly once and reports it (a frame already in the
+manifest with the same fingerprint is reported as ``resumed`` without rendering). Live mode
+renders with the newest parameters (``param_update`` overrides request values), drops frames whose
+deadline has passed and bounds its queue, counting every drop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from protocol import FrameReady, FrameRequest, SessionSetup
+from server.bending import BendPlan
+from server.render import FrameSpec, RenderConfig, Renderer
+
+from .output import OutputStore
+
+__all__ = ["RenderSession", "Pending"]
+
+
+@dataclass
+class Pending:
+    client: bytes
+    msg_id: str
+    request: FrameRequest
+    received: float = field(default_factory=time.time)
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":"), default=list).encode()).hexdigest()
+
+
+class RenderSession:
+    def __init__(self, sid: str, setup: SessionSetup, pipe: Any, root: Path, max_batch: int, model_name: str):
+        plan = BendPlan.from_dict(setup.plan) if setup.plan else BendPlan()
+        self.sid, self.setup = sid, setup
+        self.renderer = Renderer(pipe, RenderConfig(
+            prompts=tuple(setup.prompts), negative_prompt=setup.negative_prompt, seed=setup.seed, width=setup.width,
+            height=setup.height, steps=setup.steps, guidance=setup.guidance, plan=plan, max_batch=max_batch))
+        self.store = OutputStore(root, setup.output)
+        r = self.renderer
+        self.setup_fp = _digest({"model": model_name, "prompts": setup.prompts, "neg": setup.negative_prompt, "seed": setup.seed,
+                                 "size": [r.width, r.height], "steps": r.steps, "guidance": r.guidance, "plan": plan.to_dict()})
+        self.queue: deque[Pending] = deque()
+        self.queued: set[int] = set()
+        self.live_params: dict[str, dict[str, Any]] = {}
+        self.max_batch = max_batch
+        self.live_queue_limit = 2 * max_batch
+        self.dropped = 0
+        self.rendered = 0
+        self.resumed = 0
+
+    @property
+    def live(self) -> bool:
+        return self.setup.mode == "live"
+
+    def fingerprint(self, req: FrameRequest, params: dict) -> str:
+        return _digest({"setup": self.setup_fp, "frame": req.frame, "params": params, "seed": req.seed,
+                        "angle": req.noise_angle, "weights": req.prompt_weights})
+
+    def update_params(self, params: dict[str, dict[str, Any]]) -> None:
+        for bid, vals in params.items():
+            self.live_params.setdefault(bid, {}).update(vals)
+
+    def effective_params(self, req: FrameRequest) -> dict[str, dict[str, Any]]:
+        if not self.live or not self.live_params:
+            return req.params
+        merged = {k: dict(v) for k, v in req.params.items()}
+        for bid, vals in self.live_params.items():
+            merged.setdefault(bid, {}).update(vals)
+        return merged
+
+    def enqueue(self, p: Pending) -> list[Pending]:
+        """Queue a request; returns requests dropped to make room (live mode)."""
+        if not self.live and p.request.frame in self.queued:
+            return []  # offline: exactly once; it is reported when it finishes
+        self.queue.append(p)
+        self.queued.add(p.request.frame)
+        dropped = []
+        while self.live and len(self.queue) > self.live_queue_limit:
+            old = self.queue.popleft()
+            self.queued.discard(old.request.frame)
+            dropped.append(old)
+        self.dropped += len(dropped)
+        return dropped
+
+    def take_batch(self, now: float) -> tuple[list[Pending], list[Pending]]:
+        """Up to ``max_batch`` requests to render now, and the live ones past their deadline."""
+        batch, late = [], []
+        while self.queue and len(batch) < self.max_batch:
+            p = self.queue.popleft()
+            self.queued.discard(p.request.frame)
+            if self.live and p.request.deadline is not None and p.request.deadline < now:
+                late.append(p)
+            else:
+                batch.append(p)
+        self.dropped += len(late)
+        return batch, late
+
+    def already_done(self, req: FrameRequest) -> FrameReady | None:
+        e = self.store.finished(req.frame, self.fingerprint(req, self.effective_params(req)))
+        if e is None:
+            return None
+        self.resumed += 1
+        return FrameReady(frame=e.frame, sample=e.sample, hash=e.hash, timings={}, status="resumed",
+                          path=f"{self.setup.output}/{self.store.path(e.frame).name}")
+
+    def render(self, batch: list[Pending]) -> list[FrameReady]:
+        """Render a batch (one denoising pass), write each frame, return their reports."""
+        params = [self.effective_params(p.request) for p in batch]
+        specs = [FrameSpec(params=pp, seed=p.request.seed, noise_angle=p.request.noise_angle or 0.0,
+                           prompt_weights=p.request.prompt_weights) for p, pp in zip(batch, params)]
+        t0, started = time.perf_counter(), time.time()
+        results = self.renderer.render(specs)
+        per_frame = (time.perf_counter() - t0) / len(batch)
+        out = []
+        for p, pp, res in zip(batch, params, results):
+            req = p.request
+            t1 = time.perf_counter()
+            status = "nan" if res.nonfinite else "black" if res.black else "ok"
+            e = self.store.write_frame(res.image, dict(
+                frame=req.frame, sample=req.sample, seconds=req.seconds, beats=req.beats, bar=req.bar, beat=req.beat,
+                params=pp, seed=req.seed if req.seed is not None else self.setup.seed,
+                fingerprint=self.fingerprint(req, pp), status=status))
+            self.rendered += 1
+            out.append(FrameReady(frame=req.frame, sample=req.sample, hash=e.hash, status=status,
+                                  timings={"render": per_frame, "write": time.perf_counter() - t1, "queued": started - p.received},
+                                  path=f"{self.setup.output}/{self.store.path(req.frame).name}",
+                                  faults=tuple(str(f) for f in res.faults) or None))
+        return out

@@ -1,0 +1,78 @@
+"""``bendbridge serve | ping | keys``: the render server from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+__all__ = ["add_commands"]
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    from server.net.app import DEFAULT_CONTROL, DEFAULT_EVENTS
+
+    p = sub.add_parser("serve", help="run the headless render server (ZeroMQ)")
+    p.add_argument("--bind", default=DEFAULT_CONTROL, help=f"control endpoint, ROUTER (default {DEFAULT_CONTROL})")
+    p.add_argument("--events", default=DEFAULT_EVENTS, help=f"event endpoint, PUB (default {DEFAULT_EVENTS})")
+    p.add_argument("--model", type=Path, default=None, help="diffusers folder (default: the embedded model)")
+    p.add_argument("--device", default=None)
+    p.add_argument("--output-root", type=Path, default=Path("renders"), help="every file the server writes goes under here")
+    p.add_argument("--max-batch", type=int, default=8)
+    p.add_argument("--keys", type=Path, default=None, help="CURVE key folder (required to bind beyond loopback)")
+    p.set_defaults(run=run_serve)
+
+    p = sub.add_parser("ping", help="print the server's welcome and the round-trip time")
+    p.add_argument("--server", default=DEFAULT_CONTROL)
+    p.add_argument("--keys", type=Path, default=None)
+    p.add_argument("--client", default="client", help="client key name in --keys")
+    p.add_argument("--timeout", type=float, default=5.0)
+    p.set_defaults(run=run_ping)
+
+    p = sub.add_parser("keys", help="make CURVE keys: the server pair, and with --client a client pair it accepts")
+    p.add_argument("--dir", type=Path, required=True)
+    p.add_argument("--client", default=None)
+    p.set_defaults(run=run_keys)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from server.net.app import RenderServer, ServerConfig
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    cfg = ServerConfig(control=args.bind, events=args.events, model=args.model, device=args.device,
+                       output_root=args.output_root, max_batch=args.max_batch, keys=args.keys)
+    server = RenderServer(cfg)
+    w = server.welcome()
+    print(f"bendbridge server: control {server.control_endpoint}, events {server.events_endpoint}, model {w.model} on {w.device}, "
+          f"output root {server.root}, auth {w.auth}", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
+    return 0
+
+
+def run_ping(args: argparse.Namespace) -> int:
+    from bridge.client import RenderClient, ServerTimeout
+
+    with RenderClient(args.server, timeout=args.timeout, keys=args.keys, client_name=args.client) as c:
+        try:
+            w, rtt = c.ping()
+        except ServerTimeout as e:
+            print(f"bendbridge ping: {e}")
+            return 1
+    print(f"server {w.server} protocol {w.version} (package {w.package}), model {w.model}, device {w.device}, auth {w.auth}")
+    print(f"operators ({len(w.operators)}): {', '.join(w.operators)}")
+    print(f"targets: {len(w.targets)} (latent, text and {len(w.targets) - 2} modules), max batch {w.max_batch}")
+    print(f"round trip {rtt * 1e3:.2f} ms")
+    return 0
+
+
+def run_keys(args: argparse.Namespace) -> int:
+    from server.net.security import make_keys
+
+    for f in make_keys(args.dir, args.client):
+        print(f"wrote {f}")
+    return 0
