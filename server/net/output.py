@@ -43,6 +43,8 @@ class ManifestEntry:
     hash: str  # sha256 of the PNG file
     fingerprint: str  # sha256 of what determines the frame (setup + request)
     status: str = "ok"
+    time: str = ""  # exact seconds as a fraction "p/q" (offline bounces)
+    bar_beat: str = ""  # "bar:beat:tick"
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__, sort_keys=True, separators=(",", ":"))

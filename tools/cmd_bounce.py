@@ -1,0 +1,64 @@
+"""``bendbridge bounce | demo``: song → network-bent video, exactly on the timeline."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+__all__ = ["add_commands"]
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--fps", default=None, help="frame rate, e.g. 24, 25, 30000/1001 (default: config, else 24)")
+    p.add_argument("--start", default=None, help="seconds (12.5) or bar:beat (5:1); default 0")
+    p.add_argument("--end", default=None, help="seconds or bar:beat; default the end of the song")
+    p.add_argument("--size", type=int, default=None, help="image size in pixels (default: config, else the model's)")
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--batch", type=int, default=None, help="frames per denoising pass (default 8)")
+    p.add_argument("--frames", type=Path, default=None, help="also keep the PNG sequence (and manifest) in this folder")
+    p.add_argument("--model", type=Path, default=None, help="diffusers folder (default: the embedded model)")
+    p.add_argument("--out", type=Path, required=True, help="video file: .mp4 (H.264 + AAC) or .mov (ProRes + PCM)")
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bounce", help="render a song to a network-bent video with the song muxed in")
+    p.add_argument("--audio", type=Path, required=True, help="the song (any format pedalboard reads)")
+    p.add_argument("--midi", type=Path, default=None, help="MIDI file: tempo map, time signatures, CC lanes")
+    p.add_argument("--rpp", type=Path, default=None, help="REAPER project: tempo envelope and automation")
+    p.add_argument("--lanes", type=Path, action="append", default=[], help="JSON/CSV automation lanes (repeatable)")
+    p.add_argument("--config", type=Path, required=True, help="bend config TOML: [render], [[bend]], [[param]]")
+    _common(p)
+    p.set_defaults(run=run_bounce)
+
+    p = sub.add_parser("demo", help="synthesise the demo song and bounce it to a video")
+    p.add_argument("--song-dir", type=Path, default=None, help="where the demo song, MIDI and config go (default: beside --out)")
+    _common(p)
+    p.set_defaults(run=run_demo)
+
+
+def _spec(args: argparse.Namespace, audio: Path, config: Path, midi: Path | None, rpp: Path | None, lanes: list[Path]):
+    from bridge.bounce import BounceSpec
+
+    return BounceSpec(audio=audio, config=config, out=args.out, midi=midi, rpp=rpp, lanes=lanes, fps=args.fps, start=args.start,
+                      end=args.end, size=args.size, steps=args.steps, seed=args.seed, batch=args.batch, frames=args.frames, model=args.model)
+
+
+def run_bounce(args: argparse.Namespace) -> int:
+    from bridge.bounce import run_bounce as bounce
+
+    summary = bounce(_spec(args, args.audio, args.config, args.midi, args.rpp, args.lanes))
+    print(summary)
+    return 0 if not (summary.nan_frames or summary.black_frames) else 1
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from bridge.bounce import run_bounce as bounce
+    from bridge.demo_song import write_demo
+
+    folder = args.song_dir or args.out.parent / "demo_song"
+    paths = write_demo(folder)
+    print(f"demo song, MIDI and config in {folder}")
+    summary = bounce(_spec(args, paths["audio"], paths["config"], paths["midi"], None, []))
+    print(summary)
+    return 0
