@@ -1,0 +1,136 @@
+"""End-to-end bounce: song + MIDI + config → MP4, checked by decoding it (tiny model)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from fractions import Fraction as F
+from pathlib import Path
+
+import av
+import mido
+import numpy as np
+import pytest
+
+from bridge.bounce import BounceError, BounceSpec, run_bounce
+from bridge.demo_song import write_demo
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    return write_demo(tmp_path_factory.mktemp("demo"))
+
+
+def spec(demo, out: Path, **kw) -> BounceSpec:
+    kw.setdefault("steps", 2)
+    return BounceSpec(audio=demo["audio"], config=demo["config"], midi=demo["midi"], out=out, **kw)
+
+
+def independent_beats(midi: Path, seconds: float) -> float:
+    """Beats at ``seconds`` computed straight from the MIDI file's tempo events with mido."""
+    mf = mido.MidiFile(midi)
+    tempos, tick = [], 0
+    for msg in mido.merge_tracks(mf.tracks):
+        tick += msg.time
+        if msg.type == "set_tempo":
+            tempos.append((tick, msg.tempo))
+    beats, t, last_tick, tempo = 0.0, 0.0, 0, 500_000
+    for tk, tp in tempos:
+        seg = mido.tick2second(tk - last_tick, mf.ticks_per_beat, tempo)
+        if t + seg >= seconds:
+            break
+        t, beats, last_tick, tempo = t + seg, (tk / mf.ticks_per_beat), tk, tp
+    return beats + (seconds - t) * 1e6 / tempo
+
+
+def decode(path: Path) -> tuple[list[F], list[np.ndarray], int, int]:
+    with av.open(str(path)) as c:
+        frames = list(c.decode(video=0))
+        times = [f.pts * f.time_base for f in frames]
+        images = [f.to_ndarray(format="rgb24") for f in frames]
+    with av.open(str(path)) as c:
+        st = c.streams.audio[0]
+        samples, rate = sum(f.samples for f in c.decode(audio=0)), st.rate
+    return times, images, samples, rate
+
+
+def test_bounce_places_every_frame_and_the_audio_on_the_timeline(demo, tiny_pipe, tmp_path):
+    out = tmp_path / "v.mp4"
+    s = run_bounce(spec(demo, out, fps="30000/1001", start="4:1", end="6:1"), pipe=tiny_pipe, progress=False)
+    fps = F(30000, 1001)
+    start, end = F(3 * 4 * 60, 100), F(4 * 4 * 60, 100) + F(4 * 60, 128)  # bar 4 at 100 BPM; bar 6 after the change
+    n = math.ceil((end - start) * fps)
+    assert s.frames == n == s.rendered and not s.nan_frames
+    times, images, samples, rate = decode(out)
+    assert len(times) == n and times == [i / fps for i in range(n)]
+    assert images[0].shape == (64, 64, 3)
+    video_dur = n / fps
+    assert abs(F(samples, rate) - video_dur) < 1 / fps  # AAC padding included
+    entries = [json.loads(l) for l in out.with_suffix(".manifest.jsonl").read_text().splitlines()]
+    assert [e["frame"] for e in entries] == list(range(n))
+    for e in entries:
+        t = start + e["frame"] / fps
+        assert F(e["time"]) == t and e["sample"] == math.floor(t * 48_000 + F(1, 2))
+        assert e["beats"] == pytest.approx(independent_beats(demo["midi"], float(t)), abs=1e-9)
+        assert set(e["params"]) == {"spin", "pump", "thump", "sweep"}
+    assert entries[0]["bar_beat"] == "4:1:000"
+    assert any(e["bar_beat"].startswith("5:") for e in entries)  # spans the tempo change
+    assert len({e["params"]["sweep"]["degrees"] for e in entries}) > 10  # the CC 74 lane moves
+    assert not list(tmp_path.glob(".v.bounce"))  # the work folder is cleaned up
+
+
+def test_bounce_to_prores_mov_and_keeps_frames_on_request(demo, tiny_pipe, tmp_path):
+    out = tmp_path / "v.mov"
+    run_bounce(spec(demo, out, end="0.5", frames=tmp_path / "png"), pipe=tiny_pipe, progress=False)
+    with av.open(str(out)) as c:
+        assert c.streams.video[0].codec_context.name == "prores" and c.streams.audio[0].codec_context.name.startswith("pcm")
+    assert len(list((tmp_path / "png").glob("frame_*.png"))) == 12
+
+
+@pytest.mark.parametrize("kw,match", [
+    ({"end": "99"}, r"--end: 99\.000 s is past the end of the audio"),
+    ({"start": "3", "end": "2"}, r"--end: the range is empty"),
+    ({"start": "x:y"}, r"--start: 'x:y': expected seconds"),
+    ({"fps": "0"}, r"frame rate 0 out of range"),
+])
+def test_bad_ranges_are_named(demo, tiny_pipe, tmp_path, kw, match):
+    with pytest.raises((BounceError, ValueError), match=match):
+        run_bounce(spec(demo, tmp_path / "v.mp4", **kw), pipe=tiny_pipe, progress=False)
+
+
+@pytest.mark.slow
+def test_a_killed_bounce_resumes_with_only_the_missing_frames_and_the_same_video(demo, tiny_pipe, tmp_path):
+    model = tmp_path / "tiny"
+    tiny_pipe.save_pretrained(model)
+    (model / "bendbridge.json").write_text(json.dumps({"steps": 2, "guidance": 2.0, "size": 64}))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+
+    def cmd(out: Path, frames: Path) -> list[str]:
+        return [sys.executable, "-m", "tools.cli", "bounce", "--audio", str(demo["audio"]), "--midi", str(demo["midi"]),
+                "--config", str(demo["config"]), "--model", str(model), "--end", "4", "--batch", "4",
+                "--frames", str(frames), "--out", str(out)]
+
+    clean = tmp_path / "clean.mp4"
+    subprocess.run(cmd(clean, tmp_path / "clean_frames"), env=env, check=True, capture_output=True, timeout=600)
+    out, frames = tmp_path / "resumed.mp4", tmp_path / "frames"
+    proc = subprocess.Popen(cmd(out, frames), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    manifest = frames / "manifest.jsonl"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and (not manifest.exists() or len(manifest.read_text().splitlines()) < 20):
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait(10)
+    done_before = len(manifest.read_text().splitlines())
+    assert 20 <= done_before < 96 and not out.exists()
+    r = subprocess.run(cmd(out, frames), env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert f"{96 - done_before} rendered, {done_before} resumed" in r.stdout
+    a, b = decode(clean), decode(out)
+    assert a[0] == b[0] and all(np.array_equal(x, y) for x, y in zip(a[1], b[1])) and a[2] == b[2]
+    ma = [json.loads(l)["hash"] for l in clean.with_suffix(".manifest.jsonl").read_text().splitlines()]
+    mb = [json.loads(l)["hash"] for l in out.with_suffix(".manifest.jsonl").read_text().splitlines()]
+    assert ma == mb
