@@ -1,0 +1,101 @@
+"""Bounce speed against a naive per-frame loop, measured side by side in one run.
+
+Both render the same frames of the demo song with the same plan, hooks and per-frame
+parameters:
+
+- naive: ``pipe(prompt, latents=…, callback_on_step_end=…)`` once per frame — the diffusers
+  pipeline encodes the prompt every call and denoises one frame at a time; latent bends are
+  applied in the step callback and module hooks read the frame's parameters;
+- bendbridge: the bounce renderer — cached text embeddings, frames batched (``--batch``), each
+  with its own parameters in one denoising pass.
+
+Rendering is timed (not file I/O), interleaved and repeated; the script also checks that both
+paths give the same images (within a few uint8 levels of batched-kernel rounding).
+
+    python -m tools.bench_bounce [--frames 32] [--batch 8] [--model DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = ["main"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--frames", type=int, default=32)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args(argv)
+
+    from bridge.bounce import BounceSpec, plan_bounce
+    from bridge.demo_song import write_demo
+    from server.bending import BendEngine, install_hooks
+    from server.model import load_pipeline
+    from server.render import FrameSpec, RenderConfig, Renderer
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    demo = write_demo(Path(tempfile.mkdtemp(prefix="bb-bench-")))
+    pipe = load_pipeline(args.model)
+    bp = plan_bounce(BounceSpec(audio=demo["audio"], config=demo["config"], midi=demo["midi"], out=Path("unused.mp4")))
+    params = bp.params[: args.frames]
+    prompt = bp.render["prompts"][0]
+    seed = int(bp.render.get("seed", 0))
+    r = Renderer(pipe, RenderConfig(prompts=(prompt,), seed=seed, plan=bp.plan, max_batch=args.batch))
+    if any(b.target.kind == "text" for b in bp.plan.bends):
+        raise SystemExit("the naive baseline here does not bend text; use a plan without text bends")
+    engine = BendEngine(r.bound, r.device)
+    cfg = r.guidance > 1.0
+    shape = (1, pipe.unet.config.in_channels, r.height // r.vae_factor, r.width // r.vae_factor)
+
+    def naive() -> list[np.ndarray]:
+        out = []
+        with install_hooks(pipe.unet, engine):
+            for p in params:
+                engine.set_frames([p], cfg=cfg)
+                g = torch.Generator().manual_seed(seed)
+                lat = engine.bend_latent(torch.randn(shape[1:], generator=g).unsqueeze(0).to(r.device, r.dtype), 0, "frames")
+
+                def cb(_pipe, i, _t, kw):
+                    engine.step = i + 1
+                    return {"latents": engine.bend_latent(kw["latents"], i + 1, "frames")}
+
+                img = pipe(prompt, num_inference_steps=r.steps, guidance_scale=r.guidance, latents=lat, height=r.height,
+                           width=r.width, output_type="np", callback_on_step_end=cb).images[0]
+                out.append((np.clip(img, 0, 1) * 255).round().astype(np.uint8))
+        return out
+
+    def ours() -> list[np.ndarray]:
+        return [res.image for res in r.render([FrameSpec(params=p) for p in params])]
+
+    a, b = naive(), ours()  # warm-up and equivalence check
+    diff = max(int(np.abs(x.astype(int) - y.astype(int)).max()) for x, y in zip(a, b))
+    times: dict[str, list[float]] = {"naive": [], "ours": []}
+    for _ in range(args.repeats):
+        for name, fn in (("naive", naive), ("ours", ours)):
+            t = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t)
+    tn, to = statistics.median(times["naive"]), statistics.median(times["ours"])
+    n = len(params)
+    print(f"model {getattr(pipe, 'bendbridge_path', '?')}: {r.width}x{r.height}, {r.steps} steps, guidance {r.guidance}, "
+          f"{len(bp.plan)} bends, {n} frames of the demo song, {torch.get_num_threads()} threads")
+    print(f"naive pipeline per frame   {n / tn:8.2f} frames/s")
+    print(f"bendbridge bounce (≤{args.batch}/pass) {n / to:8.2f} frames/s   speed-up ×{tn / to:.2f}  (goal ≥ 2)")
+    print(f"largest pixel difference between the two: {diff} / 255")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
