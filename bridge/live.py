@@ -1,0 +1,140 @@
+"""The live bridge: follow the host's transport and send frame requests ahead of the playhead.
+
+Each tick the bridge reads the playhead (OSC transport or MIDI clock), and requests every frame
+of the grid whose time lies in [playhead, playhead + lookahead) that it has not requested yet,
+with a wall-clock deadline at which the frame is due on screen (the server drops frames it can
+no longer deliver in time). A jump of the playhead (seek, loop) restarts the request window.
+Parameters come from the mapping (live audio features normalised by fixed or calibrated ranges,
+OSC automation lanes, LFOs and phases on the tempo map) and MIDI CC mappings, which override.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+
+from protocol import FrameRequest
+
+from .features import FEATURES, FeatureConfig, extract_features
+from .mapping import Mapping_
+from .timeline import FramePosition, Timeline
+
+__all__ = ["LiveFeatures", "LiveBridge", "ValueLane"]
+
+
+@dataclass
+class ValueLane:
+    """A lane whose value is whatever arrived last (OSC automation); already in [0, 1]."""
+
+    value: float = 0.0
+    domain: str = "seconds"
+
+    def normalised_at(self, _t: Any) -> float:
+        return self.value
+
+
+class LiveFeatures:
+    """Audio features from live blocks: a ring buffer, the newest window, fixed or calibrated ranges.
+
+    ``ranges``: feature → (lo, hi) for normalisation; features without one are calibrated from
+    the running min/max of what has been heard.
+    """
+
+    def __init__(self, rate: int = 22_050, cfg: FeatureConfig | None = None, ranges: dict[str, tuple[float, float]] | None = None):
+        self.cfg = cfg or FeatureConfig(rate=rate)
+        self.rate = self.cfg.rate
+        self.buf: deque[np.ndarray] = deque()
+        self.size = 0
+        self.keep = int(self.cfg.window * self.rate) * 4
+        self.ranges = dict(ranges or {})
+        self.seen: dict[str, list[float]] = {}
+
+    def push(self, block: np.ndarray) -> None:
+        """Append audio ([N] mono or [C, N], already at ``rate``)."""
+        mono = np.asarray(block, np.float32)
+        if mono.ndim == 2:
+            mono = mono.mean(axis=0)
+        self.buf.append(mono)
+        self.size += len(mono)
+        while self.buf and self.size - len(self.buf[0]) >= self.keep:
+            self.size -= len(self.buf.popleft())
+
+    def current(self) -> dict[str, float]:
+        """Normalised features of the newest complete window (zeros before any audio)."""
+        if not self.buf:
+            return {k: 0.0 for k in FEATURES}
+        audio = np.concatenate(list(self.buf))
+        half = Fraction(int(self.cfg.window * self.rate) // 2 + 1, self.rate)
+        t = max(Fraction(len(audio), self.rate) - half, Fraction(0))
+        raw = {k: float(v[0]) for k, v in extract_features(audio, [t], self.cfg).items()}
+        out = {}
+        for k, v in raw.items():
+            lo, hi = self.ranges.get(k) or self._calibrate(k, v)
+            out[k] = 0.0 if hi <= lo else min(1.0, max(0.0, (v - lo) / (hi - lo)))
+        return out
+
+    def _calibrate(self, k: str, v: float) -> tuple[float, float]:
+        s = self.seen.setdefault(k, [v, v])
+        s[0], s[1] = min(s[0], v), max(s[1], v)
+        return s[0], s[1]
+
+
+@dataclass
+class LiveBridge:
+    """Ties a transport, a mapping and a render client together."""
+
+    client: Any  # bridge.client.RenderClient with a live session set up
+    timeline: Timeline
+    mapping: Mapping_
+    playhead: Callable[[], Fraction | None]  # seconds, or None when stopped
+    lookahead: float = 0.5
+    features: LiveFeatures | None = None
+    lanes: dict[str, Any] = field(default_factory=dict)
+    cc_values: Callable[[], dict[str, dict[str, float]]] | None = None
+    sent: set[int] = field(default_factory=set)
+    _last: Fraction | None = None
+    requests: int = 0
+
+    def tick(self) -> list[int]:
+        """Request the frames now due within the lookahead; returns their indices."""
+        pos = self.playhead()
+        if pos is None:
+            return []
+        g = self.timeline.grid
+        if self._last is not None and (pos < self._last or pos - self._last > 2 * Fraction(self.lookahead).limit_denominator(1000)):
+            self.sent.clear()  # seek or loop: start a new window
+        self._last = pos
+        ahead = Fraction(self.lookahead).limit_denominator(1000)
+        first = max(0, math.ceil((pos - g.start) * g.fps))  # frames at or after the playhead…
+        end = math.ceil((pos + ahead - g.start) * g.fps)  # …and before playhead + lookahead
+        todo = [i for i in range(first, end) if i not in self.sent]
+        if not todo:
+            return []
+        positions: list[FramePosition] = [self.timeline.position(i) for i in todo]
+        feats = self.features.current() if self.features else {}
+        feats_arr = {k: np.full(len(todo), v) for k, v in feats.items()}
+        params = self.mapping.resolve(positions, self.timeline, feats_arr, self.lanes)
+        cc = self.cc_values() if self.cc_values else {}
+        now_wall, now_pos = time.time(), pos
+        for p, pp in zip(positions, params):
+            for bend, vals in cc.items():
+                pp.setdefault(bend, {}).update(vals)
+            deadline = now_wall + float(p.seconds - now_pos)
+            self.client.send(FrameRequest(frame=p.frame, sample=p.sample, seconds=float(p.seconds), beats=float(p.beats),
+                                          bar=p.bar_beat.bar, beat=float(p.bar_beat.beat), params=pp, deadline=deadline),
+                             pos=p.sample)
+            self.sent.add(p.frame)
+            self.requests += 1
+        return todo
+
+    def run(self, stop: Any, period: float = 0.01) -> None:
+        while not stop.is_set():
+            self.tick()
+            time.sleep(period)
