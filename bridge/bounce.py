@@ -62,6 +62,10 @@ class BounceSpec:
     batch: int | None = None
     frames: Path | None = None
     model: Path | None = None
+    # a session recorded from a plugin brings its own tempo map, meter and lanes
+    tempo: TempoMap | None = None
+    meter: TimeSignatureMap | None = None
+    extra_lanes: dict[str, AutomationLane] = field(default_factory=dict)
 
 
 @dataclass
@@ -146,6 +150,11 @@ def plan_bounce(spec: BounceSpec) -> BouncePlan:
         lanes.update(rp.lanes)
     for lp in spec.lanes:
         lanes.update({ln.name: ln for ln in load_lanes(lp)})
+    if spec.tempo is not None:
+        tempo = spec.tempo
+    if spec.meter is not None:
+        meter = spec.meter
+    lanes.update(spec.extra_lanes)
     mapping = load_mapping(cfg, plan, set(lanes))
     fps = parse_fps(spec.fps or str(render.get("fps", "24")))
     audio_mono = load_audio(spec.audio, FeatureConfig().rate)

@@ -16,7 +16,7 @@ from .fields import Field, ProtocolError, validate_value
 from .version import PROTOCOL_VERSION
 
 __all__ = [
-    "Message", "Envelope", "MESSAGES", "Hello", "Welcome", "SessionSetup", "FrameRequest", "ParamUpdate",
+    "Message", "Envelope", "MESSAGES", "AudioBlock", "Hello", "Welcome", "SessionSetup", "FrameRequest", "ParamUpdate",
     "FeatureFrame", "Transport", "FrameReady", "Preview", "Error", "Heartbeat", "Bye", "message_class",
 ]
 
@@ -214,6 +214,17 @@ class ParamUpdate(Message):
 class FeatureFrame(Message):
     sample: int
     features: dict
+
+
+@_message("audio_block", {"sample": Field("int", lo=0, hi=2**62), "rate": Field("int", lo=1, hi=768_000),
+                          "data": Field("array", max_len=64 * 65_536)})
+@dataclass(frozen=True)
+class AudioBlock(Message):
+    """Host audio at timeline sample ``sample``: float32 [channels, frames]."""
+
+    sample: int
+    rate: int
+    data: Any
 
 
 @_message("transport", {

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import cmd_bench, cmd_bounce, cmd_engine, cmd_live, cmd_server
+from . import cmd_bench, cmd_bounce, cmd_engine, cmd_live, cmd_plugin, cmd_server
 
 __all__ = ["main", "build_parser"]
 
-_COMMAND_MODULES = (cmd_bounce, cmd_engine, cmd_server, cmd_live, cmd_bench)
+_COMMAND_MODULES = (cmd_bounce, cmd_engine, cmd_server, cmd_live, cmd_plugin, cmd_bench)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,7 +7,7 @@ import importlib
 
 __all__ = ["add_commands", "BENCHMARKS"]
 
-BENCHMARKS = {"engine": "tools.bench_engine", "model": "tools.bench_model", "protocol": "tools.bench_protocol", "bounce": "tools.bench_bounce"}
+BENCHMARKS = {"engine": "tools.bench_engine", "model": "tools.bench_model", "protocol": "tools.bench_protocol", "bounce": "tools.bench_bounce", "features": "tools.bench_features"}
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from protocol import (
-    MESSAGES, Bye, Error, FeatureFrame, FrameReady, FrameRequest, Heartbeat, Hello, Limits, ParamUpdate, Preview,
+    MESSAGES, AudioBlock, Bye, Error, FeatureFrame, FrameReady, FrameRequest, Heartbeat, Hello, Limits, ParamUpdate, Preview,
     ProtocolError, SessionSetup, Transport, VersionError, Welcome, decode, encode,
 )
 
@@ -31,6 +31,7 @@ EXAMPLES = [
     Error(code="invalid", message="bad", field="frame_request.frame", ref="x-1"),
     Heartbeat(),
     Bye(reason="done"),
+    AudioBlock(sample=512, rate=48_000, data=np.zeros((2, 64), np.float32)),
 ]
 
 
@@ -45,6 +46,8 @@ def test_every_message_round_trips_with_its_envelope(msg):
         (msg.TYPE, "m-1", 9, "sess", 123456, 44100, 1700000000.5)
     if isinstance(msg, Preview):
         assert np.array_equal(p.message.image, msg.image) and p.message.image.dtype == np.uint8
+    elif isinstance(msg, AudioBlock):
+        assert np.array_equal(p.message.data, msg.data) and p.message.sample == 512
     else:
         assert p.message == msg
 

@@ -1,0 +1,51 @@
+"""``bendbridge host-sim``: play a session through the plugin stub as a DAW would, then render it."""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+__all__ = ["add_commands"]
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("host-sim", help="play SONG (+ MIDI) block by block through the plugin stub, then bounce what it streamed")
+    p.add_argument("song", type=Path)
+    p.add_argument("--midi", type=Path, default=None, help="tempo map and CC lanes (sent as plugin parameter automation)")
+    p.add_argument("--config", type=Path, required=True, help="bend config TOML")
+    p.add_argument("--out", type=Path, required=True, help="video file (.mp4 / .mov)")
+    p.add_argument("--block", type=int, action="append", default=None, help="block size (repeat to cycle through sizes)")
+    p.add_argument("--random-blocks", default=None, metavar="LO-HI", help="a random block size in [LO, HI] for every block")
+    p.add_argument("--realtime", action="store_true", help="pace the blocks in real time (default: as fast as possible)")
+    p.add_argument("--link", default="tcp://127.0.0.1:*", help="endpoint the bridge receives the plugin stream on")
+    p.add_argument("--start", default=None)
+    p.add_argument("--end", default=None)
+    p.add_argument("--model", type=Path, default=None)
+    p.set_defaults(run=run_host_sim)
+
+
+def run_host_sim(args: argparse.Namespace) -> int:
+    from bridge.bounce import BounceSpec, run_bounce
+    from bridge.plugin_link import PluginReceiver
+    from plugin_stub.host import BlockSizes, HostSimulator
+    from plugin_stub.streaming import StreamingPlugin
+
+    if args.random_blocks:
+        lo, _, hi = args.random_blocks.partition("-")
+        blocks = BlockSizes(random_range=(int(lo), int(hi)))
+    else:
+        blocks = BlockSizes(args.block or [512])
+    host = HostSimulator(args.song, args.midi)
+    with PluginReceiver(args.link) as rx:
+        plugin = StreamingPlugin(rx.url)
+        n = host.play(plugin, blocks, realtime=args.realtime)
+        if not rx.done.wait(60):
+            raise ValueError("the plugin stream did not finish within 60 s")
+        print(f"played {n} blocks ({host.length / host.rate:.2f} s at {host.rate} Hz) through the plugin; "
+              f"{plugin.sent} messages sent, {plugin.dropped} dropped; jumps followed: {len(rx.jumps)}")
+        session = rx.session(Path(tempfile.mkdtemp(prefix="bb-hostsim-")))
+    summary = run_bounce(BounceSpec(audio=session.audio, config=args.config, out=args.out, start=args.start, end=args.end,
+                                    model=args.model, tempo=session.tempo, meter=session.meter, extra_lanes=session.lanes))
+    print(summary)
+    return 0
