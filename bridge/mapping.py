@@ -168,7 +168,7 @@ def load_mapping(config: Mapping[str, Any], plan: BendPlan, lane_names: set[str]
             raise MappingError(f"{where}.bend", f"no bend with id {bid!r}{suggest(str(bid), list(bends))} bends: {', '.join(bends) or 'none'}")
         spec = get_operator(bends[bid].op)
         name = p.get("name")
-        per = [k for k, s in spec.params.items() if s.per_sample and s.kind == "float"] + ["mix"]
+        per = spec.frame_params(floats_only=True)
         if name not in per:
             raise MappingError(f"{where}.name", f"{name!r} is not a per-frame parameter of {spec.name!r}{suggest(str(name), per)} valid: {', '.join(per)}")
         lo, hi = (0.0, 1.0) if name == "mix" else (spec.params[name].lo, spec.params[name].hi)

@@ -227,7 +227,7 @@ def load_cc_mappings(config: dict[str, Any], plan: Any) -> list[CcMapping]:
         if bid not in bends:
             raise PlanError(f"{where}.bend", f"no bend with id {bid!r}{suggest(str(bid), list(bends))} bends: {', '.join(bends) or 'none'}")
         spec = get_operator(bends[bid].op)
-        per = [k for k, s in spec.params.items() if s.per_sample and s.kind == "float"] + ["mix"]
+        per = spec.frame_params(floats_only=True)
         if param not in per:
             raise PlanError(f"{where}.param", f"{param!r} is not a per-frame parameter of {spec.name!r}; valid: {', '.join(per)}")
         lo, hi = (0.0, 1.0) if param == "mix" else (spec.params[param].lo, spec.params[param].hi)

@@ -93,13 +93,12 @@ class BendEngine:
                 spec = self._ids[bid].spec
                 for k in vals:
                     if k != "mix" and (k not in spec.params or not spec.params[k].per_sample):
-                        ok = [p for p, s in spec.params.items() if s.per_sample] + ["mix"]
+                        ok = spec.frame_params()
                         raise FrameParamError(f"frames[{fi}].{bid}.{k}", f"not a per-frame parameter of {spec.name!r}{suggest(k, ok)} per-frame parameters: {', '.join(ok)}")
         out = []
         for bb in self.bound:
             per: dict[str, list[Any]] = {}
-            names = [k for k, s in bb.spec.params.items() if s.per_sample] + ["mix"]
-            for k in names:
+            for k in bb.spec.frame_params():
                 base = bb.bend.mix if k == "mix" else bb.bend.params[k]
                 col = []
                 for fi, fp in enumerate(frames):

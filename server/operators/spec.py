@@ -128,6 +128,11 @@ class OperatorSpec:
     channel_op: bool = False
     doc: str = ""
 
+    def frame_params(self, with_mix: bool = True, floats_only: bool = False) -> list[str]:
+        """Names of the parameters that may change every frame (plus the universal ``mix``)."""
+        names = [k for k, p in self.params.items() if p.per_sample and (p.kind == "float" or not floats_only)]
+        return names + ["mix"] if with_mix else names
+
     def identity_values(self) -> dict[str, Any] | None:
         """Values that make the operator an identity whatever its other parameters, or None.
 

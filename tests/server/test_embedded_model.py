@@ -1,0 +1,67 @@
+"""The embedded model: offline loading through the diffusers path, and honest prompt adherence."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from server.embedded import scenes
+from server.model import EMBEDDED_MODEL
+
+pytestmark = pytest.mark.skipif(not (EMBEDDED_MODEL / "model_index.json").exists(), reason="embedded model not exported")
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    from server.model import load_pipeline
+
+    return load_pipeline(None, "cpu")
+
+
+def test_the_folder_loads_with_plain_diffusers_offline():
+    from diffusers import StableDiffusionPipeline
+
+    assert os.environ.get("HF_HUB_OFFLINE") == "1"
+    p = StableDiffusionPipeline.from_pretrained(EMBEDDED_MODEL, safety_checker=None, requires_safety_checker=False, local_files_only=True)
+    assert p.unet.config.in_channels == 4 and p.vae.config.latent_channels == 4
+    assert 2 ** (len(p.vae.config.block_out_channels) - 1) == 4  # ×4 down-sampling
+    size = sum(f.stat().st_size for f in EMBEDDED_MODEL.rglob("*") if f.is_file())
+    assert size <= 30 * 1024 * 1024
+
+
+def test_the_tokenizer_is_clip_bpe_and_needs_no_open_clip():
+    from transformers import CLIPTokenizer
+
+    tok = CLIPTokenizer.from_pretrained(EMBEDDED_MODEL / "tokenizer")
+    ids = tok("a red circle").input_ids
+    assert ids[0] == 49406 and ids[-1] == 49407 and len(tok) == 49408
+
+
+def test_unknown_words_degrade_gracefully(pipe):
+    from server.render import FrameSpec, RenderConfig, Renderer
+
+    res = Renderer(pipe, RenderConfig(prompts=("a purple elephant dancing on the moon, trending on artstation",))).render([FrameSpec()])[0]
+    assert res.ok and res.image.std() > 5
+
+
+@pytest.mark.slow
+def test_named_colours_are_right_in_at_least_80_percent_of_48_held_out_prompts(pipe):
+    from server.embedded.adherence import measure_adherence
+
+    held = scenes.held_out_scenes(48)
+    assert all(scenes.is_held_out(s) for s in held)  # combinations never drawn for training
+    report = measure_adherence(pipe, n=48)
+    print(report.summary())
+    assert report.both_rate >= 0.8, report.summary()
+
+
+def test_the_colour_classifier_is_right_on_ground_truth_scenes():
+    rng = np.random.default_rng(11)
+    ok = 0
+    for _ in range(300):
+        s = scenes.random_scene(rng)
+        fg, bg = scenes.classify_colours(scenes.render_scene(s), s.style)
+        ok += fg == s.fg and bg == s.bg
+    assert ok >= 0.97 * 300

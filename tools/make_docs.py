@@ -1,0 +1,79 @@
+"""Regenerate the README's images: prompt sheet, operator sweep sheet, demo strip.
+
+    python -m tools.make_docs [--demo demo/demo.mp4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+__all__ = ["main", "PROMPTS"]
+
+PROMPTS = [
+    "a red circle on a blue background", "a yellow star on a purple background", "a green square on a white gradient background",
+    "a blue triangle on an orange checkered background", "a yellow sun over a purple sea", "a white ring in a starry night sky",
+    "pink stripes on a green background", "a small black diamond in the top left on a yellow background",
+    "a large orange cross on a cyan background", "a brown heart on a pink background", "a purple elephant dancing on the moon",
+    "a gray star in the bottom right on a red gradient background",
+]
+
+
+def prompt_sheet(out: Path, seed: int = 0) -> None:
+    from server.model import load_pipeline
+    from server.render import FrameSpec, RenderConfig, Renderer
+
+    pipe = load_pipeline()
+    r = Renderer(pipe, RenderConfig(prompts=tuple(PROMPTS), seed=seed, max_batch=12))
+    imgs = [res.image for res in r.render([FrameSpec(prompt_weights=tuple(float(i == j) for j in range(len(PROMPTS))))
+                                          for i in range(len(PROMPTS))])]
+    h, w = imgs[0].shape[:2]
+    cols, cap = 6, 30
+    rows = (len(imgs) + cols - 1) // cols
+    sheet = Image.new("RGB", (cols * (w + 4) + 4, rows * (h + cap + 4) + 4), "white")
+    d = ImageDraw.Draw(sheet)
+    for k, (img, p) in enumerate(zip(imgs, PROMPTS)):
+        x, y = 4 + (k % cols) * (w + 4), 4 + (k // cols) * (h + cap + 4)
+        sheet.paste(Image.fromarray(img), (x, y))
+        words, line, lines = p.split(), "", []
+        for word in words:
+            if len(line) + len(word) > 24:
+                lines.append(line)
+                line = word
+            else:
+                line = f"{line} {word}".strip()
+        lines.append(line)
+        d.multiline_text((x, y + h + 1), "\n".join(lines[:3]), fill="black", spacing=0)
+    sheet.save(out)
+
+
+def demo_strip(video: Path, out: Path, n: int = 8) -> None:
+    import av
+
+    with av.open(str(video)) as c:
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    pick = [frames[int(i)] for i in np.linspace(0, len(frames) - 1, n)]
+    Image.fromarray(np.concatenate(pick, axis=1)).save(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--docs", type=Path, default=Path("docs"))
+    ap.add_argument("--demo", type=Path, default=None, help="a demo video to take the strip from")
+    args = ap.parse_args(argv)
+    args.docs.mkdir(exist_ok=True)
+    prompt_sheet(args.docs / "prompts.png")
+    subprocess.run([sys.executable, "-m", "tools.cli", "sweep", "--config", str(args.docs / "sweep.toml"), "--out",
+                    str(args.docs / "sweep.png")], check=True)
+    if args.demo:
+        demo_strip(args.demo, args.docs / "demo_strip.png")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
