@@ -121,6 +121,9 @@ def _array(v: Any, f: Field, where: str) -> np.ndarray:
     return v
 
 
+_ITEMS: dict[Field, Field] = {}  # list field -> the spec of its items (built once)
+
+
 def validate_value(v: Any, f: Field, where: str) -> Any:
     """Check (and normalise) one field value; raises ProtocolError naming ``where``."""
     if v is None:
@@ -147,7 +150,9 @@ def validate_value(v: Any, f: Field, where: str) -> Any:
             raise ProtocolError(f"expected a list, got {type(v).__name__}", where, "type")
         if len(v) > f.max_len:
             raise ProtocolError(f"{len(v)} items; at most {f.max_len}", where, "size")
-        item = Field(k[5:], lo=f.lo, hi=f.hi, max_len=4096)
+        item = _ITEMS.get(f)
+        if item is None:
+            item = _ITEMS[f] = Field(k[5:], lo=f.lo, hi=f.hi, max_len=4096)
         return tuple(validate_value(x, item, f"{where}[{i}]") for i, x in enumerate(v))
     if k == "params":
         return _params(v, where)

@@ -111,10 +111,21 @@ class Envelope:
     }
 
     def __post_init__(self) -> None:
-        for name, f in self.FIELDS.items():
+        if self._valid_fast():
+            return
+        for name, f in self.FIELDS.items():  # slow path: exact, field-naming errors
             object.__setattr__(self, name, validate_value(getattr(self, name), f, f"envelope.{name}"))
         if len(self.v) != 2:
             raise ProtocolError("expected [major, minor]", "v", "type")
+
+    def _valid_fast(self) -> bool:
+        """The common case, checked inline (every packet has an envelope)."""
+        v, wall = self.v, self.wall
+        return (type(self.type) is str and len(self.type) <= 32 and type(self.id) is str and len(self.id) <= 64
+                and type(self.seq) is int and 0 <= self.seq < 2**63 and type(self.session) is str and len(self.session) <= 64
+                and type(self.pos) is int and -(2**63) <= self.pos < 2**63 and type(self.rate) is int and 1 <= self.rate <= 768_000
+                and type(wall) is float and 0.0 <= wall <= 1e11 and type(v) is tuple and len(v) == 2
+                and type(v[0]) is int and type(v[1]) is int and 0 <= v[0] <= 65535 and 0 <= v[1] <= 65535)
 
 
 # --------------------------------------------------------------------------- handshake

@@ -42,6 +42,9 @@ __all__ = ["main", "build_tokenizer", "TrainConfig"]
 
 SEED = 1234
 MAX_TOKENS = 32
+# sampling defaults written beside the weights (bendbridge.json), chosen by looking at sheets
+DEFAULT_STEPS = 6
+DEFAULT_GUIDANCE = 4.0
 
 
 class TrainConfig:
@@ -343,6 +346,8 @@ def stage_export(out: Path, vae, text, tokenizer, unet, scheduler, cfg: TrainCon
     pipe.to(torch.float16)
     out.mkdir(parents=True, exist_ok=True)
     pipe.save_pretrained(out, safe_serialization=True)
+    (out / "bendbridge.json").write_text(json.dumps({"steps": DEFAULT_STEPS, "guidance": DEFAULT_GUIDANCE,
+                                                      "size": scenes.IMAGE_SIZE}, indent=2))
     (out / "training.json").write_text(json.dumps({
         "seed": SEED, "pool_size": cfg.pool_size, "vae_steps": cfg.vae_steps, "unet_steps": cfg.unet_steps,
         "unet_batch": cfg.unet_batch, "unet_lr": cfg.unet_lr, "ema_decay": cfg.ema_decay,
