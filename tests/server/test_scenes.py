@@ -1,0 +1,33 @@
+"""The procedural scene grammar and its colour classifier (used to judge the embedded model)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from server.embedded import scenes
+
+
+def test_the_colour_classifier_is_right_on_ground_truth_scenes():
+    rng = np.random.default_rng(11)
+    ok = 0
+    for _ in range(300):
+        s = scenes.random_scene(rng)
+        fg, bg = scenes.classify_colours(scenes.render_scene(s), s.style)
+        ok += fg == s.fg and bg == s.bg
+    assert ok >= 0.97 * 300
+
+
+def test_held_out_combinations_are_never_drawn_for_training():
+    rng = np.random.default_rng(3)
+    assert not any(scenes.is_held_out(scenes.random_scene(rng)) for _ in range(2000))
+    held = scenes.held_out_scenes(48)
+    assert len({scenes.caption(s) for s in held}) == 48 and all(scenes.is_held_out(s) for s in held)
+
+
+def test_captions_follow_the_grammar():
+    s = scenes.Scene("red", "star", "blue", "gradient")
+    assert scenes.caption(s) == "a red star on a blue gradient background"
+    assert scenes.caption(scenes.Scene("yellow", "circle", "purple", "sea")) == "a yellow sun in the sky over a purple sea"
+    assert scenes.caption(scenes.Scene("orange", "ring", None, "night", say_position=True, position="top left")) == \
+        "an orange ring in the top left in a starry night sky"
+    assert scenes.render_scene(s).shape == (128, 128, 3)
