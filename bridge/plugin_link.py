@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import zmq
 
-from protocol import AudioBlock, Bye, FeatureFrame, ProtocolError, Transport, decode
+from protocol import AudioBlock, Bye, FeatureFrame, Transport, decode
 
 from .lanes import AutomationLane, LanePoint
 from .tempo import TempoMap, TempoPoint, TimeSignatureMap
@@ -52,6 +52,7 @@ class PluginReceiver:
         self.jumps: list[tuple[int, int]] = []
         self.position = 0  # where the next block is expected
         self.errors = 0
+        self.last_error = ""
         self.done = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True, name="plugin-receiver")
@@ -73,27 +74,28 @@ class PluginReceiver:
             if not self.sock.poll(50):
                 continue
             try:
-                pkt = decode(self.sock.recv())
-            except ProtocolError:
+                self._handle(decode(self.sock.recv()).message)
+            except Exception as e:  # noqa: BLE001 - one bad message must not stop the link
                 self.errors += 1
-                continue
-            m = pkt.message
-            if isinstance(m, Transport):
-                if self.transports and m.sample != self.position:
-                    self.jumps.append((self.position, m.sample))
-                self.transports.append(m)
-                self.transport_pos.append(m.sample)
-                self.position = m.sample
-            elif isinstance(m, AudioBlock):
-                self.rate = m.rate
-                self.chunks[m.sample] = m.data
-                self.position = m.sample + m.data.shape[1]
-            elif isinstance(m, FeatureFrame):
-                for k, v in m.features.items():
-                    if k.startswith("param:"):
-                        self.events.setdefault(k[6:], []).append((m.sample, v))
-            elif isinstance(m, Bye):
-                self.done.set()
+                self.last_error = f"{type(e).__name__}: {e}"
+
+    def _handle(self, m) -> None:
+        if isinstance(m, Transport):
+            if self.transports and m.sample != self.position:
+                self.jumps.append((self.position, m.sample))
+            self.transports.append(m)
+            self.transport_pos.append(m.sample)
+            self.position = m.sample
+        elif isinstance(m, AudioBlock):
+            self.rate = m.rate
+            self.chunks[m.sample] = m.data
+            self.position = m.sample + m.data.shape[1]
+        elif isinstance(m, FeatureFrame):
+            for k, v in m.features.items():
+                if k.startswith("param:"):
+                    self.events.setdefault(k[6:], []).append((m.sample, v))
+        elif isinstance(m, Bye):
+            self.done.set()
 
     def session(self, folder: Path) -> RecordedSession:
         """Write the timeline audio to ``folder/audio.wav`` and build tempo map, meter and lanes."""

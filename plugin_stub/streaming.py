@@ -39,6 +39,7 @@ class StreamingPlugin(Plugin):
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._seq = 0
+        self._give_up_at = float("inf")
 
     # ------------------------------------------------------------------ host side
     def prepare(self, sample_rate: int, max_block_size: int) -> None:
@@ -60,11 +61,12 @@ class StreamingPlugin(Plugin):
     def release(self) -> None:
         self._put(Bye(reason="released"), 0)
         self.flush()
+        self._give_up_at = time.monotonic() + 30.0  # a slow bridge still gets everything queued
         self._stop.set()
         with self._cv:
             self._cv.notify()
         if self._thread is not None:
-            self._thread.join(5)
+            self._thread.join(35)
 
     def flush(self, timeout: float = 30.0) -> bool:
         """Wait (outside the audio thread) until the queue is sent; True if it emptied."""
@@ -105,10 +107,11 @@ class StreamingPlugin(Plugin):
                 try:
                     sock.send(data)
                 except zmq.Again:  # no peer, or it is not reading: keep the queue bounded
-                    if self._stop.is_set():
+                    if self._stop.is_set() and time.monotonic() > self._give_up_at:
                         break
                     continue
                 self._q.popleft()
                 self.sent += 1
         finally:
-            sock.close(0)
+            # let ZeroMQ deliver what it already holds (bye included), but never hang a host
+            sock.close(linger=0 if time.monotonic() > self._give_up_at else 2000)

@@ -26,7 +26,7 @@ def demo(tmp_path_factory):
 
 
 def spec(demo, out: Path, **kw) -> BounceSpec:
-    kw.setdefault("steps", 2)
+    kw.setdefault("steps", 4)
     return BounceSpec(audio=demo["audio"], config=demo["config"], midi=demo["midi"], out=out, **kw)
 
 
@@ -111,7 +111,7 @@ def test_a_killed_bounce_resumes_with_only_the_missing_frames_and_the_same_video
 
     def cmd(out: Path, frames: Path) -> list[str]:
         return [sys.executable, "-m", "tools.cli", "bounce", "--audio", str(demo["audio"]), "--midi", str(demo["midi"]),
-                "--config", str(demo["config"]), "--model", str(model), "--end", "4", "--batch", "4",
+                "--config", str(demo["config"]), "--model", str(model), "--end", "4", "--batch", "4", "--steps", "4",
                 "--frames", str(frames), "--out", str(out)]
 
     clean = tmp_path / "clean.mp4"
