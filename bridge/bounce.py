@@ -62,6 +62,11 @@ class BounceSpec:
     batch: int | None = None
     frames: Path | None = None
     model: Path | None = None
+    # render on a running `bendbridge serve` instead of in-process
+    server: str | None = None
+    server_keys: Path | None = None
+    server_client: str = "client"  # key name in server_keys
+    server_timeout: float = 300.0
     # a session recorded from a plugin brings its own tempo map, meter and lanes
     tempo: TempoMap | None = None
     meter: TimeSignatureMap | None = None
@@ -181,19 +186,63 @@ def plan_bounce(spec: BounceSpec) -> BouncePlan:
     return BouncePlan(tl, positions, params, render, plan, start, start + Fraction(n) / fps, Path(spec.audio))
 
 
+def _frame_size(path: Path) -> tuple[int, int]:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return im.size
+
+
 def _fingerprint(setup: dict[str, Any], pos: FramePosition, params: dict[str, Any]) -> str:
     blob = json.dumps({"setup": setup, "t": str(pos.seconds), "params": params}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+def _session_name(out: Path, setup: dict[str, Any]) -> str:
+    """The server-side folder of a bounce: readable, and distinct per video and setup."""
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "-", out.stem).strip("-")[:48] or "bounce"
+    return f"bounce-{stem}-{hashlib.sha256(json.dumps(setup, sort_keys=True, default=str).encode()).hexdigest()[:10]}"
+
+
+def _backend(spec: BounceSpec, bp: BouncePlan, prompts: list[str], pipe: Any):
+    from server.render import RenderConfig
+
+    from ._bounce_backends import LocalFrames, RemoteFrames
+
+    r = bp.render
+    size = spec.size or r.get("size")
+    seed = spec.seed if spec.seed is not None else int(r.get("seed", 0))
+    width, height = size or r.get("width"), size or r.get("height")
+    steps, guidance = spec.steps or r.get("steps"), r.get("guidance")
+    if spec.server:
+        from protocol import SessionSetup
+
+        if spec.model is not None or pipe is not None:
+            raise BounceError("--model", "a bounce through --server renders with the server's model (bendbridge serve --model DIR)")
+        fps = bp.timeline.grid.fps
+        base = dict(prompts=tuple(prompts), negative_prompt=r.get("negative_prompt", ""), seed=seed, width=width, height=height,
+                    steps=steps, guidance=None if guidance is None else float(guidance), fps_num=fps.numerator,
+                    fps_den=fps.denominator, plan=bp.plan.to_dict(), mode="offline", deliver="png")
+        setup = SessionSetup(output=_session_name(Path(spec.out), base), **base)
+        return RemoteFrames(spec.server, setup, keys=spec.server_keys, client=spec.server_client, timeout=spec.server_timeout, window=None)
+    if pipe is None:
+        from server.model import load_pipeline
+
+        pipe = load_pipeline(spec.model)
+    rc = RenderConfig(prompts=tuple(prompts), negative_prompt=r.get("negative_prompt", ""), seed=seed, width=width, height=height,
+                      steps=steps, guidance=guidance, plan=bp.plan, max_batch=spec.batch or int(r.get("batch", 8)))
+    return LocalFrames(pipe, rc)
+
+
 def run_bounce(spec: BounceSpec, pipe: Any = None, progress: bool = True) -> BounceSummary:
-    """Plan, render the missing frames, encode the video with the song's range, write the manifest."""
+    """Plan, render the missing frames (in-process, or on ``spec.server``), encode the video with the
+    song's range, write the manifest."""
     from tqdm import tqdm
 
     from server.net.output import OutputStore
-    from server.render import FrameSpec, RenderConfig, Renderer
     from server.video import write_video
 
+    from ._bounce_backends import BackendError
     from .features import FeatureError
 
     t0 = time.perf_counter()
@@ -202,18 +251,12 @@ def run_bounce(spec: BounceSpec, pipe: Any = None, progress: bool = True) -> Bou
     prompts = r.get("prompts") or ([r["prompt"]] if "prompt" in r else None)
     if not prompts:
         raise BounceError("render.prompts", "the config needs [render] prompts = [\"…\"]")
-    if pipe is None:
-        from server.model import load_pipeline
-
-        pipe = load_pipeline(spec.model)
-    size = spec.size or r.get("size")
-    seed = spec.seed if spec.seed is not None else int(r.get("seed", 0))
-    rc = RenderConfig(prompts=tuple(prompts), negative_prompt=r.get("negative_prompt", ""), seed=seed,
-                      width=size or r.get("width"), height=size or r.get("height"), steps=spec.steps or r.get("steps"),
-                      guidance=r.get("guidance"), plan=bp.plan, max_batch=spec.batch or int(r.get("batch", 8)))
-    renderer = Renderer(pipe, rc)
-    setup = {"model": str(getattr(pipe, "bendbridge_path", "")), "prompts": prompts, "seed": seed, "size": [renderer.width, renderer.height],
-             "steps": renderer.steps, "guidance": renderer.guidance, "plan": bp.plan.to_dict()}
+    try:
+        backend = _backend(spec, bp, list(prompts), pipe)
+    except BackendError as e:
+        raise BounceError(e.field, str(e)) from None
+    setup = backend.setup
+    seed = setup["seed"]
     out = Path(spec.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(spec.frames) if spec.frames else out.parent / f".{out.stem}.bounce"
@@ -225,21 +268,24 @@ def run_bounce(spec: BounceSpec, pipe: Any = None, progress: bool = True) -> Bou
     resumed = len(bp.positions) - len(todo)
     nan_frames, black_frames = [], []
     bar = tqdm(total=len(bp.positions), initial=resumed, unit="frame", desc="bounce", disable=not progress, smoothing=0.1)
-    for s in range(0, len(todo), rc.max_batch):
-        chunk = todo[s : s + rc.max_batch]
-        results = renderer.render([FrameSpec(params=bp.params[i]) for i in chunk])
-        for i, res in zip(chunk, results):
+    try:
+        for got in backend.render(todo, bp.positions, bp.params):
+            i = got.frame
             p = bp.positions[i]
-            status = "nan" if res.nonfinite else "black" if res.black else "ok"
-            if res.nonfinite:
+            if got.status == "nan":
                 nan_frames.append(i)
-            elif res.black:
+            elif got.status == "black":
                 black_frames.append(i)
-            store.write_frame(res.image, dict(frame=i, sample=p.sample, seconds=float(p.seconds), beats=float(p.beats),
-                                              bar=p.bar_beat.bar, beat=float(p.bar_beat.beat), params=bp.params[i], seed=seed,
-                                              fingerprint=fps_[i], status=status, time=str(p.seconds), bar_beat=str(p.bar_beat)))
-        bar.update(len(chunk))
-    bar.close()
+            store.write_png(got.png, dict(frame=i, sample=p.sample, seconds=float(p.seconds), beats=float(p.beats),
+                                          bar=p.bar_beat.bar, beat=float(p.bar_beat.beat), params=bp.params[i], seed=seed,
+                                          fingerprint=fps_[i], status=got.status, time=str(p.seconds), bar_beat=str(p.bar_beat)))
+            bar.update(1)
+    except BackendError as e:
+        raise BounceError(e.field, str(e)) from None
+    finally:
+        bar.close()
+        backend.close()
+    width, height = _frame_size(store.path(0))
     # audio: exactly [start, start + n/fps) at the file's own rate
     from pedalboard.io import AudioFile
 
@@ -261,7 +307,7 @@ def run_bounce(spec: BounceSpec, pipe: Any = None, progress: bool = True) -> Bou
         for i in range(len(bp.positions)):
             yield np.asarray(Image.open(store.path(i)).convert("RGB"))
 
-    write_video(out, frames(), bp.timeline.grid.fps, (renderer.width, renderer.height), audio, rate)
+    write_video(out, frames(), bp.timeline.grid.fps, (width, height), audio, rate)
     manifest = out.with_suffix(".manifest.jsonl")
     lines = [store.done[i].to_json() for i in range(len(bp.positions))]
     manifest.write_text("\n".join(lines) + "\n")

@@ -163,6 +163,7 @@ class Welcome(Message):
     "steps": Field("int", required=False, lo=1, hi=1000), "guidance": Field("float", required=False, lo=0, hi=50),
     "fps_num": Field("int", lo=1, hi=1_000_000), "fps_den": Field("int", lo=1, hi=1_000_000),
     "plan": Field("json", required=False), "output": Field("str", max_len=128), "mode": Field("str", max_len=16),
+    "deliver": Field("str", required=False, max_len=8, default="path"),
 })
 @dataclass(frozen=True)
 class SessionSetup(Message):
@@ -179,11 +180,14 @@ class SessionSetup(Message):
     fps_den: int = 1
     plan: dict | None = None
     mode: str = "offline"  # offline | live
+    deliver: str = "path"  # path: frame_ready names the file; png: it also carries the PNG bytes (protocol 1.1)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.mode not in ("offline", "live"):
             raise ProtocolError(f"{self.mode!r:.20} is not valid; allowed: offline, live", "session_setup.mode", "range")
+        if self.deliver not in ("path", "png"):
+            raise ProtocolError(f"{self.deliver!r:.20} is not valid; allowed: path, png", "session_setup.deliver", "range")
         if not self.prompts:
             raise ProtocolError("at least one prompt", "session_setup.prompts", "missing")
         out = self.output

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 __all__ = ["PROTOCOL_VERSION", "PACKAGE_VERSION", "compatible", "version_string"]
 
-PROTOCOL_VERSION: tuple[int, int] = (1, 0)
+PROTOCOL_VERSION: tuple[int, int] = (1, 1)  # 1.1: session_setup.deliver
 PACKAGE_VERSION = "0.1.0"
 
 

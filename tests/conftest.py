@@ -1,8 +1,11 @@
-"""Shared fixtures: a tiny random-weight Stable Diffusion pipeline (fast), offline hub."""
+"""Shared fixtures: a tiny random-weight Stable Diffusion pipeline (fast), offline hub, a render server
+on loopback in a thread."""
 
 from __future__ import annotations
 
 import os
+import threading
+from pathlib import Path
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -49,3 +52,36 @@ def make_tiny_pipeline(seed: int = 0):
 @pytest.fixture(scope="session")
 def tiny_pipe():
     return make_tiny_pipeline()
+
+
+class ServerThread:
+    """A RenderServer on free loopback ports, serving from a thread."""
+
+    def __init__(self, pipe, root: Path, **kw):
+        from server.net.app import RenderServer, ServerConfig
+
+        self.server = RenderServer(ServerConfig(control="tcp://127.0.0.1:*", events="tcp://127.0.0.1:*", output_root=root, **kw),
+                                   pipe=pipe)
+        self.url, self.events = self.server.control_endpoint, self.server.events_endpoint
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(self.stop,), daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(10)
+        self.server.close()
+
+
+@pytest.fixture
+def start_server():
+    """``start_server(pipe, root, **ServerConfig fields)`` → a running ServerThread, closed after the test."""
+    started: list[ServerThread] = []
+
+    def start(pipe, root: Path, **kw) -> ServerThread:
+        started.append(ServerThread(pipe, root, **kw))
+        return started[-1]
+
+    yield start
+    for s in started:
+        s.close()

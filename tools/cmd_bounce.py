@@ -18,6 +18,11 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=None, help="frames per denoising pass (default 8)")
     p.add_argument("--frames", type=Path, default=None, help="also keep the PNG sequence (and manifest) in this folder")
     p.add_argument("--model", type=Path, default=None, help="diffusers folder (default: the embedded model)")
+    p.add_argument("--server", default=None, metavar="URL",
+                   help="render on a running 'bendbridge serve' (e.g. tcp://127.0.0.1:5555) instead of in this process")
+    p.add_argument("--keys", type=Path, default=None, help="CURVE key folder for a --server beyond loopback (bendbridge keys)")
+    p.add_argument("--client", default="client", help="client key name in --keys")
+    p.add_argument("--server-timeout", type=float, default=300.0, help="seconds to wait for the next frame from --server")
     p.add_argument("--out", type=Path, required=True, help="video file: .mp4 (H.264 + AAC) or .mov (ProRes + PCM)")
 
 
@@ -41,7 +46,8 @@ def _spec(args: argparse.Namespace, audio: Path, config: Path, midi: Path | None
     from bridge.bounce import BounceSpec
 
     return BounceSpec(audio=audio, config=config, out=args.out, midi=midi, rpp=rpp, lanes=lanes, fps=args.fps, start=args.start,
-                      end=args.end, size=args.size, steps=args.steps, seed=args.seed, batch=args.batch, frames=args.frames, model=args.model)
+                      end=args.end, size=args.size, steps=args.steps, seed=args.seed, batch=args.batch, frames=args.frames, model=args.model,
+                      server=args.server, server_keys=args.keys, server_client=args.client, server_timeout=args.server_timeout)
 
 
 def run_bounce(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ reports go to the requesting client and are also published on the PUB socket (to
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -194,7 +195,8 @@ class RenderServer:
 
     def _report(self, client: bytes, s: RenderSession, fr: FrameReady) -> None:
         self._send(client, fr, s.sid, pos=fr.sample)
-        self.events.send_multipart([s.sid.encode(), encode(fr, session=s.sid, pos=fr.sample)])
+        event = dataclasses.replace(fr, data=None) if fr.data is not None else fr  # subscribers get the path, not the bytes
+        self.events.send_multipart([s.sid.encode(), encode(event, session=s.sid, pos=fr.sample)])
 
     # ------------------------------------------------------------------ loop
     def render_once(self) -> bool:

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["OutputStore", "ManifestEntry", "OutsideRootError", "frame_name"]
+__all__ = ["OutputStore", "ManifestEntry", "OutsideRootError", "frame_name", "png_bytes"]
 
 
 class OutsideRootError(ValueError):
@@ -87,11 +87,14 @@ class OutputStore:
 
     def write_frame(self, image: np.ndarray, entry_fields: dict[str, Any]) -> ManifestEntry:
         """Write ``image`` [H, W, 3] uint8 as PNG atomically, then append its manifest line."""
-        from PIL import Image
+        return self.write_png(png_bytes(image), entry_fields)
 
-        buf = io.BytesIO()
-        Image.fromarray(image).save(buf, format="PNG")
-        data = buf.getvalue()
+    def write_png(self, data: bytes, entry_fields: dict[str, Any]) -> ManifestEntry:
+        """Write an already encoded PNG atomically, then append its manifest line.
+
+        The bytes must be a PNG (checked by signature): they may come from a remote server."""
+        if not data.startswith(_PNG_SIGNATURE):
+            raise ValueError(f"frame {entry_fields.get('frame')}: data is not a PNG image")
         entry = ManifestEntry(hash=_sha256(data), **entry_fields)
         final = self.path(entry.frame)
         tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
@@ -106,6 +109,18 @@ class OutputStore:
             os.fsync(f.fileno())
         self.done[entry.frame] = entry
         return entry
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """[H, W, 3] uint8 → PNG file bytes."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def _sha256(data: bytes) -> str:

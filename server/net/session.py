@@ -20,7 +20,7 @@ from protocol import FrameReady, FrameRequest, SessionSetup
 from server.bending import BendPlan
 from server.render import FrameSpec, RenderConfig, Renderer
 
-from .output import OutputStore
+from .output import OutputStore, png_bytes
 
 __all__ = ["RenderSession", "Pending"]
 
@@ -109,8 +109,9 @@ class RenderSession:
         if e is None:
             return None
         self.resumed += 1
+        data = self.store.path(e.frame).read_bytes() if self.setup.deliver == "png" else None
         return FrameReady(frame=e.frame, sample=e.sample, hash=e.hash, timings={}, status="resumed",
-                          path=f"{self.setup.output}/{self.store.path(e.frame).name}")
+                          path=f"{self.setup.output}/{self.store.path(e.frame).name}", data=data)
 
     def render(self, batch: list[Pending]) -> list[FrameReady]:
         """Render a batch (one denoising pass), write each frame, return their reports."""
@@ -125,7 +126,8 @@ class RenderSession:
             req = p.request
             t1 = time.perf_counter()
             status = "nan" if res.nonfinite else "black" if res.black else "ok"
-            e = self.store.write_frame(res.image, dict(
+            data = png_bytes(res.image)
+            e = self.store.write_png(data, dict(
                 frame=req.frame, sample=req.sample, seconds=req.seconds, beats=req.beats, bar=req.bar, beat=req.beat,
                 params=pp, seed=req.seed if req.seed is not None else self.setup.seed,
                 fingerprint=self.fingerprint(req, pp), status=status))
@@ -133,5 +135,6 @@ class RenderSession:
             out.append(FrameReady(frame=req.frame, sample=req.sample, hash=e.hash, status=status,
                                   timings={"render": per_frame, "write": time.perf_counter() - t1, "queued": started - p.received},
                                   path=f"{self.setup.output}/{self.store.path(req.frame).name}",
+                                  data=data if self.setup.deliver == "png" else None,
                                   faults=tuple(str(f) for f in res.faults) or None))
         return out

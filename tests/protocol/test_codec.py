@@ -75,7 +75,7 @@ def _raw(msg, **changes) -> dict:
 
 
 def test_another_major_version_is_a_version_error_naming_both_versions():
-    with pytest.raises(VersionError, match=r"protocol 2\.0 is not supported; this peer speaks 1\.0"):
+    with pytest.raises(VersionError, match=r"protocol 2\.0 is not supported; this peer speaks 1\.1"):
         decode(msgpack.packb(_raw(Heartbeat(), v=[2, 0])))
 
 
@@ -111,6 +111,8 @@ def test_bad_fields_are_refused_when_a_message_is_built_too():
         SessionSetup(prompts=("x",), output="../etc")
     with pytest.raises(ProtocolError, match=r"session_setup\.mode: 'realtime' is not valid; allowed: offline, live"):
         SessionSetup(prompts=("x",), output="a", mode="realtime")
+    with pytest.raises(ProtocolError, match=r"session_setup\.deliver: 'jpeg' is not valid; allowed: path, png"):
+        SessionSetup(prompts=("x",), output="a", deliver="jpeg")
 
 
 def test_limits_refuse_oversized_packets_and_strings():

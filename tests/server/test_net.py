@@ -10,7 +10,6 @@ import random
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -39,25 +38,9 @@ def request(i: int, **kw) -> FrameRequest:
                         params={"spin": {"angle": 0.1 * i}, "amp": {"factor": 1 + 0.05 * i}}, **kw)
 
 
-class Running:
-    def __init__(self, pipe, root: Path, **kw):
-        self.server = RenderServer(ServerConfig(control="tcp://127.0.0.1:*", events="tcp://127.0.0.1:*", output_root=root, **kw), pipe=pipe)
-        self.url, self.events = self.server.control_endpoint, self.server.events_endpoint
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(self.stop,), daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join(10)
-        self.server.close()
-
-
 @pytest.fixture
-def running(tiny_pipe, tmp_path):
-    r = Running(tiny_pipe, tmp_path / "out", max_batch=4)
-    yield r
-    r.close()
+def running(tiny_pipe, tmp_path, start_server):
+    return start_server(tiny_pipe, tmp_path / "out", max_batch=4)
 
 
 def collect(c: RenderClient, n: int, timeout: float = 60) -> dict[int, FrameReady]:
@@ -84,7 +67,7 @@ def frames_are_intact(folder: Path) -> int:
 def test_handshake_returns_the_servers_capabilities(running):
     with RenderClient(running.url) as c:
         w, rtt = c.ping()
-    assert w.version == "1.0" and w.server == "bendbridge" and w.auth == "none"
+    assert w.version == "1.1" and w.server == "bendbridge" and w.auth == "none"
     assert "rotate_plane" in w.operators and "mid_block" in w.targets and w.targets[:2] == ("latent", "text")
     assert rtt < 5
 
@@ -230,24 +213,21 @@ def test_binding_beyond_loopback_without_keys_is_refused(tiny_pipe, tmp_path):
         RenderServer(ServerConfig(control="tcp://0.0.0.0:*", output_root=tmp_path), pipe=tiny_pipe)
 
 
-def test_curve_keys_let_authorised_clients_in_and_keep_others_out(tiny_pipe, tmp_path):
+def test_curve_keys_let_authorised_clients_in_and_keep_others_out(tiny_pipe, tmp_path, start_server):
     keys = tmp_path / "keys"
     make_keys(keys, "laptop")
     other = tmp_path / "other"
     make_keys(other, "laptop")  # a key pair the server does not know
     (other / "server.key").write_bytes((keys / "server.key").read_bytes())
-    r = Running(tiny_pipe, tmp_path / "out", keys=keys)
-    try:
-        with RenderClient(r.url, keys=keys, client_name="laptop") as c:
-            assert c.ping()[0].auth == "curve"
-        with RenderClient(r.url, keys=other, client_name="laptop", timeout=1.0) as c:
-            with pytest.raises(ServerTimeout):
-                c.ping()
-        with RenderClient(r.url, timeout=1.0) as c:  # no keys at all
-            with pytest.raises(ServerTimeout):
-                c.ping()
-    finally:
-        r.close()
+    r = start_server(tiny_pipe, tmp_path / "out", keys=keys)
+    with RenderClient(r.url, keys=keys, client_name="laptop") as c:
+        assert c.ping()[0].auth == "curve"
+    with RenderClient(r.url, keys=other, client_name="laptop", timeout=1.0) as c:
+        with pytest.raises(ServerTimeout):
+            c.ping()
+    with RenderClient(r.url, timeout=1.0) as c:  # no keys at all
+        with pytest.raises(ServerTimeout):
+            c.ping()
 
 
 def test_outputs_stay_under_the_output_root(tmp_path):
