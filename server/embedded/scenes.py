@@ -279,7 +279,8 @@ def classify_colours(img: np.ndarray, style: str) -> tuple[str, str | None]:
     The background colour is the most common named colour in its region (the border for flat,
     gradient and checkered backgrounds; the bottom fifth for a sea). The foreground colour is the
     most common named colour among the remaining pixels that differ from the background colour
-    (and from the sky and night colours, which are not named in captions).
+    (and from the sky and night colours, which are not named in captions; a sky tinted by the
+    model is recognised by its border).
     """
     h = img.shape[0]
     lab = nearest_colour(img)
@@ -294,6 +295,12 @@ def classify_colours(img: np.ndarray, style: str) -> tuple[str, str | None]:
             bg_region = lab[int(h * 0.82):]
             region = lab[: int(h * 0.62)]
             excluded = [_NAMES.index("white"), _NAMES.index("gray")]
+            # the sky is pale, but a model may tint it: whatever covers a third of the sky's
+            # border (top rows, and the sides of the sky) is sky, not sun
+            b = max(2, h // 16)
+            sky_border = np.concatenate([region[:b].ravel(), region[:, :b].ravel(), region[:, -b:].ravel()])
+            sc = counts(sky_border)
+            excluded.extend(int(i) for i in np.flatnonzero(sc >= sky_border.size / 3))
         else:
             b = max(2, h // 16)
             bg_region = np.concatenate([lab[:b].ravel(), lab[-b:].ravel(), lab[:, :b].ravel(), lab[:, -b:].ravel()])

@@ -31,3 +31,11 @@ def test_captions_follow_the_grammar():
     assert scenes.caption(scenes.Scene("orange", "ring", None, "night", say_position=True, position="top left")) == \
         "an orange ring in the top left in a starry night sky"
     assert scenes.render_scene(s).shape == (128, 128, 3)
+
+
+def test_a_sky_tinted_by_the_model_is_not_taken_for_the_sun():
+    s = scenes.Scene("purple", "circle", "red", "sea")
+    img = scenes.render_scene(s).astype(np.float32)
+    pale = (img.min(-1) > 180)[..., None]  # the sky (and nothing of the purple sun or the red sea)
+    tinted = np.where(pale, 0.5 * img + 0.5 * np.array(scenes.COLOURS["pink"], np.float32), img)
+    assert scenes.classify_colours(np.rint(tinted).astype(np.uint8), "sea") == ("purple", "red")
