@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import argparse
+import math
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -53,12 +55,21 @@ def prompt_sheet(out: Path, seed: int = 0) -> None:
 
 
 def demo_strip(video: Path, out: Path, n: int = 8) -> None:
+    """Two rows: ``n`` frames spread over the whole video, then ``n`` frames (every other one)
+    from a beat onwards, found in the manifest beside the video, to show the beat-driven bends."""
     import av
 
     with av.open(str(video)) as c:
         frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
-    pick = [frames[int(i)] for i in np.linspace(0, len(frames) - 1, n)]
-    Image.fromarray(np.concatenate(pick, axis=1)).save(out)
+    rows = [[frames[int(i)] for i in np.linspace(0, len(frames) - 1, n)]]
+    manifest = video.with_suffix(".manifest.jsonl")
+    if manifest.exists():
+        beats = [json.loads(line)["beats"] for line in manifest.read_text().splitlines()]
+        mid = len(beats) // 2
+        on_beat = next((i for i in range(mid, len(beats) - 2 * n) if math.floor(beats[i]) > math.floor(beats[i - 1])), None)
+        if on_beat is not None:
+            rows.append([frames[on_beat - 2 + 2 * k] for k in range(n)])
+    Image.fromarray(np.concatenate([np.concatenate(r, axis=1) for r in rows], axis=0)).save(out)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,6 +28,7 @@ import gzip
 import json
 import math
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -341,11 +342,13 @@ def stage_unet(work: Path, cfg: TrainConfig, latents: np.ndarray, captions: list
     return ema_u, ema_t, ddim
 
 
-def stage_export(out: Path, vae, text, tokenizer, unet, scheduler, cfg: TrainConfig) -> None:
+def stage_export(out: Path, vae, text, tokenizer, unet, scheduler, cfg: TrainConfig, tokenizer_dir: Path) -> None:
     pipe = _pipeline(copy.deepcopy(vae), copy.deepcopy(text), tokenizer, copy.deepcopy(unet), scheduler)
     pipe.to(torch.float16)
     out.mkdir(parents=True, exist_ok=True)
     pipe.save_pretrained(out, safe_serialization=True)
+    for name in ("vocab.json", "merges.txt"):  # recent transformers save only tokenizer.json; keep the BPE files
+        shutil.copyfile(tokenizer_dir / name, out / "tokenizer" / name)
     (out / "bendbridge.json").write_text(json.dumps({"steps": DEFAULT_STEPS, "guidance": DEFAULT_GUIDANCE,
                                                       "size": scenes.IMAGE_SIZE}, indent=2))
     (out / "training.json").write_text(json.dumps({
@@ -383,7 +386,7 @@ def main(argv: list[str] | None = None) -> None:
     vae.register_to_config(scaling_factor=scale)
     log({"stage": "latents", "scaling_factor": scale})
     unet, text, ddim = stage_unet(work, cfg, latents, captions, vae, tokenizer, log)
-    stage_export(args.out, vae, text, tokenizer, unet, ddim, cfg)
+    stage_export(args.out, vae, text, tokenizer, unet, ddim, cfg, work / "tokenizer")
     print(f"exported to {args.out}")
 
 

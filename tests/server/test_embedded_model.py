@@ -47,14 +47,14 @@ def test_unknown_words_degrade_gracefully(pipe):
 
 
 @pytest.mark.slow
-def test_named_colours_of_48_held_out_prompts_stay_at_the_measured_level(pipe):
-    """Issue #3's goal is 80 % of images with both colours right; the shipped model measures 75 %
-    (foreground 77 %, background 91 %). This guards against regressions below 70 % while the goal
-    stays open."""
+def test_both_named_colours_are_right_in_80_percent_of_48_held_out_prompts(pipe):
+    """Issue #3: over 48 prompts whose (colour, shape, background colour, style) combination was never
+    drawn for training, the named foreground and background colours are both right in ≥ 80 % of
+    images at the default sampling settings (the shipped model measures 90 %)."""
     from server.embedded.adherence import measure_adherence
 
     held = scenes.held_out_scenes(48)
     assert all(scenes.is_held_out(s) for s in held)  # combinations never drawn for training
     report = measure_adherence(pipe, n=48)
     print(report.summary())
-    assert report.both_rate >= 0.70, report.summary()
+    assert report.both_rate >= 0.80, report.summary()
