@@ -2,13 +2,15 @@
 
 The renderer owns the denoising loop (rather than calling the pipeline) so it can bend the
 latent before any step, switch hooks per step, and give each frame of a batch its own
-parameters, seed, noise-walk angle and prompt mix. Text embeddings are cached across frames.
+parameters, seed, noise-walk angle and prompt mix. Text embeddings are cached across frames, and
+so are the denoising steps before the first bend acts (see ``_prefix``).
 Frames of a batch are independent: rendering frames together or one at a time gives the same
 images (up to float rounding of batched kernels).
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Sequence
@@ -23,6 +25,7 @@ from server.bending.engine import BendEngine, Fault, FrameParams, install_hooks
 from server.bending.layers import LayerInfo, list_layers
 from server.bending.plan import BendPlan, PlanError
 
+from ._prefix import PrefixCache, first_bent_step, shareable
 from .schedulers import make_scheduler
 
 __all__ = ["RenderConfig", "FrameSpec", "FrameResult", "Renderer"]
@@ -43,6 +46,7 @@ class RenderConfig:
     plan: BendPlan = field(default_factory=BendPlan)
     max_batch: int = 8
     check_finite: bool = True
+    share_prefix: bool = True  # denoise the steps before the first bend once per (seed, angle, prompt mix)
 
 
 @dataclass(frozen=True)
@@ -105,6 +109,8 @@ class Renderer:
         self.engine = BendEngine(self.bound, self.device, check_finite=config.check_finite)
         self._word_masks = self._build_word_masks()
         self.timings: dict[str, float] = {"text": 0.0, "denoise": 0.0, "decode": 0.0}
+        self.prefix_steps = first_bent_step(self.bound, self.steps) if config.share_prefix and shareable(self.scheduler) else 0
+        self.prefix = PrefixCache()
 
     # ------------------------------------------------------------------ model facts
     @property
@@ -208,9 +214,16 @@ class Renderer:
         t1 = time.perf_counter()
         sched = make_scheduler(self.scheduler, "default")
         sched.set_timesteps(self.steps, device=self.device)
-        latents = self._noise(frames) * sched.init_noise_sigma
+        first = self.prefix_steps
+        if first > 0:
+            keys = [(f.seed if f.seed is not None else self.config.seed, float(f.noise_angle), f.prompt_weights) for f in frames]
+            latents, sched = self.prefix.latents(keys, lambda rows: self._run_prefix(frames, rows, text, sched, first))
+        else:
+            latents = self._noise(frames) * sched.init_noise_sigma
         with install_hooks(self.unet, eng):
             for i, t in enumerate(sched.timesteps):
+                if i < first:
+                    continue
                 latents = eng.bend_latent(latents, i, "frames")
                 inp = torch.cat([latents, latents]) if self.cfg else latents
                 inp = eng.bend_latent(inp, i, "cfg") if self.cfg else inp
@@ -235,6 +248,23 @@ class Renderer:
             black = bool(img.mean() < 4.0)
             results.append(FrameResult(img, bool(nonfinite[i]), black, [f for f in faults if f.frame == i]))
         return results
+
+    def _run_prefix(self, frames: Sequence[FrameSpec], rows: list[int], text: torch.Tensor, sched: Any,
+                    first: int) -> tuple[torch.Tensor, Any]:
+        """Unbent steps 0…first−1 for the frames at ``rows`` → their latents [R, C, h, w], scheduler."""
+        B = len(frames)
+        idx = torch.tensor(rows, device=text.device)
+        txt = torch.cat([text[:B].index_select(0, idx), text[B:].index_select(0, idx)]) if self.cfg else text.index_select(0, idx)
+        s = copy.deepcopy(sched)
+        lat = self._noise([frames[r] for r in rows]) * s.init_noise_sigma
+        for t in s.timesteps[:first]:
+            inp = s.scale_model_input(torch.cat([lat, lat]) if self.cfg else lat, t)
+            pred = self.unet(inp, t, encoder_hidden_states=txt).sample
+            if self.cfg:
+                pu, pc = pred.chunk(2)
+                pred = pu + self.guidance * (pc - pu)
+            lat = s.step(pred, t, lat).prev_sample
+        return lat, s
 
     def decode(self, latents: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """Latents [B, 4, h, w] → uint8 images [B, H, W, 3] and a per-frame non-finite flag [B]."""
