@@ -54,8 +54,7 @@ class LocalFrames:
         for s in range(0, len(todo), self.batch):
             chunk = todo[s : s + self.batch]
             for i, res in zip(chunk, self.renderer.render([FrameSpec(params=params[i]) for i in chunk])):
-                status = "nan" if res.nonfinite else "black" if res.black else "ok"
-                yield Rendered(i, png_bytes(res.image), status, tuple(str(f) for f in res.faults))
+                yield Rendered(i, png_bytes(res.image), res.status, tuple(str(f) for f in res.faults))
 
     def close(self) -> None:
         pass

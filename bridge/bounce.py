@@ -224,7 +224,7 @@ def _backend(spec: BounceSpec, bp: BouncePlan, prompts: list[str], pipe: Any):
                     steps=steps, guidance=None if guidance is None else float(guidance), fps_num=fps.numerator,
                     fps_den=fps.denominator, plan=bp.plan.to_dict(), mode="offline", deliver="png")
         setup = SessionSetup(output=_session_name(Path(spec.out), base), **base)
-        return RemoteFrames(spec.server, setup, keys=spec.server_keys, client=spec.server_client, timeout=spec.server_timeout, window=None)
+        return RemoteFrames(spec.server, setup, keys=spec.server_keys, client=spec.server_client, timeout=spec.server_timeout)
     if pipe is None:
         from server.model import load_pipeline
 

@@ -195,7 +195,6 @@ class SessionSetup(Message):
             raise ProtocolError("a plain folder name (no '/', '\\', '.', '..')", "session_setup.output", "range")
 
 
-
 @_message("frame_request", {
     "frame": Field("int", lo=0, hi=2**40), "sample": Field("int", lo=0, hi=2**62), "seconds": Field("float", lo=0, hi=1e9),
     "beats": Field("float", lo=-1e9, hi=1e9), "bar": Field("int", lo=-(2**31), hi=2**31), "beat": Field("float", lo=0, hi=1e6),

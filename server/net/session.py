@@ -125,7 +125,7 @@ class RenderSession:
         for p, pp, res in zip(batch, params, results):
             req = p.request
             t1 = time.perf_counter()
-            status = "nan" if res.nonfinite else "black" if res.black else "ok"
+            status = res.status
             data = png_bytes(res.image)
             e = self.store.write_png(data, dict(
                 frame=req.frame, sample=req.sample, seconds=req.seconds, beats=req.beats, bar=req.bar, beat=req.beat,

@@ -74,6 +74,11 @@ class FrameResult:
     def ok(self) -> bool:
         return not (self.nonfinite or self.black)
 
+    @property
+    def status(self) -> str:
+        """``nan`` (non-finite latent), ``black`` or ``ok`` — as written in manifests."""
+        return "nan" if self.nonfinite else "black" if self.black else "ok"
+
 
 class Renderer:
     """Renders frames of one session (model, prompts, size, steps, plan) in batches."""
@@ -221,17 +226,11 @@ class Renderer:
         else:
             latents = self._noise(frames) * sched.init_noise_sigma
         with install_hooks(self.unet, eng):
-            for i, t in enumerate(sched.timesteps):
-                if i < first:
-                    continue
+            for i, t in enumerate(sched.timesteps[first:], start=first):
                 latents = eng.bend_latent(latents, i, "frames")
                 inp = torch.cat([latents, latents]) if self.cfg else latents
                 inp = eng.bend_latent(inp, i, "cfg") if self.cfg else inp
-                inp = sched.scale_model_input(inp, t)
-                pred = self.unet(inp, t, encoder_hidden_states=text).sample
-                if self.cfg:
-                    pu, pc = pred.chunk(2)
-                    pred = pu + self.guidance * (pc - pu)
+                pred = self._guided(sched.scale_model_input(inp, t), t, text)
                 latents = sched.step(pred, t, latents).prev_sample
         latents = eng.bend_latent(latents, self.steps, "frames")
         self._sync()
@@ -258,13 +257,17 @@ class Renderer:
         s = copy.deepcopy(sched)
         lat = self._noise([frames[r] for r in rows]) * s.init_noise_sigma
         for t in s.timesteps[:first]:
-            inp = s.scale_model_input(torch.cat([lat, lat]) if self.cfg else lat, t)
-            pred = self.unet(inp, t, encoder_hidden_states=txt).sample
-            if self.cfg:
-                pu, pc = pred.chunk(2)
-                pred = pu + self.guidance * (pc - pu)
+            pred = self._guided(s.scale_model_input(torch.cat([lat, lat]) if self.cfg else lat, t), t, txt)
             lat = s.step(pred, t, lat).prev_sample
         return lat, s
+
+    def _guided(self, inp: torch.Tensor, t: Any, text: torch.Tensor) -> torch.Tensor:
+        """U-Net prediction for the model input ([uncond; cond] rows with guidance), guided. -> [B, C, h, w]"""
+        pred = self.unet(inp, t, encoder_hidden_states=text).sample
+        if self.cfg:
+            pu, pc = pred.chunk(2)
+            pred = pu + self.guidance * (pc - pu)
+        return pred
 
     def decode(self, latents: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """Latents [B, 4, h, w] → uint8 images [B, H, W, 3] and a per-frame non-finite flag [B]."""
