@@ -1,5 +1,5 @@
-"""Shared fixtures: a tiny random-weight Stable Diffusion pipeline (fast), offline hub, a render server
-on loopback in a thread."""
+"""Shared fixtures: a tiny random-weight Stable Diffusion pipeline (fast), offline hub, the demo song,
+a render server on loopback in a thread."""
 
 from __future__ import annotations
 
@@ -52,6 +52,14 @@ def make_tiny_pipeline(seed: int = 0):
 @pytest.fixture(scope="session")
 def tiny_pipe():
     return make_tiny_pipeline()
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory):
+    """The bundled demo song, its MIDI file and bend config (read-only for tests)."""
+    from bridge.demo_song import write_demo
+
+    return write_demo(tmp_path_factory.mktemp("demo"))
 
 
 class ServerThread:

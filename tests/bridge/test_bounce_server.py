@@ -11,12 +11,6 @@ import pytest
 from PIL import Image
 
 from bridge.bounce import BounceError, BounceSpec, run_bounce
-from bridge.demo_song import write_demo
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    return write_demo(tmp_path_factory.mktemp("demo"))
 
 
 def spec(demo, out: Path, **kw) -> BounceSpec:

@@ -11,16 +11,10 @@ import pytest
 from pedalboard.io import AudioFile
 
 from bridge.bounce import BounceSpec, run_bounce
-from bridge.demo_song import write_demo
 from bridge.plugin_link import PluginReceiver
 from plugin_stub.contract import ParameterEvent, TransportInfo
 from plugin_stub.host import BlockSizes, HostSimulator
 from plugin_stub.streaming import StreamingPlugin
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    return write_demo(tmp_path_factory.mktemp("demo"))
 
 
 @pytest.fixture(scope="module")

@@ -135,7 +135,7 @@ def test_a_client_vanishing_mid_session_loses_no_frame(running, tmp_path):
     c.setup(setup_msg("gone"))
     for i in range(8):
         c.send(request(i))
-    c.close()  # vanish without reading a single reply
+    c.sock.close(linger=5000)  # vanish without reading a single reply (once the requests have left: LINGER 0 could drop them)
     folder = tmp_path / "out" / "gone"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and (not (folder / "manifest.jsonl").exists() or frames_are_intact(folder) < 8):
