@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["write_demo", "DEMO_CONFIG", "BARS", "TEMPI"]
+__all__ = ["write_demo", "bundled_config", "DEMO_CONFIG", "BARS", "TEMPI"]
 
 RATE = 44_100
 BARS = 10
@@ -135,6 +135,10 @@ def write_demo(folder: Path) -> dict[str, Path]:
     if not paths["midi"].exists():
         write_midi(paths["midi"])
     if not paths["config"].exists():
-        text = importlib.resources.files("bridge").joinpath(DEMO_CONFIG).read_text(encoding="utf-8")
-        paths["config"].write_text(text, encoding="utf-8")
+        paths["config"].write_text(bundled_config(), encoding="utf-8")
     return paths
+
+
+def bundled_config() -> str:
+    """The demo's bend config as shipped (``write_demo`` keeps an edited copy it finds)."""
+    return importlib.resources.files("bridge").joinpath(DEMO_CONFIG).read_text(encoding="utf-8")

@@ -60,11 +60,14 @@ def run_bounce(args: argparse.Namespace) -> int:
 
 def run_demo(args: argparse.Namespace) -> int:
     from bridge.bounce import run_bounce as bounce
-    from bridge.demo_song import write_demo
+    from bridge.demo_song import bundled_config, write_demo
 
     folder = args.song_dir or args.out.parent / "demo_song"
     paths = write_demo(folder)
     print(f"demo song, MIDI and config in {folder}")
+    if paths["config"].read_text(encoding="utf-8") != bundled_config():
+        print(f"note: using the existing {paths['config']}, which differs from the bundled demo config "
+              f"(delete it to get the current one)")
     summary = bounce(_spec(args, paths["audio"], paths["config"], paths["midi"], None, []))
     print(summary)
     return 0

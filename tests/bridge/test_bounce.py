@@ -17,12 +17,6 @@ import numpy as np
 import pytest
 
 from bridge.bounce import BounceError, BounceSpec, run_bounce
-from bridge.demo_song import write_demo
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    return write_demo(tmp_path_factory.mktemp("demo"))
 
 
 def spec(demo, out: Path, **kw) -> BounceSpec:
@@ -134,3 +128,15 @@ def test_a_killed_bounce_resumes_with_only_the_missing_frames_and_the_same_video
     ma = [json.loads(l)["hash"] for l in clean.with_suffix(".manifest.jsonl").read_text().splitlines()]
     mb = [json.loads(l)["hash"] for l in out.with_suffix(".manifest.jsonl").read_text().splitlines()]
     assert ma == mb
+
+
+def test_the_demo_keeps_an_edited_config_and_the_bundled_one_stays_known(demo, tmp_path):
+    from bridge.demo_song import bundled_config, write_demo
+
+    assert demo["config"].read_text(encoding="utf-8") == bundled_config()
+    folder = tmp_path / "song"
+    folder.mkdir()
+    (folder / "song.wav").write_bytes(demo["audio"].read_bytes())
+    (folder / "song.mid").write_bytes(demo["midi"].read_bytes())
+    (folder / "demo.toml").write_text("# mine\n", encoding="utf-8")
+    assert write_demo(folder)["config"].read_text(encoding="utf-8") == "# mine\n"
