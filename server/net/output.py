@@ -4,7 +4,8 @@ Frames are written atomically (a temporary file in the same folder, fsync, then 
 by timeline frame index; the manifest is JSON lines, one per finished frame, appended after the
 frame file is in place. A frame is therefore either absent, or complete and in the manifest: a
 crash can lose at most the frame being written, never corrupt one. Restarting reads the manifest
-and skips frames already done with the same request fingerprint.
+and skips frames already done with the same request fingerprint, and removes the temporary files a
+crashed writer left behind (those named after a process that no longer runs).
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ class OutputStore:
         self._load()
 
     def _load(self) -> None:
+        _remove_stale_temporaries(self.dir)
         if not self.manifest_path.exists():
             return
         with open(self.manifest_path, encoding="utf-8") as f:
@@ -109,6 +111,24 @@ class OutputStore:
             os.fsync(f.fileno())
         self.done[entry.frame] = entry
         return entry
+
+
+def _remove_stale_temporaries(folder: Path) -> None:
+    """Delete ``.frame_*.png.<pid>.tmp`` files whose writing process is gone (a crash mid-write)."""
+    for tmp in folder.glob(".frame_*.png.*.tmp"):
+        pid = tmp.name.rsplit(".", 2)[-2]
+        if pid.isdigit() and int(pid) != os.getpid() and not _process_alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True
 
 
 def png_bytes(image: np.ndarray) -> bytes:
