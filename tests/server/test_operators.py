@@ -224,3 +224,21 @@ def test_square_dilation_equals_max_pooling_with_the_same_window(size):
     lo, hi = (size - 1) // 2, size - 1 - (size - 1) // 2
     ref = F.max_pool2d(F.pad(x, (lo, hi, lo, hi), value=float("-inf")), size, stride=1)
     assert torch.equal(run("dilate", x, size=_p(size, size, size)), ref)
+
+
+@pytest.mark.parametrize("name", sorted(n for n, s in OPERATORS.items() if 4 in s.ranks))
+def test_every_operator_gives_the_same_result_on_channels_last_activations(name):
+    spec = get_operator(name)
+    x = _x(b=2, c=4, h=8, w=8)  # 4 channels: the latent's, and what rotate_r6 needs
+    params = {}
+    for k, p in spec.params.items():
+        if p.kind == "float":
+            v = p.default if p.identity is None or p.default != p.identity else (p.lo if p.lo is not None and p.lo != p.identity else p.identity + 0.5)
+            params[k] = _p(v, v)
+        elif p.kind == "matrix":
+            params[k] = torch.eye(4, dtype=torch.float64).flip(0).expand(2, 4, 4)
+        else:
+            params[k] = p.default
+    plain = run(name, x, **params)
+    cl = run(name, x.contiguous(memory_format=torch.channels_last), **params)
+    torch.testing.assert_close(cl, plain, rtol=1e-6, atol=1e-6)
