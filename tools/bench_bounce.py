@@ -11,7 +11,7 @@ parameters:
   once for frames that share seed and prompt (none with the demo's config, whose module bends
   act from step 0; ``--config tools/bench_configs/late_bends.toml`` bends from step 3).
 
-Rendering is timed (not file I/O), interleaved and repeated; the script also checks that both
+Rendering is timed (not file I/O), interleaved batch by batch (ABBA) and repeated; the script also checks that both
 paths give the same images (within a few uint8 levels of batched-kernel rounding).
 
     python -m tools.bench_bounce [--frames 32] [--batch 8] [--model DIR] [--config BEND.toml]
@@ -63,10 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     cfg = r.guidance > 1.0
     shape = (1, pipe.unet.config.in_channels, r.height // r.vae_factor, r.width // r.vae_factor)
 
-    def naive() -> list[np.ndarray]:
+    def naive(chunk: list) -> list[np.ndarray]:
         out = []
         with install_hooks(pipe.unet, engine):
-            for p in params:
+            for p in chunk:
                 engine.set_frames([p], cfg=cfg)
                 g = torch.Generator().manual_seed(seed)
                 lat = engine.bend_latent(torch.randn(shape[1:], generator=g).unsqueeze(0).to(r.device, r.dtype), 0, "frames")
@@ -80,18 +80,26 @@ def main(argv: list[str] | None = None) -> int:
                 out.append((np.clip(img, 0, 1) * 255).round().astype(np.uint8))
         return out
 
-    def ours() -> list[np.ndarray]:
-        r.prefix.clear()  # each run pays for its shared prefix once, as a bounce of these frames would
-        return [res.image for res in r.render([FrameSpec(params=p) for p in params])]
+    def ours(chunk: list) -> list[np.ndarray]:
+        return [res.image for res in r.render([FrameSpec(params=p) for p in chunk])]
 
-    a, b = naive(), ours()  # warm-up and equivalence check
+    a, b = naive(params), ours(params)  # warm-up and equivalence check
     diff = max(int(np.abs(x.astype(int) - y.astype(int)).max()) for x, y in zip(a, b))
+    # Paired, fine-grained interleaving: each chunk of one batch is rendered by both, in ABBA order,
+    # so slow and fast spells of a shared machine fall on both sides alike.
+    chunks = [params[s : s + args.batch] for s in range(0, len(params), args.batch)]
     times: dict[str, list[float]] = {"naive": [], "ours": []}
-    for _ in range(args.repeats):
-        for name, fn in (("naive", naive), ("ours", ours)):
-            t = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t)
+    for rep in range(args.repeats):
+        r.prefix.clear()  # each repeat pays for its shared prefix once, as a bounce of these frames would
+        acc = {"naive": 0.0, "ours": 0.0}
+        for k, chunk in enumerate(chunks):
+            order = (("naive", naive), ("ours", ours)) if (rep + k) % 2 == 0 else (("ours", ours), ("naive", naive))
+            for name, fn in order:
+                t = time.perf_counter()
+                fn(chunk)
+                acc[name] += time.perf_counter() - t
+        for name in acc:
+            times[name].append(acc[name])
     tn, to = statistics.median(times["naive"]), statistics.median(times["ours"])
     n = len(params)
     print(f"model {getattr(pipe, 'bendbridge_path', '?')}: {r.width}x{r.height}, {r.steps} steps, guidance {r.guidance}, "

@@ -3,7 +3,9 @@
 The renderer owns the denoising loop (rather than calling the pipeline) so it can bend the
 latent before any step, switch hooks per step, and give each frame of a batch its own
 parameters, seed, noise-walk angle and prompt mix. Text embeddings are cached across frames, and
-so are the denoising steps before the first bend acts (see ``_prefix``).
+so are the denoising steps before the first bend acts (see ``_prefix``); in the step where the
+first module bend acts, the U-Net stages before it run once per distinct frame start
+(see ``_shared_rows``).
 Frames of a batch are independent: rendering frames together or one at a time gives the same
 images (up to float rounding of batched kernels).
 """
@@ -26,6 +28,7 @@ from server.bending.layers import LayerInfo, list_layers
 from server.bending.plan import BendPlan, PlanError
 
 from ._prefix import PrefixCache, first_bent_step, shareable
+from ._shared_rows import RowSharing, SplitPoint, row_sharing, split_point, unet_stages, widening
 from .schedulers import make_scheduler
 
 __all__ = ["RenderConfig", "FrameSpec", "FrameResult", "Renderer"]
@@ -116,6 +119,20 @@ class Renderer:
         self.timings: dict[str, float] = {"text": 0.0, "denoise": 0.0, "decode": 0.0}
         self.prefix_steps = first_bent_step(self.bound, self.steps) if config.share_prefix and shareable(self.scheduler) else 0
         self.prefix = PrefixCache()
+        self._stages = unet_stages(self.unet)
+        self.split = self._split_point() if config.share_prefix else None
+
+    def _split_point(self) -> SplitPoint | None:
+        """Where step ``prefix_steps`` stops being shared between frames with the same start, or None."""
+        d = self.prefix_steps
+        active = []
+        for bb in self.bound:
+            t = bb.bend.target
+            if t.kind == "text" or (t.kind == "latent" and t.step == d):
+                return None  # the rows differ before the U-Net runs
+            if bb.module is not None and (t.steps is None or t.steps[0] <= d <= t.steps[1]):
+                active.append(bb.module)
+        return split_point(self._stages, active) if active else None
 
     # ------------------------------------------------------------------ model facts
     @property
@@ -220,17 +237,21 @@ class Renderer:
         sched = make_scheduler(self.scheduler, "default")
         sched.set_timesteps(self.steps, device=self.device)
         first = self.prefix_steps
+        keys = [(f.seed if f.seed is not None else self.config.seed, float(f.noise_angle), f.prompt_weights) for f in frames]
         if first > 0:
-            keys = [(f.seed if f.seed is not None else self.config.seed, float(f.noise_angle), f.prompt_weights) for f in frames]
             latents, sched = self.prefix.latents(keys, lambda rows: self._run_prefix(frames, rows, text, sched, first))
         else:
             latents = self._noise(frames) * sched.init_noise_sigma
+        sharing = row_sharing(keys, self.cfg, self.device) if self.split is not None and first < self.steps else None
         with install_hooks(self.unet, eng):
             for i, t in enumerate(sched.timesteps[first:], start=first):
                 latents = eng.bend_latent(latents, i, "frames")
                 inp = torch.cat([latents, latents]) if self.cfg else latents
                 inp = eng.bend_latent(inp, i, "cfg") if self.cfg else inp
-                pred = self._guided(sched.scale_model_input(inp, t), t, text)
+                if i == first and sharing is not None:
+                    pred = self._guided_shared(sched.scale_model_input(inp, t), t, text, sharing)
+                else:
+                    pred = self._guided(sched.scale_model_input(inp, t), t, text)
                 latents = sched.step(pred, t, latents).prev_sample
         latents = eng.bend_latent(latents, self.steps, "frames")
         self._sync()
@@ -261,9 +282,22 @@ class Renderer:
             lat = s.step(pred, t, lat).prev_sample
         return lat, s
 
+    def _guided_shared(self, inp: torch.Tensor, t: Any, text: torch.Tensor, sharing: RowSharing) -> torch.Tensor:
+        """``_guided`` computing the stages before the split point once per distinct row."""
+        assert self.split is not None
+        with widening(self.unet, self._stages, self.split, sharing):
+            pred = self.unet(inp.index_select(0, sharing.compute), t,
+                             encoder_hidden_states=text.index_select(0, sharing.compute)).sample
+        if pred.shape[0] != inp.shape[0]:  # the split stage never ran in this U-Net: compute every row
+            return self._guided(inp, t, text)
+        return self._guide(pred)
+
     def _guided(self, inp: torch.Tensor, t: Any, text: torch.Tensor) -> torch.Tensor:
         """U-Net prediction for the model input ([uncond; cond] rows with guidance), guided. -> [B, C, h, w]"""
-        pred = self.unet(inp, t, encoder_hidden_states=text).sample
+        return self._guide(self.unet(inp, t, encoder_hidden_states=text).sample)
+
+    def _guide(self, pred: torch.Tensor) -> torch.Tensor:
+        """[uncond; cond] predictions [2B, C, h, w] → guided [B, C, h, w] (as is without guidance)."""
         if self.cfg:
             pu, pc = pred.chunk(2)
             pred = pu + self.guidance * (pc - pu)
