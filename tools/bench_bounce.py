@@ -7,9 +7,10 @@ parameters:
   pipeline encodes the prompt every call and denoises one frame at a time; latent bends are
   applied in the step callback and module hooks read the frame's parameters;
 - bendbridge: the bounce renderer — cached text embeddings, frames batched (``--batch``), each
-  with its own parameters in one denoising pass, and the steps before the first bend denoised
+  with its own parameters in one denoising pass, the steps before the first bend denoised
   once for frames that share seed and prompt (none with the demo's config, whose module bends
-  act from step 0; ``--config tools/bench_configs/late_bends.toml`` bends from step 3).
+  act from step 0; ``--config tools/bench_configs/late_bends.toml`` bends from step 3), and in
+  the first bent step the U-Net blocks before the bent one run once per batch.
 
 Rendering is timed (not file I/O), interleaved batch by batch (ABBA) and repeated; the script also checks that both
 paths give the same images (within a few uint8 levels of batched-kernel rounding).

@@ -34,8 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     prompts = ("a red circle on a blue background",)
     runs = {}
     for cfg_name, guidance in (("cfg", None), ("no-cfg", 1.0)):
-        r = Renderer(pipe, RenderConfig(prompts=prompts, steps=args.steps, guidance=guidance, max_batch=8,
-                                             share_prefix=False)  # no bends: every step would be a cached prefix)
+        # no bends: with sharing on, every step would be a cached prefix and only decoding would be timed
+        r = Renderer(pipe, RenderConfig(prompts=prompts, steps=args.steps, guidance=guidance, max_batch=8, share_prefix=False))
         if guidance is None:
             print(f"model {getattr(pipe, 'bendbridge_path', '?')}: {r.width}x{r.height}, {r.steps} steps, "
                   f"guidance {r.guidance}, {device} ({torch.get_num_threads()} threads)")

@@ -65,3 +65,22 @@ def test_sweep_renders_a_labelled_contact_sheet(tmp_path):
     assert r.returncode == 0, r.stderr
     w, h = Image.open(out).size
     assert w >= 3 * 128 and h >= 2 * 128
+
+
+def test_every_tool_module_imports():
+    import importlib
+    from pathlib import Path
+
+    import tools
+
+    for path in sorted(Path(tools.__file__).parent.glob("*.py")):
+        importlib.import_module(f"tools.{path.stem}")  # a syntax error in a rarely run benchmark fails here
+
+
+@needs_model
+@pytest.mark.slow
+def test_bench_model_runs_and_prints_both_guidance_settings():
+    r = bb("bench", "model", "--steps", "2", "--repeats", "1")
+    assert r.returncode == 0, r.stderr
+    rows = {line.split()[0]: line.split() for line in r.stdout.splitlines() if line.startswith(("cfg", "no-cfg"))}
+    assert set(rows) == {"cfg", "no-cfg"} and all(float(v[1]) > 0 for v in rows.values())
