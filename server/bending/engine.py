@@ -173,8 +173,7 @@ class BendEngine:
 
     # ------------------------------------------------------------------ application
     def in_steps(self, bb: BoundBend) -> bool:
-        s = bb.bend.target.steps
-        return s is None or s[0] <= self.step <= s[1]
+        return bb.bend.target.in_steps(self.step)
 
     def _subset_mask(self, bb: BoundBend, x: torch.Tensor) -> torch.Tensor | None:
         b = bb.bend

@@ -68,6 +68,10 @@ class Target:
     steps: tuple[int, int] | None = None
     word: str | None = None
 
+    def in_steps(self, step: int) -> bool:
+        """Whether a module target acts during denoising step ``step`` (its ``steps`` range, inclusive)."""
+        return self.steps is None or self.steps[0] <= step <= self.steps[1]
+
     def __str__(self) -> str:
         if self.kind == "latent":
             return f"latent:step={self.step}"

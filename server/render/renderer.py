@@ -130,7 +130,7 @@ class Renderer:
             t = bb.bend.target
             if t.kind == "text" or (t.kind == "latent" and t.step == d):
                 return None  # the rows differ before the U-Net runs
-            if bb.module is not None and (t.steps is None or t.steps[0] <= d <= t.steps[1]):
+            if bb.module is not None and t.in_steps(d):
                 active.append(bb.module)
         return split_point(self._stages, active) if active else None
 
