@@ -81,6 +81,12 @@ class RowSharing:
         return int(self.compute.shape[0])
 
 
+def guided_rows(frames: Sequence[int], batch: int, cfg: bool) -> list[int]:
+    """Model-input rows of ``frames`` in a batch of ``batch`` frames: with guidance the rows are
+    [uncond; cond] halves, so frame f has rows f and batch + f."""
+    return [*frames, *(batch + f for f in frames)] if cfg else list(frames)
+
+
 def row_sharing(keys: Sequence[Hashable], cfg: bool, device: torch.device) -> RowSharing | None:
     """Rows to compute for frames with ``keys`` (guided: [uncond; cond] halves), or None when
     every row is distinct."""
@@ -95,9 +101,8 @@ def row_sharing(keys: Sequence[Hashable], cfg: bool, device: torch.device) -> Ro
     if len(reps) == len(keys):
         return None
     b, k = len(keys), len(reps)
-    compute = reps + [b + f for f in reps] if cfg else reps
-    widen = slot + [k + s for s in slot] if cfg else slot
-    return RowSharing(torch.tensor(compute, device=device), torch.tensor(widen, device=device))
+    # the computed rows are themselves a guided batch of k frames, so a row's slot maps the same way
+    return RowSharing(torch.tensor(guided_rows(reps, b, cfg), device=device), torch.tensor(guided_rows(slot, k, cfg), device=device))
 
 
 @contextmanager

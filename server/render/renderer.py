@@ -28,7 +28,7 @@ from server.bending.layers import LayerInfo, list_layers
 from server.bending.plan import BendPlan, PlanError
 
 from ._prefix import PrefixCache, first_bent_step, shareable
-from ._shared_rows import RowSharing, SplitPoint, row_sharing, split_point, unet_stages, widening
+from ._shared_rows import RowSharing, SplitPoint, guided_rows, row_sharing, split_point, unet_stages, widening
 from .schedulers import make_scheduler
 
 __all__ = ["RenderConfig", "FrameSpec", "FrameResult", "Renderer"]
@@ -272,9 +272,7 @@ class Renderer:
     def _run_prefix(self, frames: Sequence[FrameSpec], rows: list[int], text: torch.Tensor, sched: Any,
                     first: int) -> tuple[torch.Tensor, Any]:
         """Unbent steps 0…first−1 for the frames at ``rows`` → their latents [R, C, h, w], scheduler."""
-        B = len(frames)
-        idx = torch.tensor(rows, device=text.device)
-        txt = torch.cat([text[:B].index_select(0, idx), text[B:].index_select(0, idx)]) if self.cfg else text.index_select(0, idx)
+        txt = text.index_select(0, torch.tensor(guided_rows(rows, len(frames), self.cfg), device=text.device))
         s = copy.deepcopy(sched)
         lat = self._noise([frames[r] for r in rows]) * s.init_noise_sigma
         for t in s.timesteps[:first]:
