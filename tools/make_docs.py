@@ -6,8 +6,8 @@
 from __future__ import annotations
 
 import argparse
-import math
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path

@@ -117,7 +117,7 @@ def _remove_stale_temporaries(folder: Path) -> None:
     """Delete ``.frame_*.png.<pid>.tmp`` files whose writing process is gone (a crash mid-write)."""
     for tmp in folder.glob(".frame_*.png.*.tmp"):
         pid = tmp.name.rsplit(".", 2)[-2]
-        if pid.isdigit() and int(pid) != os.getpid() and not _process_alive(int(pid)):
+        if pid.isdigit() and not _process_alive(int(pid)):  # this process, too, is alive
             tmp.unlink(missing_ok=True)
 
 
