@@ -54,6 +54,26 @@ def tiny_pipe():
     return make_tiny_pipeline()
 
 
+class UNetCalls:
+    """The latent rows of each U-Net call (a batch of B frames with guidance is 2B rows)."""
+
+    def __init__(self, unet: torch.nn.Module):
+        self.calls: list[int] = []
+        self.handle = unet.register_forward_pre_hook(lambda _m, args: self.calls.append(args[0].shape[0]))
+
+    @property
+    def rows(self) -> int:
+        return sum(self.calls)
+
+
+@pytest.fixture
+def unet_calls(tiny_pipe):
+    """Records the rows of every call of ``tiny_pipe``'s U-Net while the test runs."""
+    c = UNetCalls(tiny_pipe.unet)
+    yield c
+    c.handle.remove()
+
+
 @pytest.fixture(scope="session")
 def demo(tmp_path_factory):
     """The bundled demo song, its MIDI file and bend config (read-only for tests)."""

@@ -17,52 +17,31 @@ def renderer(pipe, specs, **kw) -> Renderer:
     return Renderer(pipe, RenderConfig(prompts=PROMPTS, plan=BendPlan.from_specs(list(specs)), **kw))
 
 
-class RowCounter:
-    """Counts the latent rows the U-Net denoises (a batch of B frames with guidance is 2B rows)."""
-
-    def __init__(self, unet):
-        self.rows = 0
-        self.handle = unet.register_forward_pre_hook(self._count)
-
-    def _count(self, _module, args) -> None:
-        self.rows += args[0].shape[0]
-
-    def close(self) -> None:
-        self.handle.remove()
-
-
 def spins(n: int, **kw) -> list[FrameSpec]:
     return [FrameSpec(params={"spin": {"angle": 0.4 * i}}, **kw) for i in range(n)]
 
 
-@pytest.fixture
-def counter(tiny_pipe):
-    c = RowCounter(tiny_pipe.unet)
-    yield c
-    c.close()
-
-
-def test_the_unbent_prefix_is_denoised_once_and_gives_the_same_images(tiny_pipe, counter):
+def test_the_unbent_prefix_is_denoised_once_and_gives_the_same_images(tiny_pipe, unet_calls):
     shared = renderer(tiny_pipe, ["rotate_plane:angle=0@latent:step=3:id=spin"])
     assert shared.prefix_steps == 3
     a = np.stack([r.image for r in shared.render(spins(8))])
-    assert counter.rows == 3 * 2 + 1 * 16  # steps 0-2 once (cond + uncond), step 3 for all 8 frames
-    counter.rows = 0
+    assert unet_calls.rows == 3 * 2 + 1 * 16  # steps 0-2 once (cond + uncond), step 3 for all 8 frames
+    unet_calls.calls.clear()
     full = renderer(tiny_pipe, ["rotate_plane:angle=0@latent:step=3:id=spin"], share_prefix=False)
     b = np.stack([r.image for r in full.render(spins(8))])
-    assert counter.rows == 4 * 16
+    assert unet_calls.rows == 4 * 16
     assert np.abs(a.astype(int) - b.astype(int)).max() <= 2  # batch-size rounding only
     assert len({img.tobytes() for img in a}) == 8  # the bend still differs per frame
 
 
-def test_a_later_batch_reuses_the_cached_prefix(tiny_pipe, counter):
+def test_a_later_batch_reuses_the_cached_prefix(tiny_pipe, unet_calls):
     r = renderer(tiny_pipe, ["multiply:factor=1@up_blocks.0:steps=2-3:id=spin_free", "rotate_plane:angle=0@latent:step=3:id=spin"])
     assert r.prefix_steps == 2  # the module bend starts at step 2
     r.render(spins(4))
-    counter.rows = 0
+    unet_calls.calls.clear()
     r.render(spins(4))
     # step 2: the stages before up_blocks.0 once (see test_shared_rows), step 3: every frame's rows
-    assert counter.rows == 2 + 8 and r.prefix.computed == 1 and r.prefix.reused == 1
+    assert unet_calls.rows == 2 + 8 and r.prefix.computed == 1 and r.prefix.reused == 1
 
 
 def test_each_seed_angle_and_prompt_mix_gets_its_own_prefix(tiny_pipe):
@@ -86,8 +65,8 @@ def test_sharing_is_off_when_a_bend_acts_from_the_start_or_the_scheduler_keeps_h
     assert renderer(tiny_pipe, specs, **kw).prefix_steps == 0
 
 
-def test_a_plan_without_bends_shares_the_whole_trajectory(tiny_pipe, counter):
+def test_a_plan_without_bends_shares_the_whole_trajectory(tiny_pipe, unet_calls):
     r = renderer(tiny_pipe, [])
     assert r.prefix_steps == 4
     imgs = r.render([FrameSpec()] * 6)
-    assert counter.rows == 4 * 2 and all(np.array_equal(i.image, imgs[0].image) for i in imgs)
+    assert unet_calls.rows == 4 * 2 and all(np.array_equal(i.image, imgs[0].image) for i in imgs)

@@ -27,21 +27,6 @@ def turns(n: int) -> list[FrameSpec]:
     return [FrameSpec(params={"amp": {"degrees": 20.0 * i}}) for i in range(n)]
 
 
-class StepRows:
-    """The rows the U-Net is called with, call by call."""
-
-    def __init__(self, unet):
-        self.calls: list[int] = []
-        self.handle = unet.register_forward_pre_hook(lambda _m, args: self.calls.append(args[0].shape[0]))
-
-
-@pytest.fixture
-def rows(tiny_pipe):
-    r = StepRows(tiny_pipe.unet)
-    yield r
-    r.handle.remove()
-
-
 def assert_same_images(a, b) -> None:
     assert all(np.abs(x.image.astype(int) - y.image.astype(int)).max() <= 2 for x, y in zip(a, b))  # batch-size rounding
 
@@ -52,39 +37,39 @@ def assert_same_images(a, b) -> None:
     ("down_blocks.1", SplitPoint(1, at_input=False)),  # a down block's output carries skip connections
     ("mid_block", SplitPoint(2, at_input=False)),
 ])
-def test_the_first_bent_step_computes_the_stages_before_the_bend_once_and_gives_the_same_images(tiny_pipe, rows, target, split):
+def test_the_first_bent_step_computes_the_stages_before_the_bend_once_and_gives_the_same_images(tiny_pipe, unet_calls, target, split):
     spec = f"rotate:degrees=0@{target}:id=amp"  # a spatial turn survives the group norms after any block
     shared, unshared = renderer(tiny_pipe, [spec]), renderer(tiny_pipe, [spec], share_prefix=False)
     assert shared.split == split
-    rows.calls.clear()  # binding the plan measured the layers with one dry run
+    unet_calls.calls.clear()  # binding the plan measured the layers with one dry run
     a = shared.render(turns(6))
-    assert rows.calls == [2, 12, 12]  # step 0: one uncond and one cond row; steps 1-2: all 6 frames' rows
-    rows.calls.clear()
+    assert unet_calls.calls == [2, 12, 12]  # step 0: one uncond and one cond row; steps 1-2: all 6 frames' rows
+    unet_calls.calls.clear()
     b = unshared.render(turns(6))
-    assert rows.calls == [12, 12, 12]
+    assert unet_calls.calls == [12, 12, 12]
     assert_same_images(a, b)
     assert len({x.image.tobytes() for x in a}) == 6  # each frame keeps its own bend
 
 
-def test_frames_with_different_starts_get_one_row_each(tiny_pipe, rows):
+def test_frames_with_different_starts_get_one_row_each(tiny_pipe, unet_calls):
     frames = [FrameSpec(params={"amp": {"factor": 0.5 + 0.3 * i}}, seed=i % 2) for i in range(5)]
     frames[4] = FrameSpec(params={"amp": {"factor": 1.4}}, seed=0, prompt_weights=(1.0, 1.0))
     spec = "multiply:factor=1@up_blocks.0:id=amp"
     r = renderer(tiny_pipe, [spec])
-    rows.calls.clear()
+    unet_calls.calls.clear()
     a = r.render(frames)
-    assert rows.calls[0] == 2 * 3  # (seed 0), (seed 1), (seed 0, mixed prompts); both branches
+    assert unet_calls.calls[0] == 2 * 3  # (seed 0), (seed 1), (seed 0, mixed prompts); both branches
     b = [renderer(tiny_pipe, [spec], share_prefix=False).render([f])[0] for f in frames]
     assert_same_images(a, b)
 
 
-def test_sharing_starts_after_the_shared_prefix_and_works_without_guidance(tiny_pipe, rows):
+def test_sharing_starts_after_the_shared_prefix_and_works_without_guidance(tiny_pipe, unet_calls):
     spec = "multiply:factor=1@up_blocks.1:steps=1-2:id=amp"
     r = renderer(tiny_pipe, [spec], guidance=1.0)
     assert r.prefix_steps == 1 and r.split is not None
-    rows.calls.clear()
+    unet_calls.calls.clear()
     a = r.render(amps(4))
-    assert rows.calls == [1, 1, 4]  # the prefix (step 0), step 1 shared up to up_blocks.1, step 2
+    assert unet_calls.calls == [1, 1, 4]  # the prefix (step 0), step 1 shared up to up_blocks.1, step 2
     assert_same_images(a, renderer(tiny_pipe, [spec], guidance=1.0, share_prefix=False).render(amps(4)))
 
 
@@ -98,11 +83,11 @@ def test_no_rows_are_shared_when_they_differ_before_the_first_stage(tiny_pipe, s
     assert renderer(tiny_pipe, specs).split is None
 
 
-def test_every_frame_distinct_or_sharing_off_runs_all_rows(tiny_pipe, rows):
+def test_every_frame_distinct_or_sharing_off_runs_all_rows(tiny_pipe, unet_calls):
     r = renderer(tiny_pipe, ["multiply:factor=1@up_blocks.1:id=amp"])
-    rows.calls.clear()
+    unet_calls.calls.clear()
     r.render([FrameSpec(seed=i) for i in range(3)])
-    assert rows.calls == [6, 6, 6]
+    assert unet_calls.calls == [6, 6, 6]
     assert renderer(tiny_pipe, ["multiply:factor=1@up_blocks.1:id=amp"], share_prefix=False).split is None
 
 
