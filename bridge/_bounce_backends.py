@@ -37,7 +37,7 @@ class LocalFrames:
     """Render in this process with the bending engine (batched denoising passes)."""
 
     def __init__(self, pipe: Any, config: Any):
-        from server.render import Renderer
+        from bendbridge.server.render import Renderer
 
         self.renderer = Renderer(pipe, config)
         self.batch = config.max_batch
@@ -48,8 +48,8 @@ class LocalFrames:
 
     def render(self, todo: Sequence[int], positions: Sequence[FramePosition],
                params: Sequence[dict[str, dict[str, float]]]) -> Iterator[Rendered]:
-        from server.net.output import png_bytes
-        from server.render import FrameSpec
+        from bendbridge.server.net.output import png_bytes
+        from bendbridge.server.render import FrameSpec
 
         for s in range(0, len(todo), self.batch):
             chunk = todo[s : s + self.batch]
@@ -86,7 +86,7 @@ class RemoteFrames:
 
     def render(self, todo: Sequence[int], positions: Sequence[FramePosition],
                params: Sequence[dict[str, dict[str, float]]]) -> Iterator[Rendered]:
-        from protocol import Error, FrameReady, FrameRequest
+        from bendbridge.protocol import Error, FrameReady, FrameRequest
 
         from .client import ServerTimeout
 
@@ -127,7 +127,7 @@ class RemoteFrames:
                 raise BackendError(m.field or "--server", f"the server refused {where}: [{m.code}] {m.message}")
 
     def close(self) -> None:
-        from protocol import Bye
+        from bendbridge.protocol import Bye
 
         try:
             self.client.send(Bye(reason="bounce finished"))

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from server.bending.plan import BendPlan, PlanError
+from bendbridge.server.bending.plan import BendPlan, PlanError
 
 from .features import FeatureConfig, extract_features, load_audio, normalise, smooth
 from .lanes import AutomationLane, load_lanes
@@ -205,7 +205,7 @@ def _session_name(out: Path, setup: dict[str, Any]) -> str:
 
 
 def _backend(spec: BounceSpec, bp: BouncePlan, prompts: list[str], pipe: Any):
-    from server.render import RenderConfig
+    from bendbridge.server.render import RenderConfig
 
     from ._bounce_backends import LocalFrames, RemoteFrames
 
@@ -215,7 +215,7 @@ def _backend(spec: BounceSpec, bp: BouncePlan, prompts: list[str], pipe: Any):
     width, height = size or r.get("width"), size or r.get("height")
     steps, guidance = spec.steps or r.get("steps"), r.get("guidance")
     if spec.server:
-        from protocol import SessionSetup
+        from bendbridge.protocol import SessionSetup
 
         if spec.model is not None or pipe is not None:
             raise BounceError("--model", "a bounce through --server renders with the server's model (bendbridge serve --model DIR)")
@@ -226,7 +226,7 @@ def _backend(spec: BounceSpec, bp: BouncePlan, prompts: list[str], pipe: Any):
         setup = SessionSetup(output=_session_name(Path(spec.out), base), **base)
         return RemoteFrames(spec.server, setup, keys=spec.server_keys, client=spec.server_client, timeout=spec.server_timeout)
     if pipe is None:
-        from server.model import load_pipeline
+        from bendbridge.server.model import load_pipeline
 
         pipe = load_pipeline(spec.model)
     rc = RenderConfig(prompts=tuple(prompts), negative_prompt=r.get("negative_prompt", ""), seed=seed, width=width, height=height,
@@ -239,8 +239,8 @@ def run_bounce(spec: BounceSpec, pipe: Any = None, progress: bool = True) -> Bou
     song's range, write the manifest."""
     from tqdm import tqdm
 
-    from server.net.output import OutputStore
-    from server.video import write_video
+    from bendbridge.server.net.output import OutputStore
+    from bendbridge.server.video import write_video
 
     from ._bounce_backends import BackendError
     from .features import FeatureError

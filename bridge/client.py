@@ -12,7 +12,7 @@ from typing import Any
 
 import zmq
 
-from protocol import Hello, Message, Packet, ProtocolError, SessionSetup, Welcome, decode, encode, new_id
+from bendbridge.protocol import Hello, Message, Packet, ProtocolError, SessionSetup, Welcome, decode, encode, new_id
 
 __all__ = ["RenderClient", "ServerTimeout", "ServerError"]
 
@@ -39,7 +39,7 @@ class RenderClient:
         self.sock = self._ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
         if keys is not None:
-            from server.net.security import load_client_keys
+            from bendbridge.server.net.security import load_client_keys
 
             pub, sec, server_pub = load_client_keys(keys, client_name or "client")
             self.sock.curve_publickey, self.sock.curve_secretkey, self.sock.curve_serverkey = pub, sec, server_pub

@@ -141,4 +141,4 @@ def write_demo(folder: Path) -> dict[str, Path]:
 
 def bundled_config() -> str:
     """The demo's bend config as shipped (``write_demo`` keeps an edited copy it finds)."""
-    return importlib.resources.files("bridge").joinpath(DEMO_CONFIG).read_text(encoding="utf-8")
+    return importlib.resources.files("bendbridge.bridge").joinpath(DEMO_CONFIG).read_text(encoding="utf-8")

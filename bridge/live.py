@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from protocol import FrameRequest
+from bendbridge.protocol import FrameRequest
 
 from .features import FEATURES, FeatureConfig, extract_features
 from .mapping import Mapping_

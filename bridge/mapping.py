@@ -38,8 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from server.bending.plan import BendPlan, PlanError
-from server.operators import get_operator, suggest
+from bendbridge.server.bending.plan import BendPlan, PlanError
+from bendbridge.server.operators import get_operator, suggest
 
 from .features import FEATURES, Smoothing
 from .timeline import FramePosition, Timeline

@@ -216,8 +216,8 @@ class ClockFollower:
 def load_cc_mappings(config: dict[str, Any], plan: Any) -> list[CcMapping]:
     """The ``[[midi]]`` tables of a config (source, bend, param, mode, min/max, step, takeover),
     checked against the plan; the range defaults to the operator parameter's range."""
-    from server.bending.plan import PlanError
-    from server.operators import get_operator, suggest
+    from bendbridge.server.bending.plan import PlanError
+    from bendbridge.server.operators import get_operator, suggest
 
     bends = {b.id: b for b in plan.bends}
     out = []

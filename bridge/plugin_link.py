@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import zmq
 
-from protocol import AudioBlock, Bye, FeatureFrame, Transport, decode
+from bendbridge.protocol import AudioBlock, Bye, FeatureFrame, Transport, decode
 
 from .lanes import AutomationLane, LanePoint
 from .tempo import TempoMap, TempoPoint, TimeSignatureMap

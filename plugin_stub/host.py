@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bridge.midifile import read_midi
-from bridge.tempo import TempoMap, TimeSignatureMap
+from bendbridge.bridge.midifile import read_midi
+from bendbridge.bridge.tempo import TempoMap, TimeSignatureMap
 
 from .contract import ParameterEvent, Plugin, TransportInfo
 

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 import zmq
 
-from protocol import AudioBlock, Bye, FeatureFrame, Transport, encode
+from bendbridge.protocol import AudioBlock, Bye, FeatureFrame, Transport, encode
 
 from .contract import ParameterEvent, Plugin, TransportInfo
 

@@ -13,7 +13,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 import pytest
 import torch
 
-from server.model import EMBEDDED_MODEL
+from bendbridge.server.model import EMBEDDED_MODEL
 
 # one thread: tiny models gain nothing from more, and it avoids OpenMP oversubscription
 # when anything else (a training run, a parallel test worker) shares the cores
@@ -77,7 +77,7 @@ def unet_calls(tiny_pipe):
 @pytest.fixture(scope="session")
 def demo(tmp_path_factory):
     """The bundled demo song, its MIDI file and bend config (read-only for tests)."""
-    from bridge.demo_song import write_demo
+    from bendbridge.bridge.demo_song import write_demo
 
     return write_demo(tmp_path_factory.mktemp("demo"))
 
@@ -86,7 +86,7 @@ class ServerThread:
     """A RenderServer on free loopback ports, serving from a thread."""
 
     def __init__(self, pipe, root: Path, **kw):
-        from server.net.app import RenderServer, ServerConfig
+        from bendbridge.server.net.app import RenderServer, ServerConfig
 
         self.server = RenderServer(ServerConfig(control="tcp://127.0.0.1:*", events="tcp://127.0.0.1:*", output_root=root, **kw),
                                    pipe=pipe)

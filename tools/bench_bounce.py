@@ -43,11 +43,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="bend config driven by the demo song (default: the demo's; tools/bench_configs/late_bends.toml bends from step 3)")
     args = ap.parse_args(argv)
 
-    from bridge.bounce import BounceSpec, plan_bounce
-    from bridge.demo_song import write_demo
-    from server.bending import BendEngine, install_hooks
-    from server.model import load_pipeline
-    from server.render import FrameSpec, RenderConfig, Renderer
+    from bendbridge.bridge.bounce import BounceSpec, plan_bounce
+    from bendbridge.bridge.demo_song import write_demo
+    from bendbridge.server.bending import BendEngine, install_hooks
+    from bendbridge.server.model import load_pipeline
+    from bendbridge.server.render import FrameSpec, RenderConfig, Renderer
 
     if args.threads:
         torch.set_num_threads(args.threads)

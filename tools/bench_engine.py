@@ -29,7 +29,7 @@ def sd15_random_pipeline(device: torch.device, dtype: torch.dtype):
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    from server.model import EMBEDDED_MODEL, ModelDefaults
+    from bendbridge.server.model import EMBEDDED_MODEL, ModelDefaults
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
@@ -97,10 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args(argv)
 
-    from server.bending import BendPlan
-    from server.model import default_device, load_pipeline
-    from server.operators import get_operator
-    from server.render import FrameSpec, RenderConfig, Renderer
+    from bendbridge.server.bending import BendPlan
+    from bendbridge.server.model import default_device, load_pipeline
+    from bendbridge.server.operators import get_operator
+    from bendbridge.server.render import FrameSpec, RenderConfig, Renderer
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -30,8 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch  # noqa: F401  (keep the measurement to one core, like the rest of the process)
     from pedalboard.io import AudioFile
 
-    from bridge.features import extract_features, load_audio
-    from bridge.timeline import parse_fps
+    from bendbridge.bridge.features import extract_features, load_audio
+    from bendbridge.bridge.timeline import parse_fps
 
     path = args.audio
     if path is None:

@@ -22,8 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args(argv)
 
-    from server.model import default_device, load_pipeline
-    from server.render import FrameSpec, RenderConfig, Renderer
+    from bendbridge.server.model import default_device, load_pipeline
+    from bendbridge.server.render import FrameSpec, RenderConfig, Renderer
 
     from .bench_engine import _side_by_side
 

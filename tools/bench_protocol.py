@@ -34,12 +34,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--port", type=int, default=25555)
     args = ap.parse_args(argv)
 
-    from bridge.client import RenderClient
-    from protocol import FeatureFrame, Heartbeat, ParamUpdate, SessionSetup, decode, encode
+    from bendbridge.bridge.client import RenderClient
+    from bendbridge.protocol import FeatureFrame, Heartbeat, ParamUpdate, SessionSetup, decode, encode
 
     url = f"tcp://127.0.0.1:{args.port}"
     out = tempfile.mkdtemp(prefix="bb-bench-")
-    cmd = [sys.executable, "-m", "tools.cli", "serve", "--bind", url, "--events", f"tcp://127.0.0.1:{args.port + 1}", "--output-root", out]
+    cmd = [sys.executable, "-m", "bendbridge.tools.cli", "serve", "--bind", url, "--events", f"tcp://127.0.0.1:{args.port + 1}", "--output-root", out]
     if args.model:
         cmd += ["--model", args.model]
     proc = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

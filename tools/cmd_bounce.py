@@ -43,7 +43,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _spec(args: argparse.Namespace, audio: Path, config: Path, midi: Path | None, rpp: Path | None, lanes: list[Path]):
-    from bridge.bounce import BounceSpec
+    from bendbridge.bridge.bounce import BounceSpec
 
     return BounceSpec(audio=audio, config=config, out=args.out, midi=midi, rpp=rpp, lanes=lanes, fps=args.fps, start=args.start,
                       end=args.end, size=args.size, steps=args.steps, seed=args.seed, batch=args.batch, frames=args.frames, model=args.model,
@@ -51,7 +51,7 @@ def _spec(args: argparse.Namespace, audio: Path, config: Path, midi: Path | None
 
 
 def run_bounce(args: argparse.Namespace) -> int:
-    from bridge.bounce import run_bounce as bounce
+    from bendbridge.bridge.bounce import run_bounce as bounce
 
     summary = bounce(_spec(args, args.audio, args.config, args.midi, args.rpp, args.lanes))
     print(summary)
@@ -59,8 +59,8 @@ def run_bounce(args: argparse.Namespace) -> int:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from bridge.bounce import run_bounce as bounce
-    from bridge.demo_song import bundled_config, write_demo
+    from bendbridge.bridge.bounce import run_bounce as bounce
+    from bendbridge.bridge.demo_song import bundled_config, write_demo
 
     folder = args.song_dir or args.out.parent / "demo_song"
     paths = write_demo(folder)

@@ -44,8 +44,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def run_layers(args: argparse.Namespace) -> int:
-    from server.model import load_pipeline
-    from server.render import RenderConfig, Renderer
+    from bendbridge.server.model import load_pipeline
+    from bendbridge.server.render import RenderConfig, Renderer
 
     pipe = load_pipeline(args.model, args.device)
     r = Renderer(pipe, RenderConfig(width=args.size, height=args.size))
@@ -60,7 +60,7 @@ def run_layers(args: argparse.Namespace) -> int:
 
 
 def _plan(args: argparse.Namespace):
-    from server.bending import BendPlan
+    from bendbridge.server.bending import BendPlan
 
     base = BendPlan.load(args.plan) if args.plan else BendPlan()
     extra = BendPlan.from_specs(args.bend)
@@ -70,8 +70,8 @@ def _plan(args: argparse.Namespace):
 def run_render(args: argparse.Namespace) -> int:
     from PIL import Image
 
-    from server.model import load_pipeline
-    from server.render import FrameSpec, RenderConfig, Renderer
+    from bendbridge.server.model import load_pipeline
+    from bendbridge.server.render import FrameSpec, RenderConfig, Renderer
 
     weights = tuple(float(v) for v in args.prompt_weights.split(",")) if args.prompt_weights else None
     cfg = RenderConfig(prompts=tuple(args.prompt), negative_prompt=args.negative_prompt, seed=args.seed, width=args.width,
@@ -89,8 +89,8 @@ def run_render(args: argparse.Namespace) -> int:
 
 
 def run_sweep(args: argparse.Namespace) -> int:
-    from server.model import load_pipeline
-    from server.render.sheet import load_sweep, render_sheet
+    from bendbridge.server.model import load_pipeline
+    from bendbridge.server.render.sheet import load_sweep, render_sheet
 
     cfg = load_sweep(args.config)
     pipe = load_pipeline(args.model, args.device)

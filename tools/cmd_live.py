@@ -39,14 +39,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 def _plan_and_config(path: Path):
     import tomllib
 
-    from server.bending import BendPlan
+    from bendbridge.server.bending import BendPlan
 
     cfg = tomllib.loads(path.read_text(encoding="utf-8"))
     return cfg, BendPlan.from_dict({"bend": cfg.get("bend", [])})
 
 
 def run_learn(args: argparse.Namespace) -> int:
-    from bridge.midi_live import MODES, learn_from, load_cc_mappings, open_midi_input
+    from bendbridge.bridge.midi_live import MODES, learn_from, load_cc_mappings, open_midi_input
 
     cfg, plan = _plan_and_config(args.config)
     bend, _, param = args.param.partition(".")
@@ -76,14 +76,14 @@ def run_learn(args: argparse.Namespace) -> int:
 def run_bridge(args: argparse.Namespace) -> int:
     import threading
 
-    from bridge.client import RenderClient
-    from bridge.live import LiveBridge, ValueLane
-    from bridge.mapping import load_mapping
-    from bridge.midi_live import CcRouter, ClockFollower, load_cc_mappings, open_midi_input
-    from bridge.osc_input import OscInput
-    from bridge.tempo import TempoMap
-    from bridge.timeline import FrameGrid, Timeline, parse_fps
-    from protocol import SessionSetup
+    from bendbridge.bridge.client import RenderClient
+    from bendbridge.bridge.live import LiveBridge, ValueLane
+    from bendbridge.bridge.mapping import load_mapping
+    from bendbridge.bridge.midi_live import CcRouter, ClockFollower, load_cc_mappings, open_midi_input
+    from bendbridge.bridge.osc_input import OscInput
+    from bendbridge.bridge.tempo import TempoMap
+    from bendbridge.bridge.timeline import FrameGrid, Timeline, parse_fps
+    from bendbridge.protocol import SessionSetup
 
     cfg, plan = _plan_and_config(args.config)
     render = cfg.get("render", {})

@@ -26,10 +26,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def run_host_sim(args: argparse.Namespace) -> int:
-    from bridge.bounce import BounceSpec, run_bounce
-    from bridge.plugin_link import PluginReceiver
-    from plugin_stub.host import BlockSizes, HostSimulator
-    from plugin_stub.streaming import StreamingPlugin
+    from bendbridge.bridge.bounce import BounceSpec, run_bounce
+    from bendbridge.bridge.plugin_link import PluginReceiver
+    from bendbridge.plugin_stub.host import BlockSizes, HostSimulator
+    from bendbridge.plugin_stub.streaming import StreamingPlugin
 
     if args.random_blocks:
         lo, _, hi = args.random_blocks.partition("-")

@@ -10,7 +10,7 @@ __all__ = ["add_commands"]
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    from server.net.app import DEFAULT_CONTROL, DEFAULT_EVENTS
+    from bendbridge.server.net.app import DEFAULT_CONTROL, DEFAULT_EVENTS
 
     p = sub.add_parser("serve", help="run the headless render server (ZeroMQ)")
     p.add_argument("--bind", default=DEFAULT_CONTROL, help=f"control endpoint, ROUTER (default {DEFAULT_CONTROL})")
@@ -36,7 +36,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from server.net.app import RenderServer, ServerConfig
+    from bendbridge.server.net.app import RenderServer, ServerConfig
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     cfg = ServerConfig(control=args.bind, events=args.events, model=args.model, device=args.device,
@@ -55,7 +55,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def run_ping(args: argparse.Namespace) -> int:
-    from bridge.client import RenderClient, ServerTimeout
+    from bendbridge.bridge.client import RenderClient, ServerTimeout
 
     with RenderClient(args.server, timeout=args.timeout, keys=args.keys, client_name=args.client) as c:
         try:
@@ -71,7 +71,7 @@ def run_ping(args: argparse.Namespace) -> int:
 
 
 def run_keys(args: argparse.Namespace) -> int:
-    from server.net.security import make_keys
+    from bendbridge.server.net.security import make_keys
 
     for f in make_keys(args.dir, args.client):
         print(f"wrote {f}")

@@ -27,8 +27,8 @@ PROMPTS = [
 
 
 def prompt_sheet(out: Path, seed: int = 0) -> None:
-    from server.model import load_pipeline
-    from server.render import FrameSpec, RenderConfig, Renderer
+    from bendbridge.server.model import load_pipeline
+    from bendbridge.server.render import FrameSpec, RenderConfig, Renderer
 
     pipe = load_pipeline()
     r = Renderer(pipe, RenderConfig(prompts=tuple(PROMPTS), seed=seed, max_batch=12))
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     args.docs.mkdir(exist_ok=True)
     prompt_sheet(args.docs / "prompts.png")
-    subprocess.run([sys.executable, "-m", "tools.cli", "sweep", "--config", str(args.docs / "sweep.toml"), "--out",
+    subprocess.run([sys.executable, "-m", "bendbridge.tools.cli", "sweep", "--config", str(args.docs / "sweep.toml"), "--out",
                     str(args.docs / "sweep.png")], check=True)
     if args.demo:
         demo_strip(args.demo, args.docs / "demo_strip.png")

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from server.embedded import scenes
+from bendbridge.server.embedded import scenes
 
 __all__ = ["main", "build_tokenizer", "TrainConfig"]
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from server.operators import OperatorSpec, get_operator, suggest
+from bendbridge.server.operators import OperatorSpec, get_operator, suggest
 
 from .layers import LayerInfo
 from .plan import Bend, BendPlan, PlanError

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from server.operators import OperatorError, suggest
+from bendbridge.server.operators import OperatorError, suggest
 
 from .binding import BoundBend
 from .layers import first_tensor, replace_first_tensor

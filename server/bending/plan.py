@@ -30,7 +30,7 @@ from typing import Any
 
 import tomli_w
 
-from server.operators import OperatorError, get_operator, suggest
+from bendbridge.server.operators import OperatorError, get_operator, suggest
 
 __all__ = ["Target", "Bend", "BendPlan", "PlanError", "parse_target", "parse_spec", "BRANCHES", "MIX_RANGE"]
 

@@ -39,7 +39,7 @@ class AdherenceReport:
 
 
 def measure_adherence(pipe: Any, n: int = 48, seed: int = 0, steps: int | None = None, guidance: float | None = None) -> AdherenceReport:
-    from server.render import FrameSpec, RenderConfig, Renderer
+    from bendbridge.server.render import FrameSpec, RenderConfig, Renderer
 
     chosen = scenes.held_out_scenes(n, seed=seed)
     caps = tuple(scenes.caption(s) for s in chosen)

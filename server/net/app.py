@@ -17,11 +17,11 @@ from typing import Any
 
 import zmq
 
-from protocol import (
+from bendbridge.protocol import (
     PACKAGE_VERSION, Bye, Error, FeatureFrame, FrameReady, FrameRequest, Heartbeat, Hello, Limits, Message, Packet,
     ParamUpdate, ProtocolError, SessionSetup, Transport, Welcome, decode, encode, version_string,
 )
-from server.bending.plan import PlanError
+from bendbridge.server.bending.plan import PlanError
 
 from .security import SecurityError, is_loopback, load_server_keys
 from .session import Pending, RenderSession
@@ -56,7 +56,7 @@ class RenderServer:
         self.root = Path(config.output_root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
         if pipe is None:
-            from server.model import load_pipeline
+            from bendbridge.server.model import load_pipeline
 
             pipe = load_pipeline(config.model, config.device)
         self.pipe = pipe
@@ -116,8 +116,8 @@ class RenderServer:
 
     def welcome(self) -> Welcome:
         if self._welcome_cache is None:
-            from server.operators import operator_names
-            from server.render import RenderConfig, Renderer
+            from bendbridge.server.operators import operator_names
+            from bendbridge.server.render import RenderConfig, Renderer
 
             r = Renderer(self.pipe, RenderConfig())
             targets = ("latent", "text") + tuple(l.name for l in r.layers)

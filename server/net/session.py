@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from protocol import FrameReady, FrameRequest, SessionSetup
-from server.bending import BendPlan
-from server.render import FrameSpec, RenderConfig, Renderer
+from bendbridge.protocol import FrameReady, FrameRequest, SessionSetup
+from bendbridge.server.bending import BendPlan
+from bendbridge.server.render import FrameSpec, RenderConfig, Renderer
 
 from .output import OutputStore, png_bytes
 

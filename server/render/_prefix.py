@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from server.bending.binding import BoundBend
+from bendbridge.server.bending.binding import BoundBend
 
 __all__: list[str] = []  # private to server.render
 

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from server.bending.plan import BendPlan, PlanError
+from bendbridge.server.bending.plan import BendPlan, PlanError
 
 from .renderer import FrameSpec, RenderConfig, Renderer
 

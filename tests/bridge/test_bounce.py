@@ -16,7 +16,7 @@ import mido
 import numpy as np
 import pytest
 
-from bridge.bounce import BounceError, BounceSpec, run_bounce
+from bendbridge.bridge.bounce import BounceError, BounceSpec, run_bounce
 
 
 def spec(demo, out: Path, **kw) -> BounceSpec:
@@ -104,7 +104,7 @@ def test_a_killed_bounce_resumes_with_only_the_missing_frames_and_the_same_video
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 
     def cmd(out: Path, frames: Path) -> list[str]:
-        return [sys.executable, "-m", "tools.cli", "bounce", "--audio", str(demo["audio"]), "--midi", str(demo["midi"]),
+        return [sys.executable, "-m", "bendbridge.tools.cli", "bounce", "--audio", str(demo["audio"]), "--midi", str(demo["midi"]),
                 "--config", str(demo["config"]), "--model", str(model), "--end", "4", "--batch", "4", "--steps", "4",
                 "--frames", str(frames), "--out", str(out)]
 
@@ -131,7 +131,7 @@ def test_a_killed_bounce_resumes_with_only_the_missing_frames_and_the_same_video
 
 
 def test_the_demo_keeps_an_edited_config_and_the_bundled_one_stays_known(demo, tmp_path):
-    from bridge.demo_song import bundled_config, write_demo
+    from bendbridge.bridge.demo_song import bundled_config, write_demo
 
     assert demo["config"].read_text(encoding="utf-8") == bundled_config()
     folder = tmp_path / "song"

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bridge.bounce import BounceError, BounceSpec, run_bounce
+from bendbridge.bridge.bounce import BounceError, BounceSpec, run_bounce
 
 
 def spec(demo, out: Path, **kw) -> BounceSpec:

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from pedalboard.io import AudioFile
 
-from bridge.features import FeatureConfig, FeatureError, Smoothing, extract_features, load_audio, normalise, smooth
-from bridge.lanes import AutomationLane, LanePoint
-from bridge.mapping import MappingError, curve, load_mapping
-from bridge.tempo import TempoMap, TimeSignature, TimeSignatureMap
-from bridge.timeline import FrameGrid, Timeline
-from server.bending import BendPlan
+from bendbridge.bridge.features import FeatureConfig, FeatureError, Smoothing, extract_features, load_audio, normalise, smooth
+from bendbridge.bridge.lanes import AutomationLane, LanePoint
+from bendbridge.bridge.mapping import MappingError, curve, load_mapping
+from bendbridge.bridge.tempo import TempoMap, TimeSignature, TimeSignatureMap
+from bendbridge.bridge.timeline import FrameGrid, Timeline
+from bendbridge.server.bending import BendPlan
 
 
 def tone(freq: float, seconds: float, rate: int, amp: float = 0.5) -> np.ndarray:

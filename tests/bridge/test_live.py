@@ -11,16 +11,16 @@ import numpy as np
 import pytest
 from pythonosc.udp_client import SimpleUDPClient
 
-from bridge.client import RenderClient
-from bridge.live import LiveBridge, LiveFeatures, ValueLane
-from bridge.mapping import load_mapping
-from bridge.midi_live import CcMapping, CcRouter, ClockFollower, learn_from, parse_cc_source
-from bridge.osc_input import OscInput
-from bridge.tempo import TempoMap
-from bridge.timeline import FrameGrid, Timeline
-from protocol import FrameReady, SessionSetup
-from server.bending import BendPlan
-from server.net.app import RenderServer, ServerConfig
+from bendbridge.bridge.client import RenderClient
+from bendbridge.bridge.live import LiveBridge, LiveFeatures, ValueLane
+from bendbridge.bridge.mapping import load_mapping
+from bendbridge.bridge.midi_live import CcMapping, CcRouter, ClockFollower, learn_from, parse_cc_source
+from bendbridge.bridge.osc_input import OscInput
+from bendbridge.bridge.tempo import TempoMap
+from bendbridge.bridge.timeline import FrameGrid, Timeline
+from bendbridge.protocol import FrameReady, SessionSetup
+from bendbridge.server.bending import BendPlan
+from bendbridge.server.net.app import RenderServer, ServerConfig
 
 
 def cc(n: int, v: int, ch: int = 1) -> mido.Message:

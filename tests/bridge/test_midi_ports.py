@@ -59,7 +59,7 @@ def test_midi_learn_writes_the_next_moved_control_into_the_config(jack, tmp_path
 
     cfg = tmp_path / "bend.toml"
     cfg.write_text('[[bend]]\nid = "spin"\nop = "rotate_plane"\ntarget = "latent"\n')
-    proc = subprocess.Popen([sys.executable, "-m", "tools.cli", "midi-learn", "--config", str(cfg), "--param", "spin.angle",
+    proc = subprocess.Popen([sys.executable, "-m", "bendbridge.tools.cli", "midi-learn", "--config", str(cfg), "--param", "spin.angle",
                              "--virtual", "bb-learn", "--midi-backend", BACKEND, "--mode", "relative", "--timeout", "30"],
                             env={**os.environ}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _send_when_ready(jack, "bb-learn", [mido.Message("note_on", note=60), mido.Message("control_change", channel=3, control=74, value=12)])
@@ -68,8 +68,8 @@ def test_midi_learn_writes_the_next_moved_control_into_the_config(jack, tmp_path
     assert "mapped cc:4:74 → spin.angle (relative)" in out
     import tomllib
 
-    from bridge.midi_live import load_cc_mappings
-    from server.bending import BendPlan
+    from bendbridge.bridge.midi_live import load_cc_mappings
+    from bendbridge.server.bending import BendPlan
 
     d = tomllib.loads(cfg.read_text())
     (m,) = load_cc_mappings(d, BendPlan.from_dict({"bend": d["bend"]}))
@@ -79,7 +79,7 @@ def test_midi_learn_writes_the_next_moved_control_into_the_config(jack, tmp_path
 def test_cc_and_clock_arrive_through_a_virtual_port(jack):
     import mido
 
-    from bridge.midi_live import CcMapping, CcRouter, ClockFollower, open_midi_input
+    from bendbridge.bridge.midi_live import CcMapping, CcRouter, ClockFollower, open_midi_input
 
     port = open_midi_input(None, "bb-live", BACKEND)
     router, clock = CcRouter([CcMapping("cc:1:1", "amp", "factor", 0, 2, takeover=False)]), ClockFollower()

@@ -7,9 +7,9 @@ from fractions import Fraction as F
 import mido
 import pytest
 
-from bridge.lanes import AutomationLane, LaneError, LanePoint, load_lanes
-from bridge.midifile import MidiFileError, read_midi
-from bridge.rpp import RppError, read_rpp
+from bendbridge.bridge.lanes import AutomationLane, LaneError, LanePoint, load_lanes
+from bendbridge.bridge.midifile import MidiFileError, read_midi
+from bendbridge.bridge.rpp import RppError, read_rpp
 
 
 def write_midi(path, ppq=480):

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.tempo import TempoMap, TimeSignature, TimeSignatureMap
-from bridge.timeline import FrameGrid, Timeline, parse_fps
+from bendbridge.bridge.tempo import TempoMap, TimeSignature, TimeSignatureMap
+from bendbridge.bridge.timeline import FrameGrid, Timeline, parse_fps
 
 settings.register_profile("bridge", max_examples=50, deadline=None)
 settings.load_profile("bridge")

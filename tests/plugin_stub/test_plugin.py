@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from pedalboard.io import AudioFile
 
-from bridge.bounce import BounceSpec, run_bounce
-from bridge.plugin_link import PluginReceiver
-from plugin_stub.contract import ParameterEvent, TransportInfo
-from plugin_stub.host import BlockSizes, HostSimulator
-from plugin_stub.streaming import StreamingPlugin
+from bendbridge.bridge.bounce import BounceSpec, run_bounce
+from bendbridge.bridge.plugin_link import PluginReceiver
+from bendbridge.plugin_stub.contract import ParameterEvent, TransportInfo
+from bendbridge.plugin_stub.host import BlockSizes, HostSimulator
+from bendbridge.plugin_stub.streaming import StreamingPlugin
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +92,7 @@ def test_loops_and_seeks_are_followed(demo, tmp_path):
 
 
 def test_tempo_and_lanes_rebuilt_from_the_plugin_stream_match_the_midi_file(demo, tmp_path):
-    from bridge.midifile import read_midi
+    from bendbridge.bridge.midifile import read_midi
 
     session, _, _ = record(demo, BlockSizes(random_range=(50, 700), seed=1), tmp_path / "rec")
     ms = read_midi(demo["midi"])

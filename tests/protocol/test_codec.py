@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocol import (
+from bendbridge.protocol import (
     MESSAGES, AudioBlock, Bye, Error, FeatureFrame, FrameReady, FrameRequest, Heartbeat, Hello, Limits, ParamUpdate, Preview,
     ProtocolError, SessionSetup, Transport, VersionError, Welcome, decode, encode,
 )

@@ -7,15 +7,15 @@ import os
 import numpy as np
 import pytest
 
-from server.embedded import scenes
-from server.model import EMBEDDED_MODEL
+from bendbridge.server.embedded import scenes
+from bendbridge.server.model import EMBEDDED_MODEL
 
 pytestmark = pytest.mark.skipif(not (EMBEDDED_MODEL / "model_index.json").exists(), reason="embedded model not exported")
 
 
 @pytest.fixture(scope="module")
 def pipe():
-    from server.model import load_pipeline
+    from bendbridge.server.model import load_pipeline
 
     return load_pipeline(None, "cpu")
 
@@ -40,7 +40,7 @@ def test_the_tokenizer_is_clip_bpe_and_needs_no_open_clip():
 
 
 def test_unknown_words_degrade_gracefully(pipe):
-    from server.render import FrameSpec, RenderConfig, Renderer
+    from bendbridge.server.render import FrameSpec, RenderConfig, Renderer
 
     res = Renderer(pipe, RenderConfig(prompts=("a purple elephant dancing on the moon, trending on artstation",))).render([FrameSpec()])[0]
     assert res.ok and res.image.std() > 5
@@ -51,7 +51,7 @@ def test_both_named_colours_are_right_in_80_percent_of_48_held_out_prompts(pipe)
     """Issue #3: over 48 prompts whose (colour, shape, background colour, style) combination was never
     drawn for training, the named foreground and background colours are both right in ≥ 80 % of
     images at the default sampling settings (the shipped model measures 90 %)."""
-    from server.embedded.adherence import measure_adherence
+    from bendbridge.server.embedded.adherence import measure_adherence
 
     held = scenes.held_out_scenes(48)
     assert all(scenes.is_held_out(s) for s in held)  # combinations never drawn for training

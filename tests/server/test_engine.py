@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from server.bending import BendEngine, BendPlan, FrameParamError, PlanError, bind_plan, install_hooks
-from server.operators import OperatorSpec, ParamSpec
-from server.render import FrameSpec, RenderConfig, Renderer
+from bendbridge.server.bending import BendEngine, BendPlan, FrameParamError, PlanError, bind_plan, install_hooks
+from bendbridge.server.operators import OperatorSpec, ParamSpec
+from bendbridge.server.render import FrameSpec, RenderConfig, Renderer
 
 PROMPT = ("a red circle on a blue background",)
 

@@ -19,11 +19,11 @@ import pytest
 import zmq
 from PIL import Image
 
-from bridge.client import RenderClient, ServerError, ServerTimeout
-from protocol import Bye, Error, FrameReady, FrameRequest, Heartbeat, Hello, ParamUpdate, SessionSetup, Welcome, decode, encode
-from server.net.app import RenderServer, ServerConfig
-from server.net.output import OutputStore, OutsideRootError
-from server.net.security import SecurityError, make_keys
+from bendbridge.bridge.client import RenderClient, ServerError, ServerTimeout
+from bendbridge.protocol import Bye, Error, FrameReady, FrameRequest, Heartbeat, Hello, ParamUpdate, SessionSetup, Welcome, decode, encode
+from bendbridge.server.net.app import RenderServer, ServerConfig
+from bendbridge.server.net.output import OutputStore, OutsideRootError
+from bendbridge.server.net.security import SecurityError, make_keys
 
 PLAN = {"bend": [{"id": "spin", "op": "rotate_plane", "target": "latent", "step": 0, "params": {"angle": 0.0}},
                  {"id": "amp", "op": "multiply", "target": "mid_block", "params": {"factor": 1.0}}]}
@@ -266,7 +266,7 @@ def test_a_killed_server_restarts_and_resumes_from_its_manifest(tiny_pipe, tmp_p
     (model / "bendbridge.json").write_text(json.dumps({"steps": 2, "guidance": 2.0, "size": 64}))
     port = 20000 + os.getpid() % 20000
     url = f"tcp://127.0.0.1:{port}"
-    cmd = [sys.executable, "-m", "tools.cli", "serve", "--bind", url, "--events", f"tcp://127.0.0.1:{port + 1}",
+    cmd = [sys.executable, "-m", "bendbridge.tools.cli", "serve", "--bind", url, "--events", f"tcp://127.0.0.1:{port + 1}",
            "--model", str(model), "--output-root", str(tmp_path / "out"), "--max-batch", "2"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 

@@ -9,8 +9,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server.operators import OPERATORS, OperatorError, get_operator
-from server.operators.channel import R6_PLANES, hadamard_matrix, plane_rotation_matrix, r6_matrix
+from bendbridge.server.operators import OPERATORS, OperatorError, get_operator
+from bendbridge.server.operators.channel import R6_PLANES, hadamard_matrix, plane_rotation_matrix, r6_matrix
 
 settings.register_profile("fast", max_examples=40, deadline=None)
 settings.load_profile("fast")
@@ -208,7 +208,7 @@ def test_parameter_checks_name_the_field_and_the_range():
 
 @given(st.floats(-7, 7), st.sampled_from([(0, 1), (3, 1), (2, 5), (7, 0)]))
 def test_plane_rotation_fast_path_equals_the_full_channel_matrix(angle, plane):
-    from server.operators.channel import apply_channel_matrix
+    from bendbridge.server.operators.channel import apply_channel_matrix
 
     x = _x(b=2, c=8)
     a = _p(angle, -angle)

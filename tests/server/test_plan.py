@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from server.bending import BendPlan, PlanError, parse_spec
+from bendbridge.server.bending import BendPlan, PlanError, parse_spec
 
 
 def test_compact_specs_from_the_issue_parse_into_targets():

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from server.bending import BendPlan
-from server.render import FrameSpec, RenderConfig, Renderer
+from bendbridge.server.bending import BendPlan
+from bendbridge.server.render import FrameSpec, RenderConfig, Renderer
 
 PROMPTS = ("a red circle on a blue background", "a yellow star on a purple background")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from server.embedded import scenes
+from bendbridge.server.embedded import scenes
 
 
 def test_the_colour_classifier_is_right_on_ground_truth_scenes():

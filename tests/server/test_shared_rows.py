@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from server.bending import BendPlan
-from server.render import FrameSpec, RenderConfig, Renderer
-from server.render._shared_rows import SplitPoint, row_sharing, split_point, unet_stages
+from bendbridge.server.bending import BendPlan
+from bendbridge.server.render import FrameSpec, RenderConfig, Renderer
+from bendbridge.server.render._shared_rows import SplitPoint, row_sharing, split_point, unet_stages
 
 PROMPTS = ("a red circle on a blue background", "a yellow star on a purple background")
 

@@ -8,7 +8,7 @@ import sys
 import pytest
 from PIL import Image
 
-from server.model import EMBEDDED_MODEL
+from bendbridge.server.model import EMBEDDED_MODEL
 
 needs_model = pytest.mark.skipif(not (EMBEDDED_MODEL / "model_index.json").exists(), reason="embedded model not exported")
 
@@ -18,7 +18,7 @@ def bb(*args: str) -> subprocess.CompletedProcess:
     import os
 
     env = {**os.environ, **env}
-    return subprocess.run([sys.executable, "-m", "tools.cli", *args], capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run([sys.executable, "-m", "bendbridge.tools.cli", *args], capture_output=True, text=True, env=env, timeout=300)
 
 
 @needs_model
@@ -71,10 +71,10 @@ def test_every_tool_module_imports():
     import importlib
     from pathlib import Path
 
-    import tools
+    from bendbridge import tools
 
     for path in sorted(Path(tools.__file__).parent.glob("*.py")):
-        importlib.import_module(f"tools.{path.stem}")  # a syntax error in a rarely run benchmark fails here
+        importlib.import_module(f"bendbridge.tools.{path.stem}")  # a syntax error in a rarely run benchmark fails here
 
 
 @needs_model
