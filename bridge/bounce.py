@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from bendbridge.server.bending.plan import BendPlan, PlanError
+from bendbridge.protocol.plan import BendPlan, PlanError
 
 from .features import FeatureConfig, extract_features, load_audio, normalise, smooth
 from .lanes import AutomationLane, load_lanes

@@ -25,7 +25,8 @@ class ServerError(RuntimeError):
     """The server answered with an error message."""
 
     def __init__(self, err: Any):
-        super().__init__(f"server error [{err.code}] {err.message}")
+        where = f"{err.field}: " if err.field else ""
+        super().__init__(f"server error [{err.code}] {where}{err.message}")
         self.error = err
 
 

@@ -23,7 +23,7 @@ import numpy as np
 from bendbridge.protocol import FrameRequest
 
 from .features import FEATURES, FeatureConfig, extract_features
-from .mapping import Mapping_
+from .mapping import MusicMapping
 from .timeline import FramePosition, Timeline
 
 __all__ = ["LiveFeatures", "LiveBridge", "ValueLane"]
@@ -92,7 +92,7 @@ class LiveBridge:
 
     client: Any  # bridge.client.RenderClient with a live session set up
     timeline: Timeline
-    mapping: Mapping_
+    mapping: MusicMapping
     playhead: Callable[[], Fraction | None]  # seconds, or None when stopped
     lookahead: float = 0.5
     features: LiveFeatures | None = None

@@ -38,13 +38,14 @@ from typing import Any
 
 import numpy as np
 
-from bendbridge.server.bending.plan import BendPlan, PlanError
-from bendbridge.server.operators import get_operator, suggest
+from bendbridge.protocol.errors import hint
+from bendbridge.protocol.plan import BendPlan, PlanError
+from bendbridge.protocol.values import finite_number
 
 from .features import FEATURES, Smoothing
 from .timeline import FramePosition, Timeline
 
-__all__ = ["Source", "ParamMapping", "Mapping_", "load_mapping", "CURVES", "LFO_SHAPES", "MappingError", "curve"]
+__all__ = ["Source", "ParamMapping", "MusicMapping", "load_mapping", "CURVES", "LFO_SHAPES", "MappingError", "curve"]
 
 CURVES = ("linear", "exp", "log", "s")
 LFO_SHAPES = ("sine", "triangle", "saw", "square")
@@ -52,7 +53,7 @@ KINDS = ("feature", "lane", "lfo", "const", "phase")
 
 
 class MappingError(PlanError):
-    pass
+    """A ``[[param]]`` or ``[smoothing.*]`` table is wrong."""
 
 
 def curve(name: str, x: np.ndarray | float) -> np.ndarray | float:
@@ -106,8 +107,9 @@ class ParamMapping:
 
 
 @dataclass
-class Mapping_:
-    """A validated mapping for a plan. ``resolve`` turns frames into per-frame parameter sets."""
+class MusicMapping:
+    """How the music drives a plan's parameters, validated. ``resolve`` turns frames into
+    per-frame parameter sets."""
 
     params: list[ParamMapping]
     smoothing: dict[str, Smoothing] = field(default_factory=dict)
@@ -145,73 +147,70 @@ class Mapping_:
         return out
 
 
-def _f(d: dict, key: str, where: str, default: float | None = None) -> float:
-    v = d.get(key, default)
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        raise MappingError(f"{where}.{key}", f"expected a finite number, got {v!r}")
-    return float(v)
+def _number(table: dict, key: str, where: str, default: float | None = None) -> float:
+    return finite_number(table.get(key, default), f"{where}.{key}", error=MappingError)
 
 
-def load_mapping(config: Mapping[str, Any], plan: BendPlan, lane_names: set[str] | None = None) -> Mapping_:
+def _source(s: Any, where: str, lane_names: set[str] | None) -> Source:
+    """One ``[[param.source]]`` table."""
+    if not isinstance(s, dict):
+        raise MappingError(where, "expected a table")
+    kind = s.get("kind")
+    if kind not in KINDS:
+        raise MappingError(f"{where}.kind", f"{kind!r} is not valid; allowed: {', '.join(KINDS)}")
+    src = Source(kind=kind, name=str(s.get("name", "")), depth=_number(s, "depth", where, 1.0), curve=s.get("curve", "linear"),
+                 shape=s.get("shape", "sine"), unit=s.get("unit", "beats"),
+                 rate=finite_number(s.get("rate", 1.0), f"{where}.rate", 0.0, 64.0, lo_open=True, error=MappingError),
+                 phase=_number(s, "phase", where, 0.0), value=_number(s, "value", where, 1.0))
+    if src.curve not in CURVES:
+        raise MappingError(f"{where}.curve", f"{src.curve!r} is not valid; allowed: {', '.join(CURVES)}")
+    if kind == "feature" and src.name not in FEATURES:
+        raise MappingError(f"{where}.name", f"unknown feature {src.name!r}{hint(src.name, FEATURES, 'features')}")
+    if kind == "lane" and lane_names is not None and src.name not in lane_names:
+        raise MappingError(f"{where}.name", f"unknown lane {src.name!r}{hint(src.name, sorted(lane_names), 'lanes')}")
+    if kind == "lfo":
+        if src.shape not in LFO_SHAPES:
+            raise MappingError(f"{where}.shape", f"{src.shape!r} is not valid; allowed: {', '.join(LFO_SHAPES)}")
+        if src.unit not in ("beats", "bars"):
+            raise MappingError(f"{where}.unit", f"{src.unit!r} is not valid; allowed: beats, bars")
+    if kind == "phase" and src.name not in ("beat", "bar"):
+        raise MappingError(f"{where}.name", f"{src.name!r} is not valid; allowed: beat, bar")
+    return src
+
+
+def _param_mapping(p: Any, where: str, plan: BendPlan, lane_names: set[str] | None) -> ParamMapping:
+    """One ``[[param]]`` table: a bend's per-frame parameter, its range and its sources."""
+    if not isinstance(p, dict):
+        raise MappingError(where, "expected a table")
+    bend, param = plan.frame_param(p.get("bend"), p.get("name"), bend_field=f"{where}.bend", name_field=f"{where}.name",
+                                   error=MappingError)
+    lo = max(param.lo, _number(p, "min", where, param.lo))
+    hi = min(param.hi, _number(p, "max", where, param.hi))
+    if hi < lo:
+        raise MappingError(f"{where}.max", f"max {hi} is below min {lo}")
+    sources = tuple(_source(s, f"{where}.source[{j}]", lane_names) for j, s in enumerate(p.get("source", [])))
+    name = p["name"]
+    return ParamMapping(bend.id, name, _number(p, "base", where, float(bend.base_value(name))), sources, lo, hi)
+
+
+def _smoothing(table: Any) -> dict[str, Smoothing]:
+    """The ``[smoothing.FEATURE]`` tables: median, attack, release (seconds ≥ 0), gate (fraction)."""
+    out = {}
+    for feat, s in (table or {}).items():
+        if feat not in FEATURES:
+            raise MappingError(f"smoothing.{feat}", f"unknown feature{hint(feat, FEATURES, 'features')}")
+        bad = sorted(set(s) - {"median", "attack", "release", "gate"})
+        if bad:
+            raise MappingError(f"smoothing.{feat}.{bad[0]}", "unknown field; valid: median, attack, release, gate")
+        out[feat] = Smoothing(**{k: finite_number(v, f"smoothing.{feat}.{k}", 0.0, 1.0 if k == "gate" else None, error=MappingError)
+                                 for k, v in s.items()})
+    return out
+
+
+def load_mapping(config: Mapping[str, Any], plan: BendPlan, lane_names: set[str] | None = None) -> MusicMapping:
     """Validate the ``[[param]]`` and ``[smoothing.*]`` tables of a config against ``plan``.
 
     ``lane_names``: lanes available (MIDI CC lanes, .rpp envelopes, plain lanes); None skips
     the check (live use, where lanes arrive later)."""
-    bends = {b.id: b for b in plan.bends}
-    params = []
-    for i, p in enumerate(config.get("param", [])):
-        where = f"param[{i}]"
-        if not isinstance(p, dict):
-            raise MappingError(where, "expected a table")
-        bid = p.get("bend")
-        if bid not in bends:
-            raise MappingError(f"{where}.bend", f"no bend with id {bid!r}{suggest(str(bid), list(bends))} bends: {', '.join(bends) or 'none'}")
-        spec = get_operator(bends[bid].op)
-        name = p.get("name")
-        per = spec.frame_params(floats_only=True)
-        if name not in per:
-            raise MappingError(f"{where}.name", f"{name!r} is not a per-frame parameter of {spec.name!r}{suggest(str(name), per)} valid: {', '.join(per)}")
-        lo, hi = (0.0, 1.0) if name == "mix" else (spec.params[name].lo, spec.params[name].hi)
-        lo = max(lo, _f(p, "min", where, lo))
-        hi = min(hi, _f(p, "max", where, hi))
-        if hi < lo:
-            raise MappingError(f"{where}.max", f"max {hi} is below min {lo}")
-        base_default = bends[bid].mix if name == "mix" else bends[bid].params.get(name, 0.0)
-        sources = []
-        for j, s in enumerate(p.get("source", [])):
-            sw = f"{where}.source[{j}]"
-            kind = s.get("kind")
-            if kind not in KINDS:
-                raise MappingError(f"{sw}.kind", f"{kind!r} is not valid; allowed: {', '.join(KINDS)}")
-            src = Source(kind=kind, name=str(s.get("name", "")), depth=_f(s, "depth", sw, 1.0), curve=s.get("curve", "linear"),
-                         shape=s.get("shape", "sine"), rate=_f(s, "rate", sw, 1.0), unit=s.get("unit", "beats"),
-                         phase=_f(s, "phase", sw, 0.0), value=_f(s, "value", sw, 1.0))
-            if src.curve not in CURVES:
-                raise MappingError(f"{sw}.curve", f"{src.curve!r} is not valid; allowed: {', '.join(CURVES)}")
-            if kind == "feature" and src.name not in FEATURES:
-                raise MappingError(f"{sw}.name", f"unknown feature {src.name!r}{suggest(src.name, list(FEATURES))} features: {', '.join(FEATURES)}")
-            if kind == "lane" and lane_names is not None and src.name not in lane_names:
-                raise MappingError(f"{sw}.name", f"unknown lane {src.name!r}{suggest(src.name, sorted(lane_names))} lanes: {', '.join(sorted(lane_names)) or 'none'}")
-            if kind == "lfo":
-                if src.shape not in LFO_SHAPES:
-                    raise MappingError(f"{sw}.shape", f"{src.shape!r} is not valid; allowed: {', '.join(LFO_SHAPES)}")
-                if src.unit not in ("beats", "bars"):
-                    raise MappingError(f"{sw}.unit", f"{src.unit!r} is not valid; allowed: beats, bars")
-                if not 0 < src.rate <= 64:
-                    raise MappingError(f"{sw}.rate", f"{src.rate} is out of range; allowed (0, 64] cycles per {src.unit[:-1]}")
-            if kind == "phase" and src.name not in ("beat", "bar"):
-                raise MappingError(f"{sw}.name", f"{src.name!r} is not valid; allowed: beat, bar")
-            sources.append(src)
-        params.append(ParamMapping(bid, name, _f(p, "base", where, float(base_default)), tuple(sources), lo, hi))
-    smoothing = {}
-    for feat, s in (config.get("smoothing") or {}).items():
-        if feat not in FEATURES:
-            raise MappingError(f"smoothing.{feat}", f"unknown feature{suggest(feat, list(FEATURES))} features: {', '.join(FEATURES)}")
-        vals = {k: _f(s, k, f"smoothing.{feat}") for k in s}
-        bad = set(vals) - {"median", "attack", "release", "gate"}
-        if bad:
-            raise MappingError(f"smoothing.{feat}.{sorted(bad)[0]}", "unknown field; valid: median, attack, release, gate")
-        if any(v < 0 for v in vals.values()) or vals.get("gate", 0) > 1:
-            raise MappingError(f"smoothing.{feat}", "times must be ≥ 0 s and gate in [0, 1]")
-        smoothing[feat] = Smoothing(**vals)
-    return Mapping_(params, smoothing)
+    params = [_param_mapping(p, f"param[{i}]", plan, lane_names) for i, p in enumerate(config.get("param", []))]
+    return MusicMapping(params, _smoothing(config.get("smoothing")))

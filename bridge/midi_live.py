@@ -17,32 +17,35 @@ Start / Continue / Stop, and estimates the tempo from clock intervals.
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
+
+from bendbridge.protocol.errors import BendbridgeError
+from bendbridge.protocol.plan import BendPlan, PlanError
+from bendbridge.protocol.values import finite_number
 
 __all__ = ["CcMapping", "CcRouter", "ClockFollower", "parse_cc_source", "MODES", "learn_from", "load_cc_mappings", "open_midi_input"]
 
 MODES = ("absolute", "relative", "centred")
 
 
-def parse_cc_source(text: str) -> tuple[str, int, int]:
+def parse_cc_source(text: str, where: str = "source") -> tuple[str, int, int]:
     """'cc:1:74' | 'cc14:1:1' | 'nrpn:1:130' → (kind, channel 1-16, number), with range checks."""
-    parts = text.split(":")
+    parts = str(text).split(":")
     if len(parts) != 3 or parts[0] not in ("cc", "cc14", "nrpn"):
-        raise ValueError(f"{text!r}: expected cc:CHANNEL:NUMBER, cc14:CHANNEL:MSB or nrpn:CHANNEL:PARAM")
+        raise PlanError(where, f"{text!r}: expected cc:CHANNEL:NUMBER, cc14:CHANNEL:MSB or nrpn:CHANNEL:PARAM")
     kind = parts[0]
     try:
         ch, num = int(parts[1]), int(parts[2])
     except ValueError:
-        raise ValueError(f"{text!r}: channel and number must be integers") from None
+        raise PlanError(where, f"{text!r}: channel and number must be integers") from None
     if not 1 <= ch <= 16:
-        raise ValueError(f"{text!r}: channel {ch} is out of range; allowed 1-16")
+        raise PlanError(where, f"{text!r}: channel {ch} is out of range; allowed 1-16")
     hi = {"cc": 127, "cc14": 31, "nrpn": 16383}[kind]
     if not 0 <= num <= hi:
-        raise ValueError(f"{text!r}: {'CC' if kind != 'nrpn' else 'NRPN parameter'} {num} is out of range; allowed 0-{hi}")
+        raise PlanError(where, f"{text!r}: {'CC' if kind != 'nrpn' else 'NRPN parameter'} {num} is out of range; allowed 0-{hi}")
     return kind, ch, num
 
 
@@ -64,9 +67,14 @@ class CcMapping:
     def __post_init__(self) -> None:
         self.kind, self.channel, self.number = parse_cc_source(self.source)
         if self.mode not in MODES:
-            raise ValueError(f"mode {self.mode!r} is not valid; allowed: {', '.join(MODES)}")
-        if not (math.isfinite(self.lo) and math.isfinite(self.hi)) or self.hi <= self.lo:
-            raise ValueError(f"{self.source}: range [{self.lo}, {self.hi}] is empty or not finite")
+            raise PlanError("mode", f"{self.mode!r} is not valid; allowed: {', '.join(MODES)}")
+        self.lo = finite_number(self.lo, "min")
+        self.hi = finite_number(self.hi, "max")
+        self.step = finite_number(self.step, "step", 0.0, 1.0, lo_open=True)
+        if self.hi <= self.lo:
+            raise PlanError("max", f"{self.source}: range [{self.lo:g}, {self.hi:g}] is empty")
+        if self.base is not None:
+            self.base = finite_number(self.base, "base", self.lo, self.hi)
 
     @property
     def full(self) -> int:
@@ -213,30 +221,19 @@ class ClockFollower:
             self.ticks = msg.pos * 6  # sixteenths → clocks
 
 
-def load_cc_mappings(config: dict[str, Any], plan: Any) -> list[CcMapping]:
+def load_cc_mappings(config: dict[str, Any], plan: BendPlan) -> list[CcMapping]:
     """The ``[[midi]]`` tables of a config (source, bend, param, mode, min/max, step, takeover),
     checked against the plan; the range defaults to the operator parameter's range."""
-    from bendbridge.server.bending.plan import PlanError
-    from bendbridge.server.operators import get_operator, suggest
-
-    bends = {b.id: b for b in plan.bends}
     out = []
     for i, t in enumerate(config.get("midi", [])):
         where = f"midi[{i}]"
-        bid, param = t.get("bend"), t.get("param")
-        if bid not in bends:
-            raise PlanError(f"{where}.bend", f"no bend with id {bid!r}{suggest(str(bid), list(bends))} bends: {', '.join(bends) or 'none'}")
-        spec = get_operator(bends[bid].op)
-        per = spec.frame_params(floats_only=True)
-        if param not in per:
-            raise PlanError(f"{where}.param", f"{param!r} is not a per-frame parameter of {spec.name!r}; valid: {', '.join(per)}")
-        lo, hi = (0.0, 1.0) if param == "mix" else (spec.params[param].lo, spec.params[param].hi)
+        bend, param = plan.frame_param(t.get("bend"), t.get("param"), bend_field=f"{where}.bend", name_field=f"{where}.param")
         try:
-            out.append(CcMapping(str(t.get("source")), bid, param, float(t.get("min", lo)), float(t.get("max", hi)),
-                                 mode=t.get("mode", "absolute"), base=t.get("base"), step=float(t.get("step", 1 / 128)),
+            out.append(CcMapping(str(t.get("source")), bend.id, t["param"], t.get("min", param.lo), t.get("max", param.hi),
+                                 mode=t.get("mode", "absolute"), base=t.get("base"), step=t.get("step", 1 / 128),
                                  takeover=bool(t.get("takeover", True))))
-        except (ValueError, TypeError) as e:
-            raise PlanError(f"{where}.source" if "source" in str(e) or ":" in str(e) else where, str(e)) from None
+        except BendbridgeError as e:
+            raise PlanError(f"{where}.{e.field}", e.message) from None
     return out
 
 

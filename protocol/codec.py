@@ -61,7 +61,7 @@ def new_id() -> str:
 def _default(obj: Any) -> Any:
     if isinstance(obj, np.ndarray):
         if obj.dtype.name not in ARRAY_DTYPES:
-            raise ProtocolError(f"dtype {obj.dtype.name} cannot be sent; allowed: {', '.join(ARRAY_DTYPES)}", None, "type")
+            raise ProtocolError(None, f"dtype {obj.dtype.name} cannot be sent; allowed: {', '.join(ARRAY_DTYPES)}", code="type")
         a = np.ascontiguousarray(obj, dtype=obj.dtype.newbyteorder("<"))
         return msgpack.ExtType(ARRAY_EXT, msgpack.packb([a.dtype.name, list(a.shape), a.tobytes()], use_bin_type=True))
     if isinstance(obj, tuple):
@@ -71,18 +71,18 @@ def _default(obj: Any) -> Any:
 
 def _ext_hook(code: int, data: bytes) -> Any:
     if code != ARRAY_EXT:
-        raise ProtocolError(f"unknown extension type {code}", None, "type")
+        raise ProtocolError(None, f"unknown extension type {code}", code="type")
     try:
         dtype, shape, raw = msgpack.unpackb(data, raw=False, max_bin_len=len(data), max_array_len=64)
     except Exception as e:  # noqa: BLE001 - any malformed payload is a protocol error
-        raise ProtocolError(f"malformed array payload ({type(e).__name__})", None, "malformed") from None
+        raise ProtocolError(None, f"malformed array payload ({type(e).__name__})", code="malformed") from None
     if dtype not in ARRAY_DTYPES:
-        raise ProtocolError(f"array dtype {dtype!r:.20} not allowed; allowed: {', '.join(ARRAY_DTYPES)}", None, "type")
+        raise ProtocolError(None, f"array dtype {dtype!r:.20} not allowed; allowed: {', '.join(ARRAY_DTYPES)}", code="type")
     if not isinstance(shape, list) or len(shape) > 8 or not all(isinstance(d, int) and 0 <= d <= 1 << 31 for d in shape):
-        raise ProtocolError("array shape must be a list of at most 8 non-negative ints", None, "type")
+        raise ProtocolError(None, "array shape must be a list of at most 8 non-negative ints", code="type")
     dt = np.dtype(dtype).newbyteorder("<")
     if not isinstance(raw, bytes) or int(np.prod(shape, dtype=np.int64)) * dt.itemsize != len(raw):
-        raise ProtocolError("array byte count does not match dtype and shape", None, "malformed")
+        raise ProtocolError(None, "array byte count does not match dtype and shape", code="malformed")
     return np.frombuffer(raw, dtype=dt).reshape(shape).astype(dt.newbyteorder("="), copy=False)
 
 
@@ -104,9 +104,9 @@ def encode_packet(packet: Packet) -> bytes:
 def decode(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Packet:
     """Parse and validate one packet; raises ProtocolError (VersionError for another major)."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise ProtocolError("packet must be bytes", None, "malformed")
+        raise ProtocolError(None, "packet must be bytes", code="malformed")
     if len(data) > limits.max_bytes:
-        raise ProtocolError(f"packet of {len(data)} bytes; at most {limits.max_bytes}", None, "size")
+        raise ProtocolError(None, f"packet of {len(data)} bytes; at most {limits.max_bytes}", code="size")
     try:
         d = msgpack.unpackb(bytes(data), raw=False, strict_map_key=True, ext_hook=_ext_hook, max_str_len=limits.max_str,
                             max_bin_len=limits.max_bin, max_array_len=limits.max_array, max_map_len=limits.max_map,
@@ -115,22 +115,22 @@ def decode(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Packet:
         raise
     except (ValueError, TypeError, msgpack.exceptions.ExtraData, msgpack.exceptions.FormatError,
             msgpack.exceptions.StackError, RecursionError, OverflowError, UnicodeDecodeError) as e:
-        raise ProtocolError(f"not a msgpack packet ({type(e).__name__})", None, "malformed") from None
+        raise ProtocolError(None, f"not a msgpack packet ({type(e).__name__})", code="malformed") from None
     if not isinstance(d, dict):
-        raise ProtocolError(f"packet must be a map, got {type(d).__name__}", None, "malformed")
+        raise ProtocolError(None, f"packet must be a map, got {type(d).__name__}", code="malformed")
     v = d.get("v")
     if not (isinstance(v, list) and len(v) == 2 and all(isinstance(x, int) and not isinstance(x, bool) for x in v)):
-        raise ProtocolError("expected [major, minor] protocol version", "v", "version")
+        raise ProtocolError("v", "expected [major, minor] protocol version", code="version")
     if not compatible((v[0], v[1])):
-        raise VersionError(f"protocol {v[0]}.{v[1]} is not supported; this peer speaks {version_string()} (major {PROTOCOL_VERSION[0]})")
+        raise VersionError("v", f"protocol {v[0]}.{v[1]} is not supported; this peer speaks {version_string()} (major {PROTOCOL_VERSION[0]})")
     extra = [k for k in d if k not in _ENVELOPE_KEYS]
     newer = v[1] > PROTOCOL_VERSION[1]
     if extra and not newer:
-        raise ProtocolError(f"unknown envelope field {str(extra[0])[:40]!r}; valid: {', '.join(_ENVELOPE_KEYS)}", str(extra[0])[:40], "unknown_field")
+        raise ProtocolError(str(extra[0])[:40], f"unknown envelope field {str(extra[0])[:40]!r}; valid: {', '.join(_ENVELOPE_KEYS)}", code="unknown_field")
     cls = message_class(d.get("type"))
     try:
         env = Envelope(type=d.get("type"), id=d.get("id"), seq=d.get("seq", 0), session=d.get("session", ""),
                        pos=d.get("pos", 0), rate=d.get("rate", 48_000), wall=d.get("wall", 0.0), v=(v[0], v[1]))
     except TypeError as e:
-        raise ProtocolError(f"bad envelope ({e})", "envelope", "malformed") from None
+        raise ProtocolError("envelope", f"bad envelope ({e})", code="malformed") from None
     return Packet(env, cls.from_body(d.get("body", {}), allow_unknown=newer))

@@ -13,6 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from .errors import BendbridgeError
+from .values import bounds_text, finite_number
+
 __all__ = ["Field", "ProtocolError", "VersionError", "validate_value", "MAX_PARAM_BENDS", "MAX_PARAMS_PER_BEND",
            "ARRAY_DTYPES"]
 
@@ -23,21 +26,14 @@ ARRAY_DTYPES = ("uint8", "int16", "int32", "int64", "float16", "float32", "float
 _INT64 = (-(2**63), 2**63 - 1)
 
 
-class ProtocolError(ValueError):
+class ProtocolError(BendbridgeError):
     """A message that breaks the protocol. ``code`` is machine-readable, ``field`` the path."""
-
-    def __init__(self, message: str, field: str | None = None, code: str = "invalid"):
-        super().__init__(f"{field}: {message}" if field else message)
-        self.field = field
-        self.code = code
-        self.detail = message
 
 
 class VersionError(ProtocolError):
     """The peer speaks an incompatible major protocol version."""
 
-    def __init__(self, message: str):
-        super().__init__(message, "v", "version")
+    code = "version"
 
 
 @dataclass(frozen=True)
@@ -54,54 +50,44 @@ class Field:
     default: Any = None
 
     def describe(self) -> str:
-        if self.kind == "int" and self.lo is not None and self.hi is not None:
-            return f"int in [{int(self.lo)}, {int(self.hi)}]"
-        if self.kind == "float" and self.lo is not None and self.hi is not None:
-            return f"float in [{self.lo:g}, {self.hi:g}]"
+        if self.kind in ("int", "float") and self.lo is not None and self.hi is not None:
+            return f"{self.kind} in {bounds_text(self.lo, self.hi)}"
         if self.kind in ("str", "bytes") or self.kind.startswith("list"):
             return f"{self.kind} of at most {self.max_len}"
         return self.kind
 
 
 def _number(v: Any, f: Field, where: str, integer: bool) -> int | float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or (integer and not isinstance(v, int)):
-        raise ProtocolError(f"expected {f.describe()}, got {type(v).__name__} {v!r:.60}", where, "type")
-    if not integer:
-        v = float(v)
-        if not math.isfinite(v):
-            raise ProtocolError(f"{v} is not finite; allowed {f.describe()}", where, "range")
+    if integer and (isinstance(v, bool) or not isinstance(v, int)):  # the wire is typed: 3.0 is not an int
+        raise ProtocolError(where, f"expected {f.describe()}, got {type(v).__name__} {v!r:.60}", code="type")
     lo, hi = (f.lo, f.hi) if f.lo is not None else (_INT64 if integer else (None, None))
-    if (lo is not None and v < lo) or (hi is not None and v > hi):
-        raise ProtocolError(f"{v!r} is out of range; allowed {f.describe() if f.lo is not None else f'[{lo}, {hi}]'}", where, "range")
-    return v
+    return finite_number(v, where, lo, hi, integer=integer, error=ProtocolError)
 
 
 def _finite_float(v: Any, where: str) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        raise ProtocolError(f"expected a finite number, got {v!r:.60}", where, "range" if isinstance(v, float) else "type")
-    return float(v)
+    return finite_number(v, where, error=ProtocolError)
 
 
 def _params(v: Any, where: str) -> dict[str, dict[str, Any]]:
     """{bend id: {param: number | square matrix}}, all finite."""
     if not isinstance(v, dict):
-        raise ProtocolError("expected a map of bend id -> {param: value}", where, "type")
+        raise ProtocolError(where, "expected a map of bend id -> {param: value}", code="type")
     if len(v) > MAX_PARAM_BENDS:
-        raise ProtocolError(f"{len(v)} bends; at most {MAX_PARAM_BENDS}", where, "size")
+        raise ProtocolError(where, f"{len(v)} bends; at most {MAX_PARAM_BENDS}", code="size")
     out: dict[str, dict[str, Any]] = {}
     for bid, vals in v.items():
         w = f"{where}.{bid}"
         if not isinstance(bid, str) or not 0 < len(bid) <= 64:
-            raise ProtocolError("bend ids are strings of 1-64 characters", where, "type")
+            raise ProtocolError(where, "bend ids are strings of 1-64 characters", code="type")
         if not isinstance(vals, dict) or len(vals) > MAX_PARAMS_PER_BEND:
-            raise ProtocolError(f"expected a map of at most {MAX_PARAMS_PER_BEND} param -> value", w, "type")
+            raise ProtocolError(w, f"expected a map of at most {MAX_PARAMS_PER_BEND} param -> value", code="type")
         inner: dict[str, Any] = {}
         for k, x in vals.items():
             if not isinstance(k, str) or not 0 < len(k) <= 64:
-                raise ProtocolError("parameter names are strings of 1-64 characters", w, "type")
+                raise ProtocolError(w, "parameter names are strings of 1-64 characters", code="type")
             if isinstance(x, list):
                 if not 0 < len(x) <= MAX_MATRIX or not all(isinstance(r, list) and len(r) == len(x) for r in x):
-                    raise ProtocolError(f"a matrix value must be a square list of rows (at most {MAX_MATRIX})", f"{w}.{k}", "type")
+                    raise ProtocolError(f"{w}.{k}", f"a matrix value must be a square list of rows (at most {MAX_MATRIX})", code="type")
                 inner[k] = [[_finite_float(e, f"{w}.{k}") for e in r] for r in x]
             else:
                 inner[k] = _finite_float(x, f"{w}.{k}")
@@ -111,13 +97,13 @@ def _params(v: Any, where: str) -> dict[str, dict[str, Any]]:
 
 def _array(v: Any, f: Field, where: str) -> np.ndarray:
     if not isinstance(v, np.ndarray):
-        raise ProtocolError("expected an array", where, "type")
+        raise ProtocolError(where, "expected an array", code="type")
     if v.dtype.name not in ARRAY_DTYPES:
-        raise ProtocolError(f"dtype {v.dtype.name} not allowed; allowed: {', '.join(ARRAY_DTYPES)}", where, "type")
+        raise ProtocolError(where, f"dtype {v.dtype.name} not allowed; allowed: {', '.join(ARRAY_DTYPES)}", code="type")
     if v.size > f.max_len:
-        raise ProtocolError(f"{v.size} elements; at most {f.max_len}", where, "size")
+        raise ProtocolError(where, f"{v.size} elements; at most {f.max_len}", code="size")
     if v.dtype.kind == "f" and not np.isfinite(v).all():
-        raise ProtocolError("array holds NaN or inf", where, "range")
+        raise ProtocolError(where, "array holds NaN or inf", code="range")
     return v
 
 
@@ -129,7 +115,7 @@ def validate_value(v: Any, f: Field, where: str) -> Any:
     if v is None:
         if f.nullable or not f.required:
             return None
-        raise ProtocolError(f"missing; expected {f.describe()}", where, "missing")
+        raise ProtocolError(where, f"missing; expected {f.describe()}", code="missing")
     k = f.kind
     if k == "int":
         return _number(v, f, where, True)
@@ -137,19 +123,19 @@ def validate_value(v: Any, f: Field, where: str) -> Any:
         return _number(v, f, where, False)
     if k == "bool":
         if not isinstance(v, bool):
-            raise ProtocolError(f"expected bool, got {type(v).__name__}", where, "type")
+            raise ProtocolError(where, f"expected bool, got {type(v).__name__}", code="type")
         return v
     if k in ("str", "bytes"):
         if not isinstance(v, str if k == "str" else (bytes, bytearray)):
-            raise ProtocolError(f"expected {k}, got {type(v).__name__}", where, "type")
+            raise ProtocolError(where, f"expected {k}, got {type(v).__name__}", code="type")
         if len(v) > f.max_len:
-            raise ProtocolError(f"{len(v)} long; at most {f.max_len}", where, "size")
+            raise ProtocolError(where, f"{len(v)} long; at most {f.max_len}", code="size")
         return bytes(v) if k == "bytes" else v
     if k.startswith("list_"):
         if not isinstance(v, (list, tuple)):
-            raise ProtocolError(f"expected a list, got {type(v).__name__}", where, "type")
+            raise ProtocolError(where, f"expected a list, got {type(v).__name__}", code="type")
         if len(v) > f.max_len:
-            raise ProtocolError(f"{len(v)} items; at most {f.max_len}", where, "size")
+            raise ProtocolError(where, f"{len(v)} items; at most {f.max_len}", code="size")
         item = _ITEMS.get(f)
         if item is None:
             item = _ITEMS[f] = Field(k[5:], lo=f.lo, hi=f.hi, max_len=4096)
@@ -158,11 +144,11 @@ def validate_value(v: Any, f: Field, where: str) -> Any:
         return _params(v, where)
     if k in ("features", "dict_float"):
         if not isinstance(v, dict) or len(v) > f.max_len:
-            raise ProtocolError(f"expected a map of at most {f.max_len} name -> number", where, "type")
+            raise ProtocolError(where, f"expected a map of at most {f.max_len} name -> number", code="type")
         out = {}
         for name, x in v.items():
             if not isinstance(name, str) or not 0 < len(name) <= 64:
-                raise ProtocolError("names are strings of 1-64 characters", where, "type")
+                raise ProtocolError(where, "names are strings of 1-64 characters", code="type")
             out[name] = _finite_float(x, f"{where}.{name}")
         return out
     if k == "array":
@@ -175,16 +161,16 @@ def validate_value(v: Any, f: Field, where: str) -> Any:
 
 def _check_json(v: Any, where: str, depth: int) -> None:
     if depth > 16:
-        raise ProtocolError("nested deeper than 16 levels", where, "size")
+        raise ProtocolError(where, "nested deeper than 16 levels", code="size")
     if isinstance(v, dict):
         for key, x in v.items():
             if not isinstance(key, str):
-                raise ProtocolError("map keys must be strings", where, "type")
+                raise ProtocolError(where, "map keys must be strings", code="type")
             _check_json(x, f"{where}.{key}", depth + 1)
     elif isinstance(v, list):
         for i, x in enumerate(v):
             _check_json(x, f"{where}[{i}]", depth + 1)
     elif isinstance(v, float) and not math.isfinite(v):
-        raise ProtocolError(f"{v} is not finite", where, "range")
+        raise ProtocolError(where, f"{v} is not finite", code="range")
     elif v is not None and not isinstance(v, (str, int, float, bool)):
-        raise ProtocolError(f"unsupported value of type {type(v).__name__}", where, "type")
+        raise ProtocolError(where, f"unsupported value of type {type(v).__name__}", code="type")

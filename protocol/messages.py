@@ -49,16 +49,16 @@ class Message:
     @classmethod
     def from_body(cls, body: Any, allow_unknown: bool = False) -> "Message":
         if not isinstance(body, dict):
-            raise ProtocolError(f"expected a map of fields, got {type(body).__name__}", cls.TYPE, "type")
+            raise ProtocolError(cls.TYPE, f"expected a map of fields, got {type(body).__name__}", code="type")
         unknown = [k for k in body if k not in cls.FIELDS]
         if unknown and not allow_unknown:
-            raise ProtocolError(f"unknown field {unknown[0]!r:.40}; valid: {', '.join(cls.FIELDS) or 'none'}", f"{cls.TYPE}.{str(unknown[0])[:40]}", "unknown_field")
+            raise ProtocolError(f"{cls.TYPE}.{str(unknown[0])[:40]}", f"unknown field {unknown[0]!r:.40}; valid: {', '.join(cls.FIELDS) or 'none'}", code="unknown_field")
         kwargs = {}
         for name, f in cls.FIELDS.items():
             if name in body:
                 kwargs[name] = body[name]
             elif f.required:
-                raise ProtocolError(f"missing; expected {f.describe()}", f"{cls.TYPE}.{name}", "missing")
+                raise ProtocolError(f"{cls.TYPE}.{name}", f"missing; expected {f.describe()}", code="missing")
         return cls(**kwargs)
 
 
@@ -86,7 +86,7 @@ def _message(type_name: str, fields: dict[str, Field]):
 
 def message_class(type_name: Any) -> type[Message]:
     if not isinstance(type_name, str) or type_name not in MESSAGES:
-        raise ProtocolError(f"unknown message type {type_name!r:.40}; valid: {', '.join(MESSAGES)}", "type", "unknown_type")
+        raise ProtocolError("type", f"unknown message type {type_name!r:.40}; valid: {', '.join(MESSAGES)}", code="unknown_type")
     return MESSAGES[type_name]
 
 
@@ -116,7 +116,7 @@ class Envelope:
         for name, f in self.FIELDS.items():  # slow path: exact, field-naming errors
             object.__setattr__(self, name, validate_value(getattr(self, name), f, f"envelope.{name}"))
         if len(self.v) != 2:
-            raise ProtocolError("expected [major, minor]", "v", "type")
+            raise ProtocolError("v", "expected [major, minor]", code="type")
 
     def _valid_fast(self) -> bool:
         """The common case, checked inline (every packet has an envelope)."""
@@ -185,14 +185,14 @@ class SessionSetup(Message):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.mode not in ("offline", "live"):
-            raise ProtocolError(f"{self.mode!r:.20} is not valid; allowed: offline, live", "session_setup.mode", "range")
+            raise ProtocolError("session_setup.mode", f"{self.mode!r:.20} is not valid; allowed: offline, live", code="range")
         if self.deliver not in ("path", "png"):
-            raise ProtocolError(f"{self.deliver!r:.20} is not valid; allowed: path, png", "session_setup.deliver", "range")
+            raise ProtocolError("session_setup.deliver", f"{self.deliver!r:.20} is not valid; allowed: path, png", code="range")
         if not self.prompts:
-            raise ProtocolError("at least one prompt", "session_setup.prompts", "missing")
+            raise ProtocolError("session_setup.prompts", "at least one prompt", code="missing")
         out = self.output
         if not out or out in (".", "..") or "/" in out or "\\" in out or "\x00" in out:
-            raise ProtocolError("a plain folder name (no '/', '\\', '.', '..')", "session_setup.output", "range")
+            raise ProtocolError("session_setup.output", "a plain folder name (no '/', '\\', '.', '..')", code="range")
 
 
 @_message("frame_request", {

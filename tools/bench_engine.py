@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args(argv)
 
-    from bendbridge.server.bending import BendPlan
+    from bendbridge.protocol.plan import BendPlan
     from bendbridge.server.model import default_device, load_pipeline
     from bendbridge.server.operators import get_operator
     from bendbridge.server.render import FrameSpec, RenderConfig, Renderer
@@ -139,11 +139,11 @@ def main(argv: list[str] | None = None) -> int:
              ("spatial", "rotate", {"degrees": 30.0}, up.shape), ("spatial", "scale", {"factor": 1.2}, up.shape),
              ("morphological", "dilate", {"size": 3.0}, up.shape), ("morphological", "dilate", {"size": 5.0, "shape": "ellipse"}, mid.shape)]
     for fam, name, params, shape in cases:
-        spec = get_operator(name)
+        op = get_operator(name)
         x = torch.randn(rows, *shape, device=device, dtype=dtype)
-        static = {k: v for k, v in params.items() if not spec.params[k].per_sample}
-        per = {k: torch.full((rows,), float(v), dtype=torch.float64, device=device) for k, v in params.items() if spec.params[k].per_sample}
-        ms = _side_by_side({"op": lambda: spec.fn(x, **static, **per)}, args.repeats, device)["op"]
+        static = {k: v for k, v in params.items() if not op.spec.params[k].per_frame}
+        per = {k: torch.full((rows,), float(v), dtype=torch.float64, device=device) for k, v in params.items() if op.spec.params[k].per_frame}
+        ms = _side_by_side({"op": lambda: op.fn(x, **static, **per)}, args.repeats, device)["op"]
         print(f"    {fam:<14} {name:<15} {str(tuple(shape)):<18} {ms * 1e3:8.3f} ms  = {100 * ms / unet_call:6.2f} % of a U-Net call")
 
     # 3. batched vs one at a time ---------------------------------------------------------------

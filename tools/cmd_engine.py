@@ -60,7 +60,7 @@ def run_layers(args: argparse.Namespace) -> int:
 
 
 def _plan(args: argparse.Namespace):
-    from bendbridge.server.bending import BendPlan
+    from bendbridge.protocol.plan import BendPlan
 
     base = BendPlan.load(args.plan) if args.plan else BendPlan()
     extra = BendPlan.from_specs(args.bend)

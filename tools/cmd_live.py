@@ -39,7 +39,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 def _plan_and_config(path: Path):
     import tomllib
 
-    from bendbridge.server.bending import BendPlan
+    from bendbridge.protocol.plan import BendPlan
 
     cfg = tomllib.loads(path.read_text(encoding="utf-8"))
     return cfg, BendPlan.from_dict({"bend": cfg.get("bend", [])})

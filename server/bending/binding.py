@@ -6,10 +6,12 @@ from dataclasses import dataclass
 
 import torch
 
-from bendbridge.server.operators import OperatorSpec, get_operator, suggest
+from bendbridge.protocol.errors import hint
+from bendbridge.protocol.operators import OperatorSpec
+from bendbridge.protocol.plan import Bend, BendPlan, PlanError
+from bendbridge.server.operators import OperatorFn, get_operator
 
 from .layers import LayerInfo
-from .plan import Bend, BendPlan, PlanError
 
 __all__ = ["BoundBend", "bind_plan"]
 
@@ -18,13 +20,15 @@ __all__ = ["BoundBend", "bind_plan"]
 class BoundBend:
     """A bend resolved against a model.
 
-    ``module`` is the dotted name (module targets), ``channels`` the resolved channel subset (or
-    None for all), ``width`` the channel count the operator sees, ``rank`` the tensor rank.
+    ``spec`` and ``fn`` are its operator's catalogue entry and implementation, ``module`` the
+    dotted name (module targets), ``channels`` the resolved channel subset (or None for all),
+    ``width`` the channel count the operator sees, ``rank`` the tensor rank.
     """
 
     index: int
     bend: Bend
     spec: OperatorSpec
+    fn: OperatorFn
     module: str | None
     channels: tuple[int, ...] | None
     width: int
@@ -40,8 +44,8 @@ def _resolve_module(name: str, layers: list[LayerInfo], where: str) -> LayerInfo
     for info in layers:
         if info.name == name:
             return info
-    names = [info.name for info in layers]
-    raise PlanError(where, f"unknown layer {name!r}{suggest(name, names, 5)} run 'bendbridge layers' for the {len(names)} bendable layers")
+    near = hint(name, [info.name for info in layers], None)
+    raise PlanError(where, f"unknown layer {name!r}{near or ';'} run 'bendbridge layers' for the {len(layers)} bendable layers")
 
 
 def _check_channel_op(spec: OperatorSpec, params: dict, width: int, where: str) -> None:
@@ -64,7 +68,8 @@ def bind_plan(plan: BendPlan, layers: list[LayerInfo], *, latent_channels: int, 
     bound = []
     for i, b in enumerate(plan.bends):
         where = f"bend[{i}]"
-        spec = get_operator(b.op)
+        op = get_operator(b.op)
+        spec = op.spec
         t = b.target
         module = None
         if t.kind == "latent":
@@ -88,5 +93,5 @@ def bind_plan(plan: BendPlan, layers: list[LayerInfo], *, latent_channels: int, 
         width = len(channels) if channels is not None else c
         if spec.channel_op:
             _check_channel_op(spec, b.params, width, where)
-        bound.append(BoundBend(i, b, spec, module, channels, width, rank))
+        bound.append(BoundBend(i, b, spec, op.fn, module, channels, width, rank))
     return bound

@@ -19,11 +19,12 @@ from typing import Any
 
 import torch
 
-from bendbridge.server.operators import OperatorError, suggest
+from bendbridge.protocol.errors import hint
+from bendbridge.protocol.operators import MIX
+from bendbridge.protocol.plan import PlanError
 
 from .binding import BoundBend
 from .layers import first_tensor, replace_first_tensor
-from .plan import MIX_RANGE, PlanError
 
 __all__ = ["BendEngine", "FrameParamError", "Fault", "install_hooks"]
 
@@ -89,34 +90,26 @@ class BendEngine:
         for fi, fp in enumerate(frames):
             for bid, vals in fp.items():
                 if bid not in self._ids:
-                    raise FrameParamError(f"frames[{fi}].{bid}", f"no bend with id {bid!r}{suggest(bid, list(self._ids))} bends: {', '.join(self._ids) or 'none'}")
+                    raise FrameParamError(f"frames[{fi}].{bid}", f"no bend with id {bid!r}{hint(bid, self._ids, 'bends')}")
                 spec = self._ids[bid].spec
                 for k in vals:
-                    if k != "mix" and (k not in spec.params or not spec.params[k].per_sample):
-                        ok = spec.frame_params()
-                        raise FrameParamError(f"frames[{fi}].{bid}.{k}", f"not a per-frame parameter of {spec.name!r}{suggest(k, ok)} per-frame parameters: {', '.join(ok)}")
-        out = []
-        for bb in self.bound:
-            per: dict[str, list[Any]] = {}
-            for k in bb.spec.frame_params():
-                base = bb.bend.mix if k == "mix" else bb.bend.params[k]
-                col = []
-                for fi, fp in enumerate(frames):
-                    v = fp.get(bb.bend.id, {}).get(k, base)
-                    where = f"frames[{fi}].{bb.bend.id}.{k}"
-                    if k == "mix":
-                        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not MIX_RANGE[0] <= v <= MIX_RANGE[1]:
-                            raise FrameParamError(where, f"{v!r} is out of range; allowed [0, 1]")
-                        v = float(v)
-                    elif v is not base:
-                        try:
-                            v = bb.spec.params[k].check(v, where)
-                        except OperatorError as e:
-                            raise FrameParamError(where, str(e).split(": ", 1)[-1]) from None
-                    col.append(v)
-                per[k] = col
-            out.append(per)
-        return out
+                    if spec.frame_param(k) is None:
+                        per = spec.frame_params()
+                        raise FrameParamError(f"frames[{fi}].{bid}.{k}",
+                                              f"not a per-frame parameter of {spec.name!r}{hint(k, per, 'per-frame parameters')}")
+        return [self._resolve_bend(bb, frames) for bb in self.bound]
+
+    def _resolve_bend(self, bb: BoundBend, frames: Sequence[FrameParams]) -> dict[str, list[Any]]:
+        """One bend's values of every per-frame parameter, one per frame (the plan's where not given)."""
+        per: dict[str, list[Any]] = {}
+        for k in bb.spec.frame_params():
+            base, param = bb.bend.base_value(k), bb.spec.frame_param(k)
+            col = []
+            for fi, fp in enumerate(frames):
+                v = fp.get(bb.bend.id, {}).get(k, base)
+                col.append(v if v is base else param.check(v, f"frames[{fi}].{bb.bend.id}.{k}", FrameParamError))
+            per[k] = col
+        return per
 
     def set_frames(self, frames: Sequence[FrameParams], *, cfg: bool) -> None:
         """Set the parameters of the next batch of ``len(frames)`` frames."""
@@ -135,7 +128,7 @@ class BendEngine:
         ident = bb.spec.identity_values()
         act = []
         for fi in range(self.batch):
-            if per["mix"][fi] == 0.0:
+            if per["mix"][fi] == MIX.identity:
                 act.append(False)
             elif ident is None:
                 act.append(True)
@@ -211,10 +204,8 @@ class BendEngine:
             xc = xs.index_select(1, ch)
         else:
             xc = xs
-        static = {k: v for k, v in bb.bend.params.items() if not bb.spec.params[k].per_sample}
-        if bb.spec.name == "matrix":
-            static = {}
-        y = bb.spec.fn(xc, **static, **st.params)
+        static = {k: v for k, v in bb.bend.params.items() if not bb.spec.params[k].per_frame}
+        y = bb.fn(xc, **static, **st.params)
         mask = self._subset_mask(bb, xc)
         if token_mask is not None:
             tm = token_mask if st.all_rows else token_mask.index_select(0, st.rows)

@@ -17,11 +17,11 @@ from typing import Any
 
 import zmq
 
+from bendbridge.protocol.errors import BendbridgeError
 from bendbridge.protocol import (
     PACKAGE_VERSION, Bye, Error, FeatureFrame, FrameReady, FrameRequest, Heartbeat, Hello, Limits, Message, Packet,
     ParamUpdate, ProtocolError, SessionSetup, Transport, Welcome, decode, encode, version_string,
 )
-from bendbridge.server.bending.plan import PlanError
 
 from .security import SecurityError, is_loopback, load_server_keys
 from .session import Pending, RenderSession
@@ -103,12 +103,8 @@ class RenderServer:
 
     def _error(self, client: bytes, e: Exception, ref: str | None = None, session: str = "") -> None:
         self.stats["errors"] += 1
-        if isinstance(e, ProtocolError):
-            err = Error(code=e.code, message=str(e)[:4000], field=(e.field or None) and e.field[:256], ref=ref)
-        elif isinstance(e, PlanError):
-            err = Error(code="plan", message=str(e)[:4000], field=e.field[:256], ref=ref)
-        elif isinstance(e, (ValueError, FileNotFoundError)):
-            err = Error(code="invalid", message=str(e)[:4000], ref=ref)
+        if isinstance(e, BendbridgeError):
+            err = Error(code=e.code[:32], message=e.message[:4000], field=e.field[:256] if e.field else None, ref=ref)
         else:
             log.exception("internal error")
             err = Error(code="internal", message=f"{type(e).__name__}: {e}"[:4000], ref=ref)
@@ -116,7 +112,7 @@ class RenderServer:
 
     def welcome(self) -> Welcome:
         if self._welcome_cache is None:
-            from bendbridge.server.operators import operator_names
+            from bendbridge.protocol.operators import operator_names
             from bendbridge.server.render import RenderConfig, Renderer
 
             r = Renderer(self.pipe, RenderConfig())
@@ -132,7 +128,7 @@ class RenderServer:
         self.stats["received"] += 1
         if len(frames) != 2:
             if frames:
-                self._error(frames[0], ProtocolError(f"expected one message frame, got {len(frames) - 1}", None, "malformed"))
+                self._error(frames[0], ProtocolError(None, f"expected one message frame, got {len(frames) - 1}", code="malformed"))
             return
         client, data = frames
         try:
@@ -170,19 +166,19 @@ class RenderServer:
                 self._send(client, Heartbeat(ref=env.id), s.sid)
             # feature frames and transport are accepted; the bridge resolves them into parameters
         else:
-            raise ProtocolError(f"a client may not send {m.TYPE!r}", "type", "unexpected")
+            raise ProtocolError("type", f"a client may not send {m.TYPE!r}", code="unexpected")
 
     def _session(self, client: bytes, sid: str) -> RenderSession:
         sid = sid or self.clients.get(client, "")
         s = self.sessions.get(sid)
         if s is None:
-            raise ProtocolError(f"no session {sid!r}; send session_setup first", "envelope.session", "no_session")
+            raise ProtocolError("envelope.session", f"no session {sid!r}; send session_setup first", code="no_session")
         self.clients[client] = sid
         return s
 
     def _setup(self, client: bytes, m: SessionSetup, ref: str) -> None:
         if m.model not in (None, "", "default", self.model_name):
-            raise ProtocolError(f"model {m.model!r} is not loaded; this server has {self.model_name!r}", "session_setup.model", "range")
+            raise ProtocolError("session_setup.model", f"model {m.model!r} is not loaded; this server has {self.model_name!r}", code="range")
         sid = m.output  # one session per output folder: re-sending the setup resumes it
         old = self.sessions.get(sid)
         if old is None or old.setup != m:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bendbridge.protocol import FrameReady, FrameRequest, SessionSetup
-from bendbridge.server.bending import BendPlan
+from bendbridge.protocol.plan import BendPlan
 from bendbridge.server.render import FrameSpec, RenderConfig, Renderer
 
 from .output import OutputStore, png_bytes

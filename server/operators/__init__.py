@@ -1,11 +1,15 @@
-"""Network-bending operators: pure, batched functions on tensors, reached by name.
+"""Network-bending operators: pure, batched torch functions implementing the operator catalogue.
 
->>> from server.operators import get_operator
->>> get_operator("rotate_plane").params["angle"].describe_range()
+>>> from bendbridge.server.operators import get_operator
+>>> get_operator("rotate_plane").spec.params["angle"].describe_range()
 '[-25.1327, 25.1327]'
 """
 
-from . import channel, pointwise, spatial  # noqa: F401  (register the families)
-from .spec import OPERATORS, OperatorError, OperatorSpec, ParamSpec, get_operator, operator_names, suggest
+from bendbridge.protocol.operators import OperatorError
 
-__all__ = ["OPERATORS", "OperatorError", "OperatorSpec", "ParamSpec", "get_operator", "operator_names", "suggest"]
+from . import channel, pointwise, spatial  # noqa: F401  (implement the families)
+from .spec import Operator, OperatorFn, check_implementations, get_operator, implements
+
+check_implementations()
+
+__all__ = ["Operator", "OperatorError", "OperatorFn", "get_operator", "implements"]

@@ -1,4 +1,4 @@
-"""Spatial and morphological operators on ``[B, C, H, W]`` maps (REFERENCE.md §1).
+"""Spatial and morphological operators on ``[B, C, H, W]`` maps (Broad et al., "Network Bending", 2022).
 
 Spatial transforms (Broad, ComfyUI) resample every channel with one per-sample affine map;
 positive angles turn the content clockwise on screen, ``scale`` > 1 zooms in, translations are
@@ -14,12 +14,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .spec import OperatorSpec, ParamSpec, register
+from .spec import implements
 
 __all__ = ["affine", "dilate", "erode"]
-
-_PAD = ParamSpec("choice", "zeros", choices=("zeros", "reflection", "border"), doc="how borders are filled")
-
 
 def affine(x: torch.Tensor, theta: torch.Tensor, padding: str = "zeros") -> torch.Tensor:
     """Resample ``x`` [B, C, H, W] through the output→input maps ``theta`` [B, 2, 3] (normalised coords)."""
@@ -27,6 +24,7 @@ def affine(x: torch.Tensor, theta: torch.Tensor, padding: str = "zeros") -> torc
     return F.grid_sample(x, grid, mode="bilinear", padding_mode=padding, align_corners=False)
 
 
+@implements("rotate")
 def _rotate(x: torch.Tensor, degrees: torch.Tensor, padding: str = "zeros") -> torch.Tensor:
     h, w = x.shape[-2:]
     a = degrees.to(torch.float64) * (math.pi / 180.0)
@@ -38,6 +36,7 @@ def _rotate(x: torch.Tensor, degrees: torch.Tensor, padding: str = "zeros") -> t
     return affine(x, theta.to(x.device), padding)
 
 
+@implements("scale")
 def _scale(x: torch.Tensor, factor: torch.Tensor, padding: str = "zeros") -> torch.Tensor:
     f = torch.clamp(factor.to(torch.float64), min=1e-3)
     theta = torch.zeros(x.shape[0], 2, 3, dtype=torch.float64)
@@ -45,6 +44,7 @@ def _scale(x: torch.Tensor, factor: torch.Tensor, padding: str = "zeros") -> tor
     return affine(x, theta.to(x.device), padding)
 
 
+@implements("translate")
 def _translate(x: torch.Tensor, tx: torch.Tensor, ty: torch.Tensor, padding: str = "zeros") -> torch.Tensor:
     theta = torch.zeros(x.shape[0], 2, 3, dtype=torch.float64)
     theta[:, 0, 0] = theta[:, 1, 1] = 1.0
@@ -53,6 +53,7 @@ def _translate(x: torch.Tensor, tx: torch.Tensor, ty: torch.Tensor, padding: str
     return affine(x, theta.to(x.device), padding)
 
 
+@implements("flip")
 def _flip(x: torch.Tensor, axis: str = "horizontal") -> torch.Tensor:
     return torch.flip(x, dims=(-1,) if axis == "horizontal" else (-2,))
 
@@ -119,44 +120,26 @@ def erode(x: torch.Tensor, k: int, shape: str = "square") -> torch.Tensor:
     return -_dilate_k(-x, k, shape, reflect=True)
 
 
+@implements("dilate")
 def _dilate(x: torch.Tensor, size: torch.Tensor, shape: str = "square") -> torch.Tensor:
     return _per_size(x, size, lambda t, k: dilate(t, k, shape))
 
 
+@implements("erode")
 def _erode(x: torch.Tensor, size: torch.Tensor, shape: str = "square") -> torch.Tensor:
     return _per_size(x, size, lambda t, k: erode(t, k, shape))
 
 
+@implements("gradient")
 def _gradient(x: torch.Tensor, size: torch.Tensor, shape: str = "square") -> torch.Tensor:
     return _per_size(x, size, lambda t, k: dilate(t, k, shape) - erode(t, k, shape))
 
 
+@implements("open")
 def _open(x: torch.Tensor, size: torch.Tensor, shape: str = "square") -> torch.Tensor:
     return _per_size(x, size, lambda t, k: dilate(erode(t, k, shape), k, shape))
 
 
+@implements("close")
 def _close(x: torch.Tensor, size: torch.Tensor, shape: str = "square") -> torch.Tensor:
     return _per_size(x, size, lambda t, k: erode(dilate(t, k, shape), k, shape))
-
-
-_F = "float"
-register(OperatorSpec("rotate", "spatial", _rotate, {"degrees": ParamSpec(_F, 0.0, -1440.0, 1440.0, identity=0.0), "padding": _PAD}, ranks=(4,), doc="rotate about the centre (degrees, clockwise)"))
-register(OperatorSpec("scale", "spatial", _scale, {"factor": ParamSpec(_F, 1.0, 0.05, 20.0, identity=1.0), "padding": _PAD}, ranks=(4,), doc="zoom about the centre (> 1 zooms in)"))
-register(OperatorSpec(
-    "translate", "spatial", _translate,
-    {"tx": ParamSpec(_F, 0.0, -2.0, 2.0, identity=0.0), "ty": ParamSpec(_F, 0.0, -2.0, 2.0, identity=0.0), "padding": _PAD},
-    ranks=(4,), doc="shift by fractions of the width and height",
-))
-register(OperatorSpec("flip", "spatial", _flip, {"axis": ParamSpec("choice", "horizontal", choices=("horizontal", "vertical"))}, ranks=(4,), doc="mirror"))
-_SIZE = ParamSpec(_F, 3.0, 1.0, 31.0, identity=1.0, doc="window side in pixels, rounded")
-_SHAPE = ParamSpec("choice", "square", choices=("square", "ellipse"))
-for _name, _fn, _doc in (
-    ("dilate", _dilate, "grey-scale dilation (max over the window)"),
-    ("erode", _erode, "grey-scale erosion (min over the window)"),
-    ("gradient", _gradient, "dilation − erosion"),
-    ("open", _open, "erosion then dilation"),
-    ("close", _close, "dilation then erosion"),
-):
-    # the gradient at size 1 is zero, not the input: it has no identity value
-    _size = ParamSpec(_F, 3.0, 1.0, 31.0, doc=_SIZE.doc) if _name == "gradient" else _SIZE
-    register(OperatorSpec(_name, "morphological", _fn, {"size": _size, "shape": _SHAPE}, ranks=(4,), doc=_doc))

@@ -25,7 +25,7 @@ import torch
 from bendbridge.server.bending.binding import bind_plan
 from bendbridge.server.bending.engine import BendEngine, Fault, FrameParams, install_hooks
 from bendbridge.server.bending.layers import LayerInfo, list_layers
-from bendbridge.server.bending.plan import BendPlan, PlanError
+from bendbridge.protocol.plan import BendPlan, PlanError
 
 from ._prefix import PrefixCache, first_bent_step, shareable
 from ._shared_rows import RowSharing, SplitPoint, guided_rows, row_sharing, split_point, unet_stages, widening

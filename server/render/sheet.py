@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from bendbridge.server.bending.plan import BendPlan, PlanError
+from bendbridge.protocol.plan import BendPlan, PlanError
 
 from .renderer import FrameSpec, RenderConfig, Renderer
 
@@ -79,9 +79,7 @@ def load_sweep(path: str | Path) -> SweepConfig:
         bend = {k: v for k, v in r.items() if k not in ("label", "sweep", "values")}
         bend["id"] = "swept"
         plan = BendPlan.from_dict({"bend": [bend]})  # validates op, target, params
-        spec_params = plan.bends[0].params
-        if r["sweep"] != "mix" and r["sweep"] not in spec_params:
-            raise PlanError(f"row[{i}].sweep", f"{r['sweep']!r} is not a parameter of {r['op']!r}; parameters: {', '.join(spec_params)}, mix")
+        plan.frame_param("swept", r["sweep"], bend_field=f"row[{i}].op", name_field=f"row[{i}].sweep")
         label = r.get("label") or f"{r['op']}.{r['sweep']} @ {plan.bends[0].target}"
         rows.append(SweepRow(label, bend, r["sweep"], tuple(float(v) for v in vals)))
     if not rows:

@@ -13,7 +13,7 @@ from bendbridge.bridge.lanes import AutomationLane, LanePoint
 from bendbridge.bridge.mapping import MappingError, curve, load_mapping
 from bendbridge.bridge.tempo import TempoMap, TimeSignature, TimeSignatureMap
 from bendbridge.bridge.timeline import FrameGrid, Timeline
-from bendbridge.server.bending import BendPlan
+from bendbridge.protocol.plan import BendPlan
 
 
 def tone(freq: float, seconds: float, rate: int, amp: float = 0.5) -> np.ndarray:
@@ -110,8 +110,8 @@ def test_lfos_in_bars_follow_the_time_signature():
     ({"param": [{"bend": "spin", "name": "angle", "source": [{"kind": "feature", "name": "loudness"}]}]}, r"param\[0\]\.source\[0\]\.name: unknown feature 'loudness'"),
     ({"param": [{"bend": "spin", "name": "angle", "source": [{"kind": "lane", "name": "cc:1:7"}]}]}, r"unknown lane 'cc:1:7'; did you mean cc:1:74"),
     ({"param": [{"bend": "spin", "name": "angle", "source": [{"kind": "wobble"}]}]}, r"source\[0\]\.kind: 'wobble' is not valid"),
-    ({"param": [{"bend": "spin", "name": "angle", "source": [{"kind": "lfo", "shape": "sine", "rate": 0}]}]}, r"source\[0\]\.rate: 0.0 is out of range"),
-    ({"param": [{"bend": "spin", "name": "angle", "source": [{"kind": "feature", "name": "rms", "depth": float("nan")}]}]}, r"source\[0\]\.depth: expected a finite number"),
+    ({"param": [{"bend": "spin", "name": "angle", "source": [{"kind": "lfo", "shape": "sine", "rate": 0}]}]}, r"source\[0\]\.rate: 0 is out of range; allowed \(0, 64\]"),
+    ({"param": [{"bend": "spin", "name": "angle", "source": [{"kind": "feature", "name": "rms", "depth": float("nan")}]}]}, r"source\[0\]\.depth: nan is not finite"),
     ({"smoothing": {"rms": {"relese": 0.3}}}, r"smoothing\.rms\.relese: unknown field"),
 ])
 def test_bad_mappings_name_the_field(cfg, match):

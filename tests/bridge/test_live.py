@@ -19,7 +19,7 @@ from bendbridge.bridge.osc_input import OscInput
 from bendbridge.bridge.tempo import TempoMap
 from bendbridge.bridge.timeline import FrameGrid, Timeline
 from bendbridge.protocol import FrameReady, SessionSetup
-from bendbridge.server.bending import BendPlan
+from bendbridge.protocol.plan import BendPlan
 from bendbridge.server.net.app import RenderServer, ServerConfig
 
 

@@ -69,7 +69,7 @@ def test_midi_learn_writes_the_next_moved_control_into_the_config(jack, tmp_path
     import tomllib
 
     from bendbridge.bridge.midi_live import load_cc_mappings
-    from bendbridge.server.bending import BendPlan
+    from bendbridge.protocol.plan import BendPlan
 
     d = tomllib.loads(cfg.read_text())
     (m,) = load_cc_mappings(d, BendPlan.from_dict({"bend": d["bend"]}))

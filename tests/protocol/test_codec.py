@@ -89,9 +89,9 @@ def test_unknown_fields_are_refused_unless_the_peer_is_a_newer_minor_version():
 
 
 @pytest.mark.parametrize("body,match", [
-    ({"frame": -1, "sample": 0, "params": {}}, r"frame_request\.frame: -1 is out of range; allowed int in \[0, "),
-    ({"frame": 1, "sample": 0, "params": {"b": {"x": float("nan")}}}, r"frame_request\.params\.b\.x: expected a finite number, got nan"),
-    ({"frame": 1, "sample": 0, "params": {"b": {"x": float("inf")}}}, r"frame_request\.params\.b\.x: expected a finite number"),
+    ({"frame": -1, "sample": 0, "params": {}}, r"frame_request\.frame: -1 is out of range; allowed \[0, "),
+    ({"frame": 1, "sample": 0, "params": {"b": {"x": float("nan")}}}, r"frame_request\.params\.b\.x: nan is not finite"),
+    ({"frame": 1, "sample": 0, "params": {"b": {"x": float("inf")}}}, r"frame_request\.params\.b\.x: inf is not finite"),
     ({"frame": 1.5, "sample": 0, "params": {}}, r"frame_request\.frame: expected int"),
     ({"frame": 1, "params": {}}, r"frame_request\.sample: missing"),
     ({"frame": 1, "sample": 0, "params": {"b": {"m": [[1, 2], [3]]}}}, r"frame_request\.params\.b\.m: a matrix value must be a square"),
@@ -105,7 +105,7 @@ def test_bad_fields_on_decode_name_the_field_and_the_allowed_range(body, match):
 
 
 def test_bad_fields_are_refused_when_a_message_is_built_too():
-    with pytest.raises(ProtocolError, match=r"transport\.tempo: 0.0 is out of range; allowed float in \[1, 1000\]"):
+    with pytest.raises(ProtocolError, match=r"transport\.tempo: 0 is out of range; allowed \[1, 1000\]"):
         Transport(playing=True, sample=0, tempo=0)
     with pytest.raises(ProtocolError, match=r"session_setup\.output: a plain folder name"):
         SessionSetup(prompts=("x",), output="../etc")

@@ -9,7 +9,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bendbridge.server.operators import OPERATORS, OperatorError, get_operator
+from bendbridge.protocol.operators import CATALOGUE, OperatorError, operator_spec
+from bendbridge.server.operators import get_operator
 from bendbridge.server.operators.channel import R6_PLANES, hadamard_matrix, plane_rotation_matrix, r6_matrix
 
 settings.register_profile("fast", max_examples=40, deadline=None)
@@ -32,7 +33,7 @@ def test_registry_has_every_family_of_the_papers():
     need = {"add", "subtract", "multiply", "noise", "threshold", "soft_threshold", "invert", "negate", "power", "log",
             "absolute", "clamp", "rescale", "gaussian", "rotate_plane", "rotate_r6", "reflect", "hadamard", "matrix",
             "rotate", "scale", "translate", "flip", "dilate", "erode", "gradient", "open", "close"}
-    assert need <= set(OPERATORS)
+    assert need <= set(CATALOGUE)
 
 
 def test_unknown_operator_suggests_nearest_names():
@@ -197,8 +198,8 @@ def test_rescale_maps_each_sample_to_the_range():
 
 
 def test_parameter_checks_name_the_field_and_the_range():
-    spec = get_operator("multiply").params["factor"]
-    with pytest.raises(OperatorError, match=r"bend\[0\]\.params\.factor: 11 is out of range; allowed range \[-10, 10\]"):
+    spec = operator_spec("multiply").params["factor"]
+    with pytest.raises(OperatorError, match=r"bend\[0\]\.params\.factor: 11 is out of range; allowed \[-10, 10\]"):
         spec.check(11, "bend[0].params.factor")
     with pytest.raises(OperatorError, match="not finite"):
         spec.check(float("nan"), "f")
@@ -226,9 +227,9 @@ def test_square_dilation_equals_max_pooling_with_the_same_window(size):
     assert torch.equal(run("dilate", x, size=_p(size, size, size)), ref)
 
 
-@pytest.mark.parametrize("name", sorted(n for n, s in OPERATORS.items() if 4 in s.ranks))
+@pytest.mark.parametrize("name", sorted(n for n, s in CATALOGUE.items() if 4 in s.ranks))
 def test_every_operator_gives_the_same_result_on_channels_last_activations(name):
-    spec = get_operator(name)
+    spec = operator_spec(name)
     x = _x(b=2, c=4, h=8, w=8)  # 4 channels: the latent's, and what rotate_r6 needs
     params = {}
     for k, p in spec.params.items():

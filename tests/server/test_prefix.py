@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bendbridge.server.bending import BendPlan
+from bendbridge.protocol.plan import BendPlan
 from bendbridge.server.render import FrameSpec, RenderConfig, Renderer
 
 PROMPTS = ("a red circle on a blue background", "a yellow star on a purple background")

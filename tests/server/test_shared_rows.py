@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bendbridge.server.bending import BendPlan
+from bendbridge.protocol.plan import BendPlan
 from bendbridge.server.render import FrameSpec, RenderConfig, Renderer
 from bendbridge.server.render._shared_rows import SplitPoint, row_sharing, split_point, unet_stages
 

@@ -42,7 +42,7 @@ def test_render_writes_a_png_of_the_model_size(tmp_path):
 @pytest.mark.parametrize("spec,match", [
     ("rotat:angle=1@latent", "unknown operator 'rotat'; did you mean rotate"),
     ("add:value=1@mid_blok", "unknown layer 'mid_blok'; did you mean mid_block"),
-    ("multiply:factor=50@latent", "bend[0].params.factor: 50 is out of range; allowed range [-10, 10]"),
+    ("multiply:factor=50@latent", "bend[0].params.factor: 50 is out of range; allowed [-10, 10]"),
 ])
 def test_bad_bends_exit_2_with_a_message_naming_the_field(tmp_path, spec, match):
     r = bb("render", "--prompt", "x", "--bend", spec, "--out", str(tmp_path / "x.png"))

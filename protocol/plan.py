@@ -1,9 +1,9 @@
 """Bend plans: which operator is applied where, with which parameters, channels, steps and branch.
 
-A plan is a list of :class:`Bend`. It loads from TOML or JSON (``[[bend]]`` tables), from compact
-command-line specs, validates with errors that name the field and list the valid choices, and
-serialises back. Checks that need a model (does the layer exist, how many channels does it have)
-happen when the plan is bound to a model (:mod:`server.bending.binding`).
+A plan is a list of :class:`Bend`. It loads from TOML or JSON (``[[bend]]`` tables) or from compact
+command-line specs, validates against the operator catalogue with errors that name the field and
+list the valid choices, and serialises back. Checks that need a model (does the layer exist, how
+many channels does it have) happen when the render server binds the plan to its model.
 
 Compact spec grammar (``bendbridge render --bend SPEC``)::
 
@@ -21,33 +21,21 @@ Compact spec grammar (``bendbridge render --bend SPEC``)::
 from __future__ import annotations
 
 import json
-import math
 import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import tomli_w
+from .errors import BendbridgeError, PlanError, hint
+from .operators import MIX, OperatorSpec, ParamSpec, operator_spec
+from .values import finite_number
 
-from bendbridge.server.operators import OperatorError, get_operator, suggest
-
-__all__ = ["Target", "Bend", "BendPlan", "PlanError", "parse_target", "parse_spec", "BRANCHES", "MIX_RANGE"]
+__all__ = ["Target", "Bend", "BendPlan", "PlanError", "parse_target", "parse_spec", "BRANCHES"]
 
 BRANCHES = ("both", "cond", "uncond")
-MIX_RANGE = (0.0, 1.0)
-_TARGET_KINDS = ("latent", "module", "text")
-_BEND_FIELDS = ("id", "op", "target", "params", "step", "steps", "word", "branch", "channels",
-                "channel_fraction", "element_fraction", "region", "seed", "mix")
-
-
-class PlanError(ValueError):
-    """A plan field is wrong. ``field`` is its path, e.g. ``bend[1].params.angle``."""
-
-    def __init__(self, field: str, message: str):
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
+_BEND_FIELDS = ("id", "op", "target", "params", "step", "steps", "word", "branch", "channels", "channel_fraction",
+                "element_fraction", "region", "seed", "mix")
 
 
 @dataclass(frozen=True)
@@ -55,10 +43,10 @@ class Target:
     """Where a bend applies.
 
     - ``latent``: the latent x_t before denoising step ``step`` (``step`` = number of steps means
-      the final latent before VAE decoding) — the DAFx/JAES papers' "layer";
+      the final latent before VAE decoding) — the DAFx 2024 paper's "layer";
     - ``module``: the output activation of the U-Net module ``module`` (dotted diffusers name, or
       ``#N`` for index N of ``bendbridge layers``) during steps ``steps`` (inclusive, None = all) —
-      Broad's and ComfyUI's "layer";
+      the "layer" of Broad et al. (2022) and of ComfyUI model bending;
     - ``text``: the text conditioning [B, T, D], optionally only the token positions of ``word``.
     """
 
@@ -82,7 +70,8 @@ class Target:
 
 @dataclass(frozen=True)
 class Bend:
-    """One operator applied at one target. ``params`` holds the base (plan) values."""
+    """One operator applied at one target. ``params`` holds the base (plan) values; ``mix`` the
+    base blend of bent and unbent (the per-frame parameter every bend has)."""
 
     id: str
     op: str
@@ -95,6 +84,14 @@ class Bend:
     region: tuple[float, float, float, float] | None = None  # x0, y0, x1, y1 as fractions
     seed: int = 0
     mix: float = 1.0
+
+    @property
+    def spec(self) -> OperatorSpec:
+        return operator_spec(self.op)
+
+    def base_value(self, name: str) -> Any:
+        """The plan's value of per-frame parameter ``name`` (``mix`` included)."""
+        return self.mix if name == "mix" else self.params[name]
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"id": self.id, "op": self.op}
@@ -125,28 +122,23 @@ class Bend:
 
 
 def _int(v: Any, where: str, lo: int = 0, hi: int = 1 << 31) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, float, str)):
-        raise PlanError(where, f"expected an integer in [{lo}, {hi}], got {v!r}")
-    try:
-        f = float(v)
-    except ValueError:
-        raise PlanError(where, f"expected an integer in [{lo}, {hi}], got {v!r}") from None
-    if not math.isfinite(f) or f != int(f) or not lo <= f <= hi:
-        raise PlanError(where, f"expected an integer in [{lo}, {hi}], got {v!r}")
-    return int(f)
+    """An integer given as a number or as text (compact specs are text)."""
+    if isinstance(v, str):
+        try:
+            v = float(v)
+        except ValueError:
+            raise PlanError(where, f"expected an integer in [{lo}, {hi}], got {v!r}", code="type") from None
+    return finite_number(v, where, lo, hi, integer=True, error=PlanError)
 
 
-def _float(v: Any, where: str, lo: float, hi: float, open_lo: bool = False) -> float:
-    if isinstance(v, bool):
-        raise PlanError(where, f"expected a number in [{lo}, {hi}], got {v!r}")
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        raise PlanError(where, f"expected a number in [{lo}, {hi}], got {v!r}") from None
-    if not math.isfinite(f) or f < lo or f > hi or (open_lo and f == lo):
-        rng = f"({lo}, {hi}]" if open_lo else f"[{lo}, {hi}]"
-        raise PlanError(where, f"{v!r} is out of range; allowed {rng}")
-    return f
+def _fraction(v: Any, where: str, lo_open: bool = False) -> float:
+    """A fraction in [0, 1] ((0, 1] with ``lo_open``), given as a number or as text."""
+    if isinstance(v, str):
+        try:
+            v = float(v)
+        except ValueError:
+            raise PlanError(where, f"expected a number in [0, 1], got {v!r}", code="type") from None
+    return finite_number(v, where, 0.0, 1.0, lo_open=lo_open, error=PlanError)
 
 
 def _int_list(v: Any, where: str) -> tuple[int, ...]:
@@ -212,21 +204,17 @@ def parse_target(value: Any, opts: dict[str, Any], where: str) -> Target:
     return Target("module", module=value, steps=_steps(opts.get("steps"), f"{where}.steps"))
 
 
-def _bend_from_dict(d: Any, i: int, seen: set[str]) -> Bend:
-    where = f"bend[{i}]"
-    if not isinstance(d, dict):
-        raise PlanError(where, f"expected a table, got {type(d).__name__}")
-    unknown = sorted(set(d) - set(_BEND_FIELDS))
-    if unknown:
-        raise PlanError(f"{where}.{unknown[0]}", f"unknown field{suggest(unknown[0], list(_BEND_FIELDS))} valid fields: {', '.join(_BEND_FIELDS)}")
+def _operator(d: dict[str, Any], target: Target, where: str) -> OperatorSpec:
     if "op" not in d:
         raise PlanError(f"{where}.op", "missing; every bend names an operator")
-    try:
-        spec = get_operator(d["op"]) if isinstance(d["op"], str) else get_operator(repr(d["op"]))
-    except OperatorError as e:
-        raise PlanError(f"{where}.op", str(e)) from None
-    target = parse_target(d.get("target"), d, where)
-    raw = d.get("params", {}) or {}
+    spec = operator_spec(d["op"], f"{where}.op")
+    if (3 if target.kind == "text" else 4) not in spec.ranks:
+        raise PlanError(f"{where}.op", f"{spec.name!r} ({spec.family}) does not apply to the {target.kind} target; on text use point-wise operators")
+    return spec
+
+
+def _params(spec: OperatorSpec, raw: Any, where: str) -> dict[str, Any]:
+    """The operator's parameters from a plan's ``params`` table (``mix`` is read by the caller)."""
     if not isinstance(raw, dict):
         raise PlanError(f"{where}.params", "expected a table of parameter values")
     params: dict[str, Any] = {}
@@ -234,20 +222,17 @@ def _bend_from_dict(d: Any, i: int, seen: set[str]) -> Bend:
         if k == "mix":
             continue
         if k not in spec.params:
-            valid = ", ".join(spec.params) or "none"
-            raise PlanError(f"{where}.params.{k}", f"operator {spec.name!r} has no parameter {k!r}{suggest(k, list(spec.params))} valid: {valid}")
-        try:
-            params[k] = spec.params[k].check(v, f"{where}.params.{k}")
-        except OperatorError as e:
-            raise PlanError(f"{where}.params.{k}", str(e).split(": ", 1)[-1]) from None
+            raise PlanError(f"{where}.params.{k}", f"operator {spec.name!r} has no parameter {k!r}{hint(k, spec.params)}")
+        params[k] = spec.params[k].check(v, f"{where}.params.{k}", PlanError)
     for k, p in spec.params.items():
         if k not in params:
             if p.default is None:
                 raise PlanError(f"{where}.params.{k}", f"operator {spec.name!r} needs {k!r} ({p.describe_range()})")
             params[k] = p.default
-    rank = 3 if target.kind == "text" else 4
-    if rank not in spec.ranks:
-        raise PlanError(f"{where}.op", f"{spec.name!r} ({spec.family}) does not apply to the {target.kind} target; on text use point-wise operators")
+    return params
+
+
+def _bend_id(d: dict[str, Any], spec: OperatorSpec, seen: set[str], where: str) -> str:
     bid = d.get("id", spec.name)
     if not isinstance(bid, str) or not re.fullmatch(r"[A-Za-z_][\w-]*", bid):
         raise PlanError(f"{where}.id", f"expected an identifier (letters, digits, _ and -), got {bid!r}")
@@ -258,29 +243,51 @@ def _bend_from_dict(d: Any, i: int, seen: set[str]) -> Bend:
     elif bid in seen:
         raise PlanError(f"{where}.id", f"id {bid!r} is used by another bend; ids must be unique")
     seen.add(bid)
-    branch = d.get("branch", "both")
-    if branch not in BRANCHES:
-        raise PlanError(f"{where}.branch", f"{branch!r} is not valid; allowed: {', '.join(BRANCHES)}")
+    return bid
+
+
+def _region(r: Any, where: str) -> tuple[float, float, float, float]:
+    if isinstance(r, str):
+        r = r.split(",")
+    if not isinstance(r, (list, tuple)) or len(r) != 4:
+        raise PlanError(where, "expected four fractions x0,y0,x1,y1 in [0, 1]")
+    x0, y0, x1, y1 = (_fraction(v, where) for v in r)
+    if x1 <= x0 or y1 <= y0:
+        raise PlanError(where, "x1 must exceed x0 and y1 must exceed y0")
+    return (x0, y0, x1, y1)
+
+
+def _subsets(d: dict[str, Any], target: Target, where: str) -> dict[str, Any]:
+    """Channel, element and region subsets of a bend."""
     channels = _int_list(d["channels"], f"{where}.channels") if d.get("channels") is not None else None
-    cf = _float(d["channel_fraction"], f"{where}.channel_fraction", 0.0, 1.0, True) if d.get("channel_fraction") is not None else None
-    ef = _float(d["element_fraction"], f"{where}.element_fraction", 0.0, 1.0, True) if d.get("element_fraction") is not None else None
+    cf = _fraction(d["channel_fraction"], f"{where}.channel_fraction", lo_open=True) if d.get("channel_fraction") is not None else None
+    ef = _fraction(d["element_fraction"], f"{where}.element_fraction", lo_open=True) if d.get("element_fraction") is not None else None
     if channels is not None and cf is not None:
         raise PlanError(f"{where}.channels", "give either 'channels' or 'channel_fraction', not both")
     if target.kind == "text" and (channels or cf or d.get("region") is not None):
         raise PlanError(f"{where}.target", "channel and region subsets apply to latent and module targets; text takes 'word'")
-    region = None
-    if d.get("region") is not None:
-        r = d["region"]
-        if isinstance(r, str):
-            r = r.split(",")
-        if not isinstance(r, (list, tuple)) or len(r) != 4:
-            raise PlanError(f"{where}.region", "expected four fractions x0,y0,x1,y1 in [0, 1]")
-        region = tuple(_float(v, f"{where}.region", 0.0, 1.0) for v in r)
-        if region[2] <= region[0] or region[3] <= region[1]:
-            raise PlanError(f"{where}.region", "x1 must exceed x0 and y1 must exceed y0")
+    region = _region(d["region"], f"{where}.region") if d.get("region") is not None else None
+    return {"channels": channels, "channel_fraction": cf, "element_fraction": ef, "region": region}
+
+
+def _bend_from_dict(d: Any, i: int, seen: set[str]) -> Bend:
+    where = f"bend[{i}]"
+    if not isinstance(d, dict):
+        raise PlanError(where, f"expected a table, got {type(d).__name__}")
+    unknown = sorted(set(d) - set(_BEND_FIELDS))
+    if unknown:
+        raise PlanError(f"{where}.{unknown[0]}", f"unknown field{hint(unknown[0], _BEND_FIELDS, 'valid fields')}")
+    target = parse_target(d.get("target"), d, where)
+    spec = _operator(d, target, where)
+    raw = d.get("params", {}) or {}
+    params = _params(spec, raw, where)
+    bid = _bend_id(d, spec, seen, where)
+    branch = d.get("branch", "both")
+    if branch not in BRANCHES:
+        raise PlanError(f"{where}.branch", f"{branch!r} is not valid; allowed: {', '.join(BRANCHES)}")
     seed = _int(d.get("seed", 0), f"{where}.seed", 0, 2**31 - 1)
-    mix = _float(raw.get("mix", d.get("mix", 1.0)), f"{where}.mix", *MIX_RANGE)
-    return Bend(bid, spec.name, target, params, branch, channels, cf, ef, region, seed, mix)  # type: ignore[arg-type]
+    mix = MIX.check(raw.get("mix", d.get("mix", 1.0)), f"{where}.mix", PlanError)
+    return Bend(bid, spec.name, target, params, branch, seed=seed, mix=mix, **_subsets(d, target, where))
 
 
 @dataclass(frozen=True)
@@ -290,12 +297,12 @@ class BendPlan:
     bends: tuple[Bend, ...] = ()
 
     @classmethod
-    def from_dict(cls, d: Any) -> "BendPlan":
+    def from_dict(cls, d: Any) -> BendPlan:
         if not isinstance(d, dict):
             raise PlanError("plan", "expected a table with a 'bend' list")
         extra = sorted(set(d) - {"bend"})
         if extra:
-            raise PlanError(extra[0], f"unknown top-level field{suggest(extra[0], ['bend'])} valid: bend")
+            raise PlanError(extra[0], f"unknown top-level field{hint(extra[0], ['bend'])}")
         items = d.get("bend", [])
         if not isinstance(items, list):
             raise PlanError("bend", "expected a list of bend tables ([[bend]] in TOML)")
@@ -306,35 +313,55 @@ class BendPlan:
         return {"bend": [b.to_dict() for b in self.bends]}
 
     @classmethod
-    def load(cls, path: str | Path) -> "BendPlan":
+    def load(cls, path: str | Path) -> BendPlan:
         """Read a plan from a .toml or .json file."""
         p = Path(path)
         try:
             text = p.read_text(encoding="utf-8")
-        except FileNotFoundError:
+        except (FileNotFoundError, IsADirectoryError):
             raise PlanError(str(p), "no such plan file") from None
         return cls.loads(text, "json" if p.suffix.lower() == ".json" else "toml", str(p))
 
     @classmethod
-    def loads(cls, text: str, fmt: str = "toml", name: str = "plan") -> "BendPlan":
+    def loads(cls, text: str, fmt: str = "toml", name: str = "plan") -> BendPlan:
         try:
             data = json.loads(text) if fmt == "json" else tomllib.loads(text)
         except (json.JSONDecodeError, tomllib.TOMLDecodeError) as e:
             raise PlanError(name, f"not valid {fmt.upper()}: {e}") from None
-        if "bend" not in data and isinstance(data.get("plan"), dict):
+        if isinstance(data, dict) and "bend" not in data and isinstance(data.get("plan"), dict):
             data = data["plan"]
         return cls.from_dict(data)
 
     def dumps(self, fmt: str = "toml") -> str:
+        import tomli_w
+
         return json.dumps(self.to_dict(), indent=2) if fmt == "json" else tomli_w.dumps(self.to_dict())
 
     @classmethod
-    def from_specs(cls, specs: list[str]) -> "BendPlan":
+    def from_specs(cls, specs: list[str]) -> BendPlan:
         seen: set[str] = set()
         return cls(tuple(_bend_from_dict(parse_spec(s, i), i, seen) for i, s in enumerate(specs)))
 
+    def then(self, other: BendPlan) -> BendPlan:
+        """This plan's bends followed by ``other``'s (ids made unique again as in one file)."""
+        return BendPlan.from_dict({"bend": [b.to_dict() for b in self.bends + other.bends]})
+
     def ids(self) -> list[str]:
         return [b.id for b in self.bends]
+
+    def frame_param(self, bend_id: Any, name: Any, *, bend_field: str, name_field: str, floats_only: bool = True,
+                    error: type[BendbridgeError] = PlanError) -> tuple[Bend, ParamSpec]:
+        """The bend ``bend_id`` and the spec of its per-frame parameter ``name`` (``mix`` included),
+        or ``error`` naming ``bend_field`` / ``name_field`` with the valid choices."""
+        bend = next((b for b in self.bends if b.id == bend_id), None)
+        if bend is None:
+            raise error(bend_field, f"no bend with id {bend_id!r}{hint(bend_id, self.ids(), 'bends')}")
+        spec = bend.spec
+        param = spec.frame_param(name) if isinstance(name, str) else None
+        if param is None or (floats_only and param.kind != "float"):
+            per = spec.frame_params(floats_only)
+            raise error(name_field, f"{name!r} is not a per-frame parameter of {spec.name!r}{hint(name, per, 'per-frame parameters')}")
+        return bend, param
 
     def __len__(self) -> int:
         return len(self.bends)
@@ -367,8 +394,5 @@ def parse_spec(spec: str, i: int = 0) -> dict[str, Any]:
         if not eq:
             raise PlanError(where, f"{part!r} is not option=value")
         k = k.strip()
-        if k in ("steps", "channels", "region", "word", "branch", "id"):
-            d[k] = v.strip()
-        else:
-            d[k] = _value(v.strip())
+        d[k] = v.strip() if k in ("steps", "channels", "region", "word", "branch", "id") else _value(v.strip())
     return d
