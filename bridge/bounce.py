@@ -5,21 +5,22 @@ start + i/fps, and there are ceil((end − start) · fps) frames — every frame
 before ``end``. The video therefore lasts n/fps ≥ end − start (less than one frame longer), and
 the audio is cut to exactly the same span [start, start + n/fps).
 
-Frames are rendered in batches, written atomically with a JSON-lines manifest into a work folder
-(``--frames DIR``, or a hidden ``.NAME.bounce`` folder beside the video that is removed after a
-successful encode). Killed and started again with the same command, a bounce renders only the
-frames that are missing and produces the same video.
+Everything the options and files decide is checked before anything is rendered (a wrong
+``--out`` extension is refused before the audio is even read). Frames are rendered in batches,
+in this process or on a render server (a :class:`~bendbridge.protocol.frames.FrameSource`), and
+written atomically with a JSON-lines manifest into a work folder (``--frames DIR``, or a hidden
+``.NAME.bounce`` folder beside the video that is removed after a successful encode). Killed and
+started again with the same command, a bounce renders only the frames that are missing and
+produces the same video.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 import shutil
 import time
-import tomllib
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -27,26 +28,37 @@ from typing import Any
 
 import numpy as np
 
-from bendbridge.protocol.plan import BendPlan, PlanError
+from bendbridge.protocol.errors import BendbridgeError
+from bendbridge.protocol.frames import FrameSource, LocalRendering
+from bendbridge.protocol.output import OutputStore
+from bendbridge.protocol.plan import BendPlan
+from bendbridge.protocol.position import FramePosition
+from bendbridge.protocol.fields import validate_value
+from bendbridge.protocol.render import RENDER_FIELDS, RenderSettings
+from bendbridge.protocol.values import finite_number
 
+from .config import SessionConfig
 from .features import FeatureConfig, extract_features, load_audio, normalise, smooth
 from .lanes import AutomationLane, load_lanes
-from .mapping import load_mapping
+from .mapping import MusicMapping, load_mapping
 from .tempo import TempoMap, TimeSignatureMap
-from .timeline import FrameGrid, FramePosition, Timeline, parse_fps
+from .timeline import FrameGrid, Timeline, parse_fps
+from .video import check_video_path, read_audio_span, write_video
 
 __all__ = ["BounceSpec", "BouncePlan", "BounceSummary", "plan_bounce", "run_bounce", "parse_position", "BounceError"]
 
-_RENDER_KEYS = {"prompts", "prompt", "negative_prompt", "seed", "steps", "guidance", "size", "width", "height", "fps", "tempo",
-                "time_signature", "batch"}
+FEATURE_RATE = FeatureConfig().rate
+GRID_RATE = 48_000  # sample positions of frames in manifests and on the wire
 
 
-class BounceError(PlanError):
-    pass
+class BounceError(BendbridgeError):
+    """A bounce option or input that is wrong, named as on the command line (``--end``, ``--server``)."""
 
 
 @dataclass
 class BounceSpec:
+    """A bounce as the command line gives it; None options come from the config (then defaults)."""
+
     audio: Path
     config: Path
     out: Path
@@ -72,14 +84,38 @@ class BounceSpec:
     meter: TimeSignatureMap | None = None
     extra_lanes: dict[str, AutomationLane] = field(default_factory=dict)
 
+    def check(self) -> None:
+        """Refuse, at once, every option that is wrong without reading a file."""
+        check_video_path(self.out, "--out")
+        if self.midi and self.rpp:
+            raise BounceError("--midi", "give either --midi or --rpp as the tempo source, not both")
+        if self.server and self.model is not None:
+            raise BounceError("--model", "a bounce through --server renders with the server's model (bendbridge serve --model DIR)")
+        for option, value, spec in (("--size", self.size, RENDER_FIELDS["width"]), ("--steps", self.steps, RENDER_FIELDS["steps"]),
+                                    ("--seed", self.seed, RENDER_FIELDS["seed"])):
+            if value is not None:
+                validate_value(value, spec, option)
+        if self.batch is not None:
+            finite_number(self.batch, "--batch", 1, 1024, integer=True, error=BounceError)
+        finite_number(self.server_timeout, "--server-timeout", 0.0, None, lo_open=True, error=BounceError)
+        if self.fps is not None:
+            parse_fps(self.fps, "--fps")
+        for option, path in (("--audio", self.audio), ("--config", self.config), ("--midi", self.midi), ("--rpp", self.rpp),
+                             *(("--lanes", p) for p in self.lanes)):
+            if path is not None and not Path(path).is_file():
+                raise BounceError(option, f"no such file: {path}")
+
 
 @dataclass
 class BouncePlan:
+    """Everything a bounce renders, decided before the first frame: timeline, frames, parameters."""
+
     timeline: Timeline
     positions: list[FramePosition]
     params: list[dict[str, dict[str, float]]]
-    render: dict[str, Any]
+    settings: RenderSettings
     plan: BendPlan
+    batch: int
     start: Fraction
     end: Fraction  # start + n/fps: the end of the last frame
     audio_path: Path
@@ -120,81 +156,73 @@ def parse_position(text: str, timeline: Timeline, what: str) -> Fraction:
     return v
 
 
-def _load_config(path: Path) -> dict[str, Any]:
-    try:
-        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise BounceError(str(path), "no such config file") from None
-    except tomllib.TOMLDecodeError as e:
-        raise BounceError(str(path), f"not valid TOML: {e}") from None
-
-
-def plan_bounce(spec: BounceSpec) -> BouncePlan:
-    """Everything but the rendering: timeline, range, features, lanes, per-frame parameters."""
-    cfg = _load_config(spec.config)
-    render = dict(cfg.get("render", {}))
-    bad = set(render) - _RENDER_KEYS
-    if bad:
-        raise BounceError(f"render.{sorted(bad)[0]}", f"unknown field; valid: {', '.join(sorted(_RENDER_KEYS))}")
-    plan = BendPlan.from_dict({"bend": cfg.get("bend", [])})
-    lanes: dict[str, AutomationLane] = {}
-    tempo, meter = TempoMap.constant(render.get("tempo", 120)), TimeSignatureMap()
-    if spec.midi and spec.rpp:
-        raise BounceError("--midi", "give either --midi or --rpp as the tempo source, not both")
+def _tempo_and_lanes(spec: BounceSpec, config: SessionConfig) -> tuple[TempoMap, TimeSignatureMap, dict[str, AutomationLane]]:
+    """The tempo map, meter and lanes: the config's defaults, then the MIDI file or REAPER
+    project, then plain lane files, then what a plugin recorded."""
+    tempo, meter, lanes = config.tempo, config.meter, {}
     if spec.midi:
         from .midifile import read_midi
 
-        ms = read_midi(spec.midi)
-        tempo, meter = ms.tempo, ms.meter
-        lanes.update(ms.lanes)
+        session = read_midi(spec.midi)
+        tempo, meter = session.tempo, session.meter
+        lanes.update(session.lanes)
     if spec.rpp:
         from .rpp import read_rpp
 
-        rp = read_rpp(spec.rpp)
-        tempo, meter = rp.tempo, rp.meter
-        lanes.update(rp.lanes)
-    for lp in spec.lanes:
-        lanes.update({ln.name: ln for ln in load_lanes(lp)})
-    if spec.tempo is not None:
-        tempo = spec.tempo
-    if spec.meter is not None:
-        meter = spec.meter
+        project = read_rpp(spec.rpp)
+        tempo, meter = project.tempo, project.meter
+        lanes.update(project.lanes)
+    for path in spec.lanes:
+        lanes.update({lane.name: lane for lane in load_lanes(path)})
     lanes.update(spec.extra_lanes)
-    mapping = load_mapping(cfg, plan, set(lanes))
-    fps = parse_fps(spec.fps or str(render.get("fps", "24")))
-    audio_mono = load_audio(spec.audio, FeatureConfig().rate)
-    duration = Fraction(len(audio_mono), FeatureConfig().rate)
-    probe = Timeline(FrameGrid(fps, 48_000), tempo, meter)
+    return spec.tempo or tempo, spec.meter or meter, lanes
+
+
+def _bounce_range(spec: BounceSpec, probe: Timeline, duration: Fraction) -> tuple[Fraction, Fraction]:
+    """[start, end) in seconds from --start / --end (seconds or bar:beat), within the audio."""
     start = parse_position(spec.start, probe, "--start") if spec.start else Fraction(0)
     end = parse_position(spec.end, probe, "--end") if spec.end else duration
     if end > duration:
         raise BounceError("--end", f"{float(end):.3f} s is past the end of the audio ({float(duration):.3f} s)")
     if end <= start:
         raise BounceError("--end", f"the range is empty: end {float(end):.3f} s ≤ start {float(start):.3f} s")
-    tl = Timeline(FrameGrid(fps, 48_000, start), tempo, meter)
-    n = tl.grid.count(end)
-    positions = [tl.position(i) for i in range(n)]
-    fcfg = FeatureConfig(window=float(cfg.get("features", {}).get("window", 0.05)))
+    return start, end
+
+
+def _features(audio: np.ndarray, positions: list[FramePosition], mapping: MusicMapping, window: float, fps: Fraction) -> dict[str, np.ndarray]:
+    """The audio features the mapping uses, at every frame's time, smoothed and normalised to [0, 1]."""
     need = mapping.needs_features()
-    feats: dict[str, np.ndarray] = {}
-    if need:
-        raw = extract_features(audio_mono, [p.seconds for p in positions], fcfg)
-        for k in need:
-            v = smooth(raw[k], mapping.smoothing[k], float(fps)) if k in mapping.smoothing else raw[k]
-            feats[k] = normalise(v)
-    params = mapping.resolve(positions, tl, feats, lanes)
-    return BouncePlan(tl, positions, params, render, plan, start, start + Fraction(n) / fps, Path(spec.audio))
+    if not need:
+        return {}
+    raw = extract_features(audio, [p.seconds for p in positions], FeatureConfig(window=window))
+    out = {}
+    for name in need:
+        values = smooth(raw[name], mapping.smoothing[name], float(fps)) if name in mapping.smoothing else raw[name]
+        out[name] = normalise(values)
+    return out
 
 
-def _frame_size(path: Path) -> tuple[int, int]:
-    from PIL import Image
+def plan_bounce(spec: BounceSpec) -> BouncePlan:
+    """Everything but the rendering: timeline, range, features, lanes, per-frame parameters."""
+    spec.check()
+    config = SessionConfig.load(spec.config)
+    settings = config.rendering().override({"seed": "--seed", "steps": "--steps", "width": "--size", "height": "--size"},
+                                        seed=spec.seed, steps=spec.steps, width=spec.size, height=spec.size)
+    tempo, meter, lanes = _tempo_and_lanes(spec, config)
+    mapping = load_mapping(config.tables, config.plan, set(lanes))
+    fps = parse_fps(spec.fps, "--fps") if spec.fps else config.fps
+    audio = load_audio(spec.audio, FEATURE_RATE)
+    start, end = _bounce_range(spec, Timeline(FrameGrid(fps, GRID_RATE), tempo, meter), Fraction(len(audio), FEATURE_RATE))
+    timeline = Timeline(FrameGrid(fps, GRID_RATE, start), tempo, meter)
+    n = timeline.grid.count(end)
+    positions = [timeline.position(i) for i in range(n)]
+    params = mapping.resolve(positions, timeline, _features(audio, positions, mapping, config.feature_window, fps), lanes)
+    return BouncePlan(timeline, positions, params, settings, config.plan, spec.batch or config.batch, start,
+                      start + Fraction(n) / fps, Path(spec.audio))
 
-    with Image.open(path) as im:
-        return im.size
 
-
-def _fingerprint(setup: dict[str, Any], pos: FramePosition, params: dict[str, Any]) -> str:
-    blob = json.dumps({"setup": setup, "t": str(pos.seconds), "params": params}, sort_keys=True, default=str)
+def _fingerprint(identity: dict[str, Any], pos: FramePosition, params: dict[str, Any]) -> str:
+    blob = json.dumps({"setup": identity, "t": str(pos.seconds), "params": params}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -204,113 +232,83 @@ def _session_name(out: Path, setup: dict[str, Any]) -> str:
     return f"bounce-{stem}-{hashlib.sha256(json.dumps(setup, sort_keys=True, default=str).encode()).hexdigest()[:10]}"
 
 
-def _backend(spec: BounceSpec, bp: BouncePlan, prompts: list[str], pipe: Any):
-    from bendbridge.server.render import RenderConfig
-
-    from ._bounce_backends import LocalFrames, RemoteFrames
-
-    r = bp.render
-    size = spec.size or r.get("size")
-    seed = spec.seed if spec.seed is not None else int(r.get("seed", 0))
-    width, height = size or r.get("width"), size or r.get("height")
-    steps, guidance = spec.steps or r.get("steps"), r.get("guidance")
+def _open_source(spec: BounceSpec, bp: BouncePlan, local: LocalRendering | None) -> FrameSource:
+    """The render server's frames (``--server``), else this process's, where the render side is installed."""
     if spec.server:
         from bendbridge.protocol import SessionSetup
 
-        if spec.model is not None or pipe is not None:
-            raise BounceError("--model", "a bounce through --server renders with the server's model (bendbridge serve --model DIR)")
+        from .remote_frames import RemoteFrames
+
         fps = bp.timeline.grid.fps
-        base = dict(prompts=tuple(prompts), negative_prompt=r.get("negative_prompt", ""), seed=seed, width=width, height=height,
-                    steps=steps, guidance=None if guidance is None else float(guidance), fps_num=fps.numerator,
-                    fps_den=fps.denominator, plan=bp.plan.to_dict(), mode="offline", deliver="png")
-        setup = SessionSetup(output=_session_name(Path(spec.out), base), **base)
+        identity = {**bp.settings.as_dict(), "fps": str(fps), "plan": bp.plan.to_dict()}
+        setup = SessionSetup.for_settings(bp.settings, output=_session_name(Path(spec.out), identity), fps=fps, plan=bp.plan.to_dict(),
+                                          mode="offline", deliver="png")
         return RemoteFrames(spec.server, setup, keys=spec.server_keys, client=spec.server_client, timeout=spec.server_timeout)
-    if pipe is None:
-        from bendbridge.server.model import load_pipeline
-
-        pipe = load_pipeline(spec.model)
-    rc = RenderConfig(prompts=tuple(prompts), negative_prompt=r.get("negative_prompt", ""), seed=seed, width=width, height=height,
-                      steps=steps, guidance=guidance, plan=bp.plan, max_batch=spec.batch or int(r.get("batch", 8)))
-    return LocalFrames(pipe, rc)
+    if local is None:
+        raise BounceError("--server", "this installation renders only on a render server: give --server URL, "
+                                      "or install the render side with pip install 'bendbridge[server]'")
+    return local(bp.settings, bp.plan, bp.batch)
 
 
-def run_bounce(spec: BounceSpec, pipe: Any = None, progress: bool = True) -> BounceSummary:
-    """Plan, render the missing frames (in-process, or on ``spec.server``), encode the video with the
-    song's range, write the manifest."""
+def _render_missing(bp: BouncePlan, source: FrameSource, store: OutputStore, todo: list[int], fingerprints: list[str],
+                    progress: bool) -> tuple[list[int], list[int]]:
+    """Render the frames ``todo`` into ``store`` as they come; returns the NaN and the black frames."""
     from tqdm import tqdm
 
-    from bendbridge.server.net.output import OutputStore
-    from bendbridge.server.video import write_video
-
-    from ._bounce_backends import BackendError
-    from .features import FeatureError
-
-    t0 = time.perf_counter()
-    bp = plan_bounce(spec)
-    r = bp.render
-    prompts = r.get("prompts") or ([r["prompt"]] if "prompt" in r else None)
-    if not prompts:
-        raise BounceError("render.prompts", "the config needs [render] prompts = [\"…\"]")
-    try:
-        backend = _backend(spec, bp, list(prompts), pipe)
-    except BackendError as e:
-        raise BounceError(e.field, str(e)) from None
-    setup = backend.setup
-    seed = setup["seed"]
-    out = Path(spec.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(spec.frames) if spec.frames else out.parent / f".{out.stem}.bounce"
-    store = OutputStore(work.parent, work.name)
-    todo, fps_ = [], [_fingerprint(setup, p, pp) for p, pp in zip(bp.positions, bp.params)]
-    for p, fp in zip(bp.positions, fps_):
-        if store.finished(p.frame, fp) is None:
-            todo.append(p.frame)
-    resumed = len(bp.positions) - len(todo)
     nan_frames, black_frames = [], []
-    bar = tqdm(total=len(bp.positions), initial=resumed, unit="frame", desc="bounce", disable=not progress, smoothing=0.1)
+    bar = tqdm(total=len(bp.positions), initial=len(bp.positions) - len(todo), unit="frame", desc="bounce", disable=not progress,
+               smoothing=0.1)
     try:
-        for got in backend.render(todo, bp.positions, bp.params):
-            i = got.frame
-            p = bp.positions[i]
+        for got in source.render(todo, bp.positions, bp.params):
+            i, p = got.frame, bp.positions[got.frame]
             if got.status == "nan":
                 nan_frames.append(i)
             elif got.status == "black":
                 black_frames.append(i)
-            store.write_png(got.png, dict(frame=i, sample=p.sample, seconds=float(p.seconds), beats=float(p.beats),
-                                          bar=p.bar_beat.bar, beat=float(p.bar_beat.beat), params=bp.params[i], seed=seed,
-                                          fingerprint=fps_[i], status=got.status, time=str(p.seconds), bar_beat=str(p.bar_beat)))
+            store.write_png(got.png, dict(**p.wire(), params=bp.params[i], seed=bp.settings.seed, fingerprint=fingerprints[i],
+                                          status=got.status, time=str(p.seconds), bar_beat=str(p.bar_beat)))
             bar.update(1)
-    except BackendError as e:
-        raise BounceError(e.field, str(e)) from None
     finally:
         bar.close()
-        backend.close()
-    width, height = _frame_size(store.path(0))
-    # audio: exactly [start, start + n/fps) at the file's own rate
-    from pedalboard.io import AudioFile
+    return nan_frames, black_frames
 
-    try:
-        with AudioFile(str(bp.audio_path)) as f:
-            rate = int(f.samplerate)
-            a0 = math.floor(bp.start * rate + Fraction(1, 2))
-            a1 = math.floor(bp.end * rate + Fraction(1, 2))
-            f.seek(min(a0, f.frames))
-            audio = f.read(max(0, min(a1, f.frames) - a0))
-    except Exception as e:  # noqa: BLE001
-        raise FeatureError(f"{bp.audio_path}: cannot read audio ({e})") from None
-    if audio.shape[1] < a1 - a0:  # the last frame runs past the song: pad with silence
-        audio = np.concatenate([audio, np.zeros((audio.shape[0], a1 - a0 - audio.shape[1]), audio.dtype)], axis=1)
+
+def _encode(out: Path, bp: BouncePlan, store: OutputStore) -> Path:
+    """The video from the work folder's frames with the song's span [start, end); then the manifest."""
+    from PIL import Image
+
+    audio, rate = read_audio_span(bp.audio_path, bp.start, bp.end)
+    with Image.open(store.path(0)) as first:
+        size = first.size
 
     def frames():
-        from PIL import Image
-
         for i in range(len(bp.positions)):
-            yield np.asarray(Image.open(store.path(i)).convert("RGB"))
+            with Image.open(store.path(i)) as im:
+                yield np.asarray(im.convert("RGB"))
 
-    write_video(out, frames(), bp.timeline.grid.fps, (width, height), audio, rate)
+    write_video(out, frames(), bp.timeline.grid.fps, size, audio, rate)
     manifest = out.with_suffix(".manifest.jsonl")
-    lines = [store.done[i].to_json() for i in range(len(bp.positions))]
-    manifest.write_text("\n".join(lines) + "\n")
+    manifest.write_text("\n".join(store.done[i].to_json() for i in range(len(bp.positions))) + "\n")
+    return manifest
+
+
+def run_bounce(spec: BounceSpec, local: LocalRendering | None = None, progress: bool = True) -> BounceSummary:
+    """Plan, render the missing frames (on ``spec.server``, else in this process through ``local``),
+    encode the video with the song's range, write the manifest."""
+    t0 = time.perf_counter()
+    bp = plan_bounce(spec)
+    out = Path(spec.out)
+    work = Path(spec.frames) if spec.frames else out.parent / f".{out.stem}.bounce"
+    store = OutputStore(work.parent, work.name)
+    source = _open_source(spec, bp, local)
+    try:
+        fingerprints = [_fingerprint(source.identity, p, pp) for p, pp in zip(bp.positions, bp.params)]
+        todo = [p.frame for p, fp in zip(bp.positions, fingerprints) if store.finished(p.frame, fp) is None]
+        nan_frames, black_frames = _render_missing(bp, source, store, todo, fingerprints, progress)
+    finally:
+        source.close()
+    manifest = _encode(out, bp, store)
     if spec.frames is None:
         shutil.rmtree(work, ignore_errors=True)
+    resumed = len(bp.positions) - len(todo)
     return BounceSummary(len(bp.positions), len(todo), resumed, time.perf_counter() - t0, nan_frames, black_frames, out, manifest)

@@ -12,6 +12,7 @@ from typing import Any
 
 import zmq
 
+from bendbridge.protocol.errors import BendbridgeError
 from bendbridge.protocol import Hello, Message, Packet, ProtocolError, SessionSetup, Welcome, decode, encode, new_id
 
 __all__ = ["RenderClient", "ServerTimeout", "ServerError"]
@@ -40,11 +41,15 @@ class RenderClient:
         self.sock = self._ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
         if keys is not None:
-            from bendbridge.server.net.security import load_client_keys
+            from bendbridge.protocol.security import load_client_keys
 
             pub, sec, server_pub = load_client_keys(keys, client_name or "client")
             self.sock.curve_publickey, self.sock.curve_secretkey, self.sock.curve_serverkey = pub, sec, server_pub
-        self.sock.connect(url)
+        try:
+            self.sock.connect(url)
+        except zmq.ZMQError as e:
+            self.sock.close(0)
+            raise BendbridgeError("--server", f"cannot connect to {url!r}: {e} (expected tcp://HOST:PORT)") from None
 
     def __enter__(self) -> "RenderClient":
         return self

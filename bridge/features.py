@@ -21,13 +21,15 @@ from pathlib import Path
 
 import numpy as np
 
+from bendbridge.protocol.errors import BendbridgeError
+
 __all__ = ["FEATURES", "FeatureConfig", "Smoothing", "load_audio", "extract_features", "smooth", "normalise", "FeatureError"]
 
 FEATURES = ("rms", "peak", "centroid", "spread", "flux", "onset", "low", "mid", "high")
 
 
-class FeatureError(ValueError):
-    pass
+class FeatureError(BendbridgeError):
+    """An audio file that cannot be read."""
 
 
 @dataclass(frozen=True)
@@ -55,13 +57,13 @@ def load_audio(path: str | Path, rate: int = 22_050) -> np.ndarray:
 
     p = Path(path)
     if not p.exists():
-        raise FeatureError(f"{p}: no such audio file")
+        raise FeatureError(str(p), f"no such audio file")
     try:
         with AudioFile(str(p)) as f:
             src = f.resampled_to(rate) if f.samplerate != rate else f
             data = src.read(src.frames)
     except Exception as e:  # noqa: BLE001 - pedalboard raises plain errors for bad files
-        raise FeatureError(f"{p}: cannot read audio ({type(e).__name__}: {e})") from None
+        raise FeatureError(str(p), f"cannot read audio ({type(e).__name__}: {e})") from None
     return np.ascontiguousarray(data.mean(axis=0), dtype=np.float32)
 
 

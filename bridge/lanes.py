@@ -19,14 +19,16 @@ from pathlib import Path
 
 from .tempo import as_fraction
 
+from bendbridge.protocol.errors import BendbridgeError
+
 __all__ = ["LanePoint", "AutomationLane", "SHAPES", "load_lanes", "LaneError"]
 
 SHAPES = {0: "linear", 1: "square", 2: "slow", 3: "fast_start", 4: "fast_end", 5: "bezier"}
 _BY_NAME = {v: k for k, v in SHAPES.items()} | {"step": 1, "hold": 1}
 
 
-class LaneError(ValueError):
-    pass
+class LaneError(BendbridgeError):
+    """An automation lane or lane file that is wrong."""
 
 
 @dataclass(frozen=True)
@@ -64,16 +66,16 @@ class AutomationLane:
 
     def __post_init__(self) -> None:
         if self.domain not in ("seconds", "beats"):
-            raise LaneError(f"lane {self.name!r}: domain {self.domain!r} is not valid; allowed: seconds, beats")
+            raise LaneError(None, f"lane {self.name!r}: domain {self.domain!r} is not valid; allowed: seconds, beats")
         if not self.points:
-            raise LaneError(f"lane {self.name!r} has no points")
+            raise LaneError(None, f"lane {self.name!r} has no points")
         if not self.hi > self.lo:
-            raise LaneError(f"lane {self.name!r}: range [{self.lo}, {self.hi}] is empty")
+            raise LaneError(None, f"lane {self.name!r}: range [{self.lo}, {self.hi}] is empty")
         for p in self.points:
             if not math.isfinite(p.value):
-                raise LaneError(f"lane {self.name!r}: value {p.value} at {float(p.time):g} is not finite")
+                raise LaneError(None, f"lane {self.name!r}: value {p.value} at {float(p.time):g} is not finite")
             if p.shape not in SHAPES:
-                raise LaneError(f"lane {self.name!r}: shape {p.shape} is not valid; allowed: {SHAPES}")
+                raise LaneError(None, f"lane {self.name!r}: shape {p.shape} is not valid; allowed: {SHAPES}")
         self.points = sorted(self.points, key=lambda p: p.time)  # stable: equal times keep file order
         self._times = [p.time for p in self.points]
 
@@ -103,10 +105,10 @@ def _shape(v: object, where: str) -> int:
         if v.isdigit():
             v = int(v)
         else:
-            raise LaneError(f"{where}: shape {v!r} is not valid; allowed: {', '.join(_BY_NAME)} or 0-5")
+            raise LaneError(where, f"shape {v!r} is not valid; allowed: {', '.join(_BY_NAME)} or 0-5")
     if isinstance(v, int) and v in SHAPES:
         return v
-    raise LaneError(f"{where}: shape {v!r} is not valid; allowed: 0-5 or {', '.join(_BY_NAME)}")
+    raise LaneError(where, f"shape {v!r} is not valid; allowed: 0-5 or {', '.join(_BY_NAME)}")
 
 
 def load_lanes(path: str | Path) -> list[AutomationLane]:
@@ -114,12 +116,12 @@ def load_lanes(path: str | Path) -> list[AutomationLane]:
     or CSV (header ``seconds,value[,shape]`` or ``beats,value[,shape]``; the lane is named after the file)."""
     p = Path(path)
     if not p.exists():
-        raise LaneError(f"{p}: no such lane file")
+        raise LaneError(str(p), f"no such lane file")
     if p.suffix.lower() == ".json":
         try:
             d = json.loads(p.read_text())
         except json.JSONDecodeError as e:
-            raise LaneError(f"{p}: not valid JSON ({e})") from None
+            raise LaneError(str(p), f"not valid JSON ({e})") from None
         out = []
         for i, lane in enumerate(d.get("lanes", []) if isinstance(d, dict) else []):
             where = f"{p}: lanes[{i}]"
@@ -128,14 +130,14 @@ def load_lanes(path: str | Path) -> list[AutomationLane]:
                        for j, pt in enumerate(lane["points"])]
                 out.append(AutomationLane(str(lane["name"]), pts, lane.get("domain", "seconds"), float(lane.get("lo", 0)), float(lane.get("hi", 1))))
             except (KeyError, TypeError, IndexError, ValueError) as e:
-                raise LaneError(f"{where}: {e}") from None
+                raise LaneError(where, f"{e}") from None
         if not out:
-            raise LaneError(f"{p}: expected {{\"lanes\": [...]}} with at least one lane")
+            raise LaneError(str(p), f"expected {{\"lanes\": [...]}} with at least one lane")
         return out
     with open(p, newline="") as f:
         rows = list(csv.reader(f))
     if not rows or rows[0][:2] not in (["seconds", "value"], ["beats", "value"]):
-        raise LaneError(f"{p}: line 1: expected a header 'seconds,value[,shape]' or 'beats,value[,shape]'")
+        raise LaneError(str(p), f"line 1: expected a header 'seconds,value[,shape]' or 'beats,value[,shape]'")
     pts = []
     for n, row in enumerate(rows[1:], start=2):
         if not row:
@@ -143,5 +145,5 @@ def load_lanes(path: str | Path) -> list[AutomationLane]:
         try:
             pts.append(LanePoint(as_fraction(row[0]), float(row[1]), _shape(row[2], f"{p}: line {n}") if len(row) > 2 and row[2] else 0))
         except (ValueError, IndexError, ZeroDivisionError):
-            raise LaneError(f"{p}: line {n}: expected time,value[,shape], got {','.join(row)!r}") from None
+            raise LaneError(str(p), f"line {n}: expected time,value[,shape], got {','.join(row)!r}") from None
     return [AutomationLane(p.stem, pts, rows[0][0])]

@@ -92,6 +92,13 @@ class CcRouter:
         self._nrpn: dict[tuple[int, int], int] = {}
         self._picked: set[int] = set()
 
+    def by_bend(self) -> dict[str, dict[str, float]]:
+        """The current value of every mapped parameter: {bend id: {param: value}}."""
+        out: dict[str, dict[str, float]] = {}
+        for (bend, param), v in self.values.items():
+            out.setdefault(bend, {})[param] = v
+        return out
+
     def set_value(self, bend: str, param: str, value: float) -> None:
         """The parameter moved elsewhere (automation, preset): controls must pick it up again."""
         self.values[(bend, param)] = value

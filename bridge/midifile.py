@@ -23,11 +23,13 @@ from pathlib import Path
 from .lanes import AutomationLane, LanePoint
 from .tempo import TempoMap, TimeSignatureMap
 
+from bendbridge.protocol.errors import BendbridgeError
+
 __all__ = ["MidiSession", "read_midi", "MidiFileError"]
 
 
-class MidiFileError(ValueError):
-    pass
+class MidiFileError(BendbridgeError):
+    """A MIDI file that cannot be read."""
 
 
 @dataclass
@@ -47,11 +49,11 @@ def read_midi(path: str | Path) -> MidiSession:
 
     p = Path(path)
     if not p.exists():
-        raise MidiFileError(f"{p}: no such MIDI file")
+        raise MidiFileError(str(p), f"no such MIDI file")
     try:
         mid = mido.MidiFile(p, clip=True)
     except (OSError, EOFError, ValueError, KeyError, IndexError) as e:
-        raise MidiFileError(f"{p}: not a readable Standard MIDI File ({type(e).__name__}: {e})") from None
+        raise MidiFileError(str(p), f"not a readable Standard MIDI File ({type(e).__name__}: {e})") from None
     events: list[tuple[int, int, object]] = []  # (absolute tick, order, message)
     order = 0
     for track in mid.tracks:
@@ -63,10 +65,10 @@ def read_midi(path: str | Path) -> MidiSession:
     events.sort(key=lambda e: (e[0], e[1]))
     smpte = getattr(mid, "ticks_per_beat", 480) < 0
     if smpte:  # mido keeps the raw division; very rare in practice
-        raise MidiFileError(f"{p}: SMPTE time division is not supported yet (ticks per quarter note files only)")
+        raise MidiFileError(str(p), f"SMPTE time division is not supported yet (ticks per quarter note files only)")
     ppq = mid.ticks_per_beat
     if ppq <= 0:
-        raise MidiFileError(f"{p}: header division {ppq} is not a ticks-per-quarter-note count")
+        raise MidiFileError(str(p), f"header division {ppq} is not a ticks-per-quarter-note count")
     tempos: list[tuple[Fraction, Fraction]] = []
     sigs: list[tuple[Fraction, int, int]] = []
     cc = _CcDecoder()
@@ -86,7 +88,7 @@ def read_midi(path: str | Path) -> MidiSession:
     try:
         meter = TimeSignatureMap.from_beat_changes(sigs or [(0, 4, 4)])
     except ValueError as e:
-        raise MidiFileError(f"{p}: {e}") from None
+        raise MidiFileError(str(p), f"{e}") from None
     lanes = {name: AutomationLane(name, pts, "beats") for name, pts in cc.lanes.items()}
     return MidiSession(p, ppq, tempo, meter, lanes, Fraction(last, ppq))
 

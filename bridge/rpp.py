@@ -21,11 +21,13 @@ from pathlib import Path
 from .lanes import AutomationLane, LanePoint
 from .tempo import TempoMap, TempoPoint, TimeSignature, TimeSignatureMap, as_fraction
 
+from bendbridge.protocol.errors import BendbridgeError
+
 __all__ = ["RppProject", "read_rpp", "RppError"]
 
 
-class RppError(ValueError):
-    pass
+class RppError(BendbridgeError):
+    """A REAPER project that cannot be read."""
 
 
 @dataclass
@@ -66,12 +68,12 @@ def _parse(text: str, path: Path) -> _Chunk:
             stack.append(ch)
         elif s == ">":
             if len(stack) == 1:
-                raise RppError(f"{path}: line {n}: '>' closes no open chunk")
+                raise RppError(str(path), f"line {n}: '>' closes no open chunk")
             stack.pop()
         else:
             stack[-1].lines.append((n, _tokens(s, f"{path}:{n}")))
     if len(stack) != 1:
-        raise RppError(f"{path}: chunk <{stack[-1].name}> opened on line {stack[-1].line} is never closed")
+        raise RppError(str(path), f"chunk <{stack[-1].name}> opened on line {stack[-1].line} is never closed")
     return root
 
 
@@ -79,7 +81,7 @@ def _num(tok: list[str], i: int, path: Path, n: int, what: str) -> Fraction:
     try:
         return as_fraction(tok[i])
     except (IndexError, ValueError, ZeroDivisionError):
-        raise RppError(f"{path}: line {n}: expected {what} in {' '.join(tok)!r}") from None
+        raise RppError(str(path), f"line {n}: expected {what} in {' '.join(tok)!r}") from None
 
 
 def _points(ch: _Chunk, path: Path) -> list[LanePoint]:
@@ -94,15 +96,15 @@ def _points(ch: _Chunk, path: Path) -> list[LanePoint]:
 def read_rpp(path: str | Path) -> RppProject:
     p = Path(path)
     if not p.exists():
-        raise RppError(f"{p}: no such REAPER project")
+        raise RppError(str(p), f"no such REAPER project")
     text = p.read_text(encoding="utf-8", errors="replace")
     root = _parse(text, p)
     proj = next((c for c in root.children if c.name == "REAPER_PROJECT"), None)
     if proj is None:
-        raise RppError(f"{p}: line 1: not a REAPER project (no <REAPER_PROJECT> chunk)")
+        raise RppError(str(p), f"line 1: not a REAPER project (no <REAPER_PROJECT> chunk)")
     tempo_line = next(((n, t) for n, t in proj.lines if t and t[0] == "TEMPO"), None)
     if tempo_line is None:
-        raise RppError(f"{p}: the project has no TEMPO line (expected 'TEMPO bpm num den' in <REAPER_PROJECT>)")
+        raise RppError(str(p), f"the project has no TEMPO line (expected 'TEMPO bpm num den' in <REAPER_PROJECT>)")
     n, tok = tempo_line
     bpm = _num(tok, 1, p, n, "a tempo")
     num = int(_num(tok, 2, p, n, "a numerator")) if len(tok) > 2 else 4
@@ -125,14 +127,14 @@ def read_rpp(path: str | Path) -> RppProject:
     try:
         tempo = TempoMap(tpoints)
     except ValueError as e:
-        raise RppError(f"{p}: {e}") from None
+        raise RppError(str(p), f"{e}") from None
     sigs = [TimeSignature(1, num, den)]
     for t, snum, sden in sig_at:
         beats = tempo.beats_at(t)
         ref = TimeSignatureMap(sigs)
         bb = ref.bar_beat(beats)
         if ref.beats_of(bb.bar) != beats:
-            raise RppError(f"{p}: time signature {snum}/{sden} at {float(t):g} s does not fall on a bar line")
+            raise RppError(str(p), f"time signature {snum}/{sden} at {float(t):g} s does not fall on a bar line")
         sigs = [s for s in sigs if s.bar < bb.bar] + [TimeSignature(bb.bar, snum, sden)]
     lanes: dict[str, AutomationLane] = {}
     tracks = [c for c in proj.children if c.name == "TRACK"]

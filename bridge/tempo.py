@@ -15,15 +15,22 @@ import math
 from dataclasses import dataclass
 from fractions import Fraction
 
-__all__ = ["TempoPoint", "TempoMap", "TimeSignature", "TimeSignatureMap", "BarBeat", "as_fraction"]
+from bendbridge.protocol.errors import BendbridgeError
+from bendbridge.protocol.position import BarBeat
+
+__all__ = ["TempoPoint", "TempoMap", "TimeSignature", "TimeSignatureMap", "TimelineError", "as_fraction"]
 
 Number = int | float | Fraction
+
+
+class TimelineError(BendbridgeError):
+    """A tempo, time signature, frame rate or position that the timeline cannot hold."""
 
 
 def as_fraction(x: Number | str) -> Fraction:
     """Exact rational of ``x`` (floats are taken at their exact binary value)."""
     if isinstance(x, float) and not math.isfinite(x):
-        raise ValueError(f"{x} is not a finite time or tempo")
+        raise TimelineError(None, f"{x} is not a finite time or tempo")
     return x if isinstance(x, Fraction) else Fraction(x)
 
 
@@ -56,7 +63,7 @@ class TempoMap:
             pts.insert(0, TempoPoint(Fraction(0), pts[0].bpm))
         for p in pts:
             if not 0 < p.bpm <= 10_000:
-                raise ValueError(f"tempo {float(p.bpm):g} BPM at {float(p.seconds):g} s is out of range (0, 10000]")
+                raise TimelineError("tempo", f"{float(p.bpm):g} BPM at {float(p.seconds):g} s is out of range; allowed (0, 10000]")
         self.points = pts
         segs: list[_Segment] = []
         b = Fraction(0)
@@ -137,7 +144,7 @@ class TempoMap:
 def _sqrt(x: Fraction) -> Fraction:
     """Square root of a non-negative rational to about 1e-30 relative precision."""
     if x < 0:
-        raise ValueError("tempo ramp reaches a negative tempo")
+        raise TimelineError("tempo", "a tempo ramp reaches a negative tempo")
     scale = 10**40
     n = x.numerator * scale * scale // x.denominator
     return Fraction(math.isqrt(n), scale)
@@ -152,25 +159,12 @@ class TimeSignature:
 
     def __post_init__(self) -> None:
         if self.num < 1 or self.den < 1 or self.den & (self.den - 1):
-            raise ValueError(f"time signature {self.num}/{self.den} at bar {self.bar}: numerator ≥ 1, denominator a power of two")
+            raise TimelineError("time signature", f"{self.num}/{self.den} at bar {self.bar}: numerator ≥ 1, denominator a power of two")
 
     @property
     def bar_beats(self) -> Fraction:
         """Quarter notes per bar."""
         return Fraction(self.num * 4, self.den)
-
-
-@dataclass(frozen=True)
-class BarBeat:
-    """bar (1-based), beat in the bar (1-based, in the signature's beat unit), tick in the beat."""
-
-    bar: int
-    beat: int
-    tick: int
-    ppq: int = 960
-
-    def __str__(self) -> str:
-        return f"{self.bar}:{self.beat}:{self.tick:03d}"
 
 
 class TimeSignatureMap:
@@ -198,7 +192,7 @@ class TimeSignatureMap:
             if last is not None:
                 bars = (b - last_b) / last.bar_beats
                 if bars.denominator != 1:
-                    raise ValueError(f"time signature {num}/{den} at beat {float(b):g} does not fall on a bar line")
+                    raise TimelineError("time signature", f"{num}/{den} at beat {float(b):g} does not fall on a bar line")
                 bar += int(bars)
             last, last_b = TimeSignature(bar, num, den), b
             if sigs and sigs[-1].bar == bar:
@@ -226,7 +220,7 @@ class TimeSignatureMap:
     def beats_of(self, bar: int, beat: Number = 1, tick: int = 0, ppq: int = 960) -> Fraction:
         """Quarter-note position of bar:beat:tick (bar and beat 1-based)."""
         if bar < 1:
-            raise ValueError(f"bar {bar}: bars start at 1")
+            raise TimelineError("bar", f"{bar}: bars start at 1")
         i = max(0, bisect.bisect_right([s.bar for s in self.sigs], bar) - 1)
         s = self.sigs[i]
         unit = Fraction(4, s.den)

@@ -12,12 +12,14 @@ import math
 from dataclasses import dataclass, field
 from fractions import Fraction
 
-from .tempo import BarBeat, TempoMap, TimeSignatureMap, as_fraction
+from bendbridge.protocol.position import FramePosition
 
-__all__ = ["parse_fps", "round_half_up", "FrameGrid", "FramePosition", "Timeline"]
+from .tempo import TempoMap, TimelineError, TimeSignatureMap, as_fraction
+
+__all__ = ["parse_fps", "round_half_up", "FrameGrid", "Timeline"]
 
 
-def parse_fps(text: str | int | float | Fraction) -> Fraction:
+def parse_fps(text: str | int | float | Fraction, where: str = "fps") -> Fraction:
     """'24', '30000/1001', '29.97' (taken as 30000/1001), 25 → a positive rational frame rate."""
     if isinstance(text, Fraction):
         fps = text
@@ -27,11 +29,11 @@ def parse_fps(text: str | int | float | Fraction) -> Fraction:
         try:
             fps = aliases.get(t) or Fraction(t)
         except (ValueError, ZeroDivisionError):
-            raise ValueError(f"frame rate {text!r}: expected a number or a ratio such as 30000/1001") from None
+            raise TimelineError(where, f"frame rate {text!r}: expected a number or a ratio such as 30000/1001") from None
     else:
         fps = as_fraction(text)
     if not 0 < fps <= 1000:
-        raise ValueError(f"frame rate {text} out of range (0, 1000]")
+        raise TimelineError(where, f"frame rate {text} out of range (0, 1000]")
     return fps
 
 
@@ -51,9 +53,9 @@ class FrameGrid:
         object.__setattr__(self, "fps", parse_fps(self.fps))
         object.__setattr__(self, "start", as_fraction(self.start))
         if not 1 <= self.rate <= 768_000:
-            raise ValueError(f"sample rate {self.rate} out of range [1, 768000]")
+            raise TimelineError("rate", f"sample rate {self.rate} out of range [1, 768000]")
         if self.start < 0:
-            raise ValueError("the grid cannot start before 0 s")
+            raise TimelineError("start", "the grid cannot start before 0 s")
 
     def time(self, i: int) -> Fraction:
         """Exact time of frame ``i`` in seconds."""
@@ -70,15 +72,6 @@ class FrameGrid:
     def count(self, end: Fraction | int | float) -> int:
         """Frames in [start, end): every frame whose time is before ``end``, i.e. ceil((end − start)·fps)."""
         return max(0, math.ceil((as_fraction(end) - self.start) * self.fps))
-
-
-@dataclass(frozen=True)
-class FramePosition:
-    frame: int
-    seconds: Fraction
-    sample: int
-    beats: Fraction
-    bar_beat: BarBeat
 
 
 @dataclass

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any, ClassVar
 
 from .fields import Field, ProtocolError, validate_value
+from .render import RENDER_FIELDS, RenderSettings
 from .version import PROTOCOL_VERSION
 
 __all__ = [
@@ -157,16 +159,15 @@ class Welcome(Message):
 
 # --------------------------------------------------------------------------- session and frames
 @_message("session_setup", {
-    "model": Field("str", required=False, max_len=1024), "prompts": Field("list_str", max_len=64),
-    "negative_prompt": Field("str", required=False, max_len=4096, default=""), "seed": Field("int", lo=0, hi=2**63 - 1),
-    "width": Field("int", required=False, lo=16, hi=4096), "height": Field("int", required=False, lo=16, hi=4096),
-    "steps": Field("int", required=False, lo=1, hi=1000), "guidance": Field("float", required=False, lo=0, hi=50),
-    "fps_num": Field("int", lo=1, hi=1_000_000), "fps_den": Field("int", lo=1, hi=1_000_000),
-    "plan": Field("json", required=False), "output": Field("str", max_len=128), "mode": Field("str", max_len=16),
-    "deliver": Field("str", required=False, max_len=8, default="path"),
+    **RENDER_FIELDS, "model": Field("str", max_len=1024), "fps_num": Field("int", lo=1, hi=1_000_000),
+    "fps_den": Field("int", lo=1, hi=1_000_000), "plan": Field("json"), "output": Field("str", max_len=128),
+    "mode": Field("str", max_len=16), "deliver": Field("str", max_len=8),
 })
 @dataclass(frozen=True)
 class SessionSetup(Message):
+    """A render session: the render settings (:data:`~bendbridge.protocol.render.RENDER_FIELDS`, as
+    they are), the bend plan, the frame rate, the output folder and the mode."""
+
     prompts: tuple[str, ...]
     output: str  # a folder name under the server's output root
     model: str | None = None
@@ -193,6 +194,15 @@ class SessionSetup(Message):
         out = self.output
         if not out or out in (".", "..") or "/" in out or "\\" in out or "\x00" in out:
             raise ProtocolError("session_setup.output", "a plain folder name (no '/', '\\', '.', '..')", code="range")
+
+    @classmethod
+    def for_settings(cls, settings: RenderSettings, *, output: str, fps: Fraction, plan: dict | None = None, **session: Any) -> SessionSetup:
+        """The setup of a session rendering with ``settings`` at ``fps`` frames per second."""
+        return cls(output=output, fps_num=fps.numerator, fps_den=fps.denominator, plan=plan, **settings.as_dict(), **session)
+
+    @property
+    def settings(self) -> RenderSettings:
+        return RenderSettings(**{k: getattr(self, k) for k in RENDER_FIELDS})
 
 
 @_message("frame_request", {

@@ -12,12 +12,19 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
-__all__ = ["EMBEDDED_MODEL", "ModelDefaults", "default_device", "load_pipeline", "model_defaults"]
+from bendbridge.protocol.errors import BendbridgeError
+
+__all__ = ["EMBEDDED_MODEL", "LoadedModel", "ModelDefaults", "ModelError", "default_device", "load_model", "model_defaults"]
 
 EMBEDDED_MODEL = Path(__file__).resolve().parent / "embedded" / "model"
+
+
+class ModelError(BendbridgeError):
+    """A model folder that is missing or is not a diffusers Stable Diffusion pipeline."""
 
 
 @dataclass(frozen=True)
@@ -27,6 +34,23 @@ class ModelDefaults:
     steps: int = 25
     guidance: float = 7.5
     size: int = 512
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A diffusers Stable Diffusion pipeline with the facts bendbridge keeps about it: its
+    sampling defaults and the folder it came from (None for a pipeline built in memory)."""
+
+    pipe: Any
+    defaults: ModelDefaults = ModelDefaults()
+    path: Path | None = None
+
+    @property
+    def name(self) -> str:
+        """How sessions and manifests name the model: ``embedded``, its folder, or ``in-memory``."""
+        if self.path is None:
+            return "in-memory"
+        return "embedded" if self.path == EMBEDDED_MODEL else str(self.path)
 
 
 def model_defaults(model_dir: Path) -> ModelDefaults:
@@ -48,54 +72,65 @@ def default_device() -> torch.device:
     return torch.device("cpu")
 
 
-def load_pipeline(model: str | Path | None = None, device: str | torch.device | None = None, dtype: torch.dtype | None = None,
-                  channels_last: bool = True):
+def load_model(model: str | Path | None = None, device: str | torch.device | None = None, dtype: torch.dtype | None = None,
+               channels_last: bool = True) -> LoadedModel:
     """Load a diffusers Stable Diffusion folder (default: the embedded model) onto ``device``.
 
     ``dtype`` defaults to float16 on CUDA and float32 elsewhere. ``channels_last`` stores the
     U-Net's and VAE's convolution weights NHWC, which the oneDNN and cuDNN kernels run faster
     (measured here: 8–16 % less time per U-Net row on CPU, batch 1–16; images within 1/255).
-    Never touches the network.
-    Raises FileNotFoundError naming the folder when it is not a diffusers pipeline folder.
+    Never touches the network. Raises ModelError naming the folder when it is not a diffusers
+    pipeline folder.
     """
+    path = Path(model) if model is not None else EMBEDDED_MODEL
+    _check_folder(path)
+    dev = torch.device(device) if device is not None else default_device()
+    if dtype is None:
+        dtype = torch.float16 if dev.type == "cuda" else torch.float32
+    pipe = _from_pretrained(path)
+    pipe.unet.to(dev, dtype)
+    pipe.text_encoder.to(dev, dtype)
+    # SD's VAE overflows in fp16; keep it in fp32 where the folder asks for that
+    pipe.vae.to(dev, torch.float32 if getattr(pipe.vae.config, "force_upcast", False) else dtype)
+    for m in (pipe.unet, pipe.vae, pipe.text_encoder):
+        m.eval().requires_grad_(False)
+    if channels_last:
+        pipe.unet.to(memory_format=torch.channels_last)
+        pipe.vae.to(memory_format=torch.channels_last)
+    return LoadedModel(pipe, model_defaults(path), path)
+
+
+def _check_folder(path: Path) -> None:
+    """Refuse a folder that cannot be a diffusers pipeline before anything is imported or read."""
+    if not path.is_dir():
+        raise ModelError("--model", f"model folder {str(path)!r} does not exist (expected a diffusers folder with model_index.json)")
+    if not (path / "model_index.json").exists():
+        raise ModelError("--model", f"{str(path)!r} has no model_index.json: not a diffusers pipeline folder "
+                                    "(unet/, vae/, text_encoder/, tokenizer/, scheduler/)")
+
+
+def _from_pretrained(path: Path) -> Any:
+    """``StableDiffusionPipeline.from_pretrained`` offline, without a safety checker, quietly."""
     from transformers.utils import logging as tlog
 
     tlog.set_verbosity_error()  # importing the pipeline warns about optional image processors
     from diffusers import StableDiffusionPipeline
     from diffusers.utils import logging as dlog
 
-    path = Path(model) if model is not None else EMBEDDED_MODEL
-    if not path.is_dir():
-        raise FileNotFoundError(f"model folder {str(path)!r} does not exist (expected a diffusers folder with model_index.json)")
-    if not (path / "model_index.json").exists():
-        raise FileNotFoundError(f"{str(path)!r} has no model_index.json: not a diffusers pipeline folder (unet/, vae/, text_encoder/, tokenizer/, scheduler/)")
-    dev = torch.device(device) if device is not None else default_device()
-    if dtype is None:
-        dtype = torch.float16 if dev.type == "cuda" else torch.float32
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     levels = dlog.get_verbosity(), tlog.get_verbosity()
-    dlog.set_verbosity_error()
-    tlog.set_verbosity_error()
-    dlog.disable_progress_bar()
-    tlog.disable_progress_bar()
+    for log in (dlog, tlog):
+        log.set_verbosity_error()
+        log.disable_progress_bar()
     try:
         pipe = StableDiffusionPipeline.from_pretrained(path, safety_checker=None, feature_extractor=None,
                                                        requires_safety_checker=False, local_files_only=True)
-        pipe.set_progress_bar_config(disable=True)
-        pipe.unet.to(dev, dtype)
-        pipe.text_encoder.to(dev, dtype)
-        # SD's VAE overflows in fp16; keep it in fp32 where the folder asks for that
-        pipe.vae.to(dev, torch.float32 if getattr(pipe.vae.config, "force_upcast", False) else dtype)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ModelError("--model", f"{str(path)!r}: cannot load it as a Stable Diffusion pipeline ({type(e).__name__}: {e})"[:600]) from None
     finally:
         dlog.set_verbosity(levels[0])
         tlog.set_verbosity(levels[1])
         dlog.enable_progress_bar()
         tlog.enable_progress_bar()
-    for m in (pipe.unet, pipe.vae, pipe.text_encoder):
-        m.eval().requires_grad_(False)
-    if channels_last:
-        pipe.unet.to(memory_format=torch.channels_last)
-        pipe.vae.to(memory_format=torch.channels_last)
-    pipe.bendbridge_defaults = model_defaults(path)  # type: ignore[attr-defined]
-    pipe.bendbridge_path = path  # type: ignore[attr-defined]
+    pipe.set_progress_bar_config(disable=True)
     return pipe

@@ -13,7 +13,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 import pytest
 import torch
 
-from bendbridge.server.model import EMBEDDED_MODEL
+from bendbridge.server.model import EMBEDDED_MODEL, LoadedModel
 
 # one thread: tiny models gain nothing from more, and it avoids OpenMP oversubscription
 # when anything else (a training run, a parallel test worker) shares the cores
@@ -54,6 +54,12 @@ def tiny_pipe():
     return make_tiny_pipeline()
 
 
+@pytest.fixture(scope="session")
+def tiny_model(tiny_pipe):
+    """``tiny_pipe`` as a loaded model (the library's defaults: 25 steps, guidance 7.5)."""
+    return LoadedModel(tiny_pipe)
+
+
 class UNetCalls:
     """The latent rows of each U-Net call (a batch of B frames with guidance is 2B rows)."""
 
@@ -85,11 +91,11 @@ def demo(tmp_path_factory):
 class ServerThread:
     """A RenderServer on free loopback ports, serving from a thread."""
 
-    def __init__(self, pipe, root: Path, **kw):
+    def __init__(self, model: LoadedModel, root: Path, **kw):
         from bendbridge.server.net.app import RenderServer, ServerConfig
 
         self.server = RenderServer(ServerConfig(control="tcp://127.0.0.1:*", events="tcp://127.0.0.1:*", output_root=root, **kw),
-                                   pipe=pipe)
+                                   model)
         self.url, self.events = self.server.control_endpoint, self.server.events_endpoint
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.server.serve_forever, args=(self.stop,), daemon=True)
@@ -103,11 +109,11 @@ class ServerThread:
 
 @pytest.fixture
 def start_server():
-    """``start_server(pipe, root, **ServerConfig fields)`` → a running ServerThread, closed after the test."""
+    """``start_server(model, root, **ServerConfig fields)`` → a running ServerThread, closed after the test."""
     started: list[ServerThread] = []
 
-    def start(pipe, root: Path, **kw) -> ServerThread:
-        started.append(ServerThread(pipe, root, **kw))
+    def start(model: LoadedModel, root: Path, **kw) -> ServerThread:
+        started.append(ServerThread(model, root, **kw))
         return started[-1]
 
     yield start

@@ -24,6 +24,7 @@ import argparse
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,7 @@ import torch
 __all__ = ["main"]
 
 
-def main(argv: list[str] | None = None) -> int:
+def _args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default=None)
     ap.add_argument("--frames", type=int, default=32)
@@ -41,36 +42,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--config", type=Path, default=None,
                     help="bend config driven by the demo song (default: the demo's; tools/bench_configs/late_bends.toml bends from step 3)")
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
 
-    from bendbridge.bridge.bounce import BounceSpec, plan_bounce
-    from bendbridge.bridge.demo_song import write_demo
+
+def _naive(model, r, seed: int) -> Callable[[list], list[np.ndarray]]:
+    """The baseline: the diffusers pipeline once per frame, with the renderer's hooks and latent bends."""
     from bendbridge.server.bending import BendEngine, install_hooks
-    from bendbridge.server.model import load_pipeline
-    from bendbridge.server.render import FrameSpec, RenderConfig, Renderer
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    demo = write_demo(Path(tempfile.mkdtemp(prefix="bb-bench-")))
-    pipe = load_pipeline(args.model)
-    bp = plan_bounce(BounceSpec(audio=demo["audio"], config=args.config or demo["config"], midi=demo["midi"], out=Path("unused.mp4")))
-    params = bp.params[: args.frames]
-    prompt = bp.render["prompts"][0]
-    seed = int(bp.render.get("seed", 0))
-    r = Renderer(pipe, RenderConfig(prompts=(prompt,), seed=seed, plan=bp.plan, max_batch=args.batch))
-    if any(b.target.kind == "text" for b in bp.plan.bends):
-        raise SystemExit("the naive baseline here does not bend text; use a plan without text bends")
+    pipe, prompt = model.pipe, r.prompts[0]
     engine = BendEngine(r.bound, r.device)
-    cfg = r.guidance > 1.0
-    shape = (1, pipe.unet.config.in_channels, r.height // r.vae_factor, r.width // r.vae_factor)
+    guided = r.guidance > 1.0
+    shape = (pipe.unet.config.in_channels, r.height // r.vae_factor, r.width // r.vae_factor)
 
-    def naive(chunk: list) -> list[np.ndarray]:
+    def render(chunk: list) -> list[np.ndarray]:
         out = []
         with install_hooks(pipe.unet, engine):
             for p in chunk:
-                engine.set_frames([p], cfg=cfg)
+                engine.set_frames([p], guided=guided)
                 g = torch.Generator().manual_seed(seed)
-                lat = engine.bend_latent(torch.randn(shape[1:], generator=g).unsqueeze(0).to(r.device, r.dtype), 0, "frames")
+                lat = engine.bend_latent(torch.randn(shape, generator=g).unsqueeze(0).to(r.device, r.dtype), 0, "frames")
 
                 def cb(_pipe, i, _t, kw):
                     engine.step = i + 1
@@ -81,29 +71,56 @@ def main(argv: list[str] | None = None) -> int:
                 out.append((np.clip(img, 0, 1) * 255).round().astype(np.uint8))
         return out
 
+    return render
+
+
+def _interleaved(paths: dict[str, Callable[[list], object]], chunks: list[list], repeats: int, before_repeat: Callable[[], None]) -> dict[str, list[float]]:
+    """Seconds per repeat of each path. Each chunk is rendered by both, in ABBA order, so slow and
+    fast spells of a shared machine fall on both sides alike."""
+    names = list(paths)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for rep in range(repeats):
+        before_repeat()
+        acc = dict.fromkeys(names, 0.0)
+        for k, chunk in enumerate(chunks):
+            for name in (names if (rep + k) % 2 == 0 else names[::-1]):
+                t = time.perf_counter()
+                paths[name](chunk)
+                acc[name] += time.perf_counter() - t
+        for name in names:
+            times[name].append(acc[name])
+    return times
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _args(argv)
+    from bendbridge.bridge.bounce import BounceSpec, plan_bounce
+    from bendbridge.bridge.demo_song import write_demo
+    from bendbridge.server.model import load_model
+    from bendbridge.server.render import FrameSpec, RenderConfig, Renderer
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    demo = write_demo(Path(tempfile.mkdtemp(prefix="bb-bench-")))
+    model = load_model(args.model)
+    bp = plan_bounce(BounceSpec(audio=demo["audio"], config=args.config or demo["config"], midi=demo["midi"], out=Path("unused.mp4")))
+    params = bp.params[: args.frames]
+    r = Renderer(model, RenderConfig(bp.settings, bp.plan, max_batch=args.batch))
+    if any(b.target.kind == "text" for b in bp.plan.bends) or len(r.prompts) > 1:
+        raise SystemExit("the naive baseline here does not bend text or mix prompts; use a config without text bends and with one prompt")
+    naive = _naive(model, r, bp.settings.seed)
+
     def ours(chunk: list) -> list[np.ndarray]:
         return [res.image for res in r.render([FrameSpec(params=p) for p in chunk])]
 
     a, b = naive(params), ours(params)  # warm-up and equivalence check
     diff = max(int(np.abs(x.astype(int) - y.astype(int)).max()) for x, y in zip(a, b))
-    # Paired, fine-grained interleaving: each chunk of one batch is rendered by both, in ABBA order,
-    # so slow and fast spells of a shared machine fall on both sides alike.
     chunks = [params[s : s + args.batch] for s in range(0, len(params), args.batch)]
-    times: dict[str, list[float]] = {"naive": [], "ours": []}
-    for rep in range(args.repeats):
-        r.prefix.clear()  # each repeat pays for its shared prefix once, as a bounce of these frames would
-        acc = {"naive": 0.0, "ours": 0.0}
-        for k, chunk in enumerate(chunks):
-            order = (("naive", naive), ("ours", ours)) if (rep + k) % 2 == 0 else (("ours", ours), ("naive", naive))
-            for name, fn in order:
-                t = time.perf_counter()
-                fn(chunk)
-                acc[name] += time.perf_counter() - t
-        for name in acc:
-            times[name].append(acc[name])
+    # each repeat pays for its shared prefix once, as a bounce of these frames would
+    times = _interleaved({"naive": naive, "ours": ours}, chunks, args.repeats, r.prefix.clear)
     tn, to = statistics.median(times["naive"]), statistics.median(times["ours"])
     n = len(params)
-    print(f"model {getattr(pipe, 'bendbridge_path', '?')}: {r.width}x{r.height}, {r.steps} steps, guidance {r.guidance}, "
+    print(f"model {model.name}: {r.width}x{r.height}, {r.steps} steps, guidance {r.guidance}, "
           f"{len(bp.plan)} bends, {n} frames of the demo song, {torch.get_num_threads()} threads; "
           f"steps before the first bend, shared: {r.prefix_steps}")
     print(f"naive pipeline per frame   {n / tn:8.2f} frames/s")

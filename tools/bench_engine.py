@@ -25,11 +25,11 @@ __all__ = ["main", "sd15_random_pipeline"]
 
 
 def sd15_random_pipeline(device: torch.device, dtype: torch.dtype):
-    """A StableDiffusionPipeline with SD 1.5's architecture and random weights."""
+    """A StableDiffusionPipeline with SD 1.5's architecture and random weights, as a LoadedModel (4 steps by default)."""
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    from bendbridge.server.model import EMBEDDED_MODEL, ModelDefaults
+    from bendbridge.server.model import EMBEDDED_MODEL, LoadedModel, ModelDefaults
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
@@ -49,8 +49,7 @@ def sd15_random_pipeline(device: torch.device, dtype: torch.dtype):
     for m in (unet, text):
         m.to(device, dtype).eval().requires_grad_(False)
     vae.to(device, torch.float32).eval().requires_grad_(False)
-    pipe.bendbridge_defaults = ModelDefaults(steps=4, guidance=7.5, size=512)
-    return pipe
+    return LoadedModel(pipe, ModelDefaults(steps=4, guidance=7.5, size=512))
 
 
 def _sync(device: torch.device) -> None:
@@ -97,26 +96,36 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args(argv)
 
-    from bendbridge.protocol.plan import BendPlan
-    from bendbridge.server.model import default_device, load_pipeline
-    from bendbridge.server.operators import get_operator
-    from bendbridge.server.render import FrameSpec, RenderConfig, Renderer
+    from bendbridge.protocol.render import RenderSettings
+    from bendbridge.server.model import default_device, load_model
+    from bendbridge.server.render import RenderConfig, Renderer
 
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device) if args.device else default_device()
     dtype = torch.float16 if device.type == "cuda" else torch.float32
-    pipe = sd15_random_pipeline(device, dtype) if args.unet == "sd15" else load_pipeline(args.model, device)
-    base = dict(width=args.size, height=args.size, steps=args.steps, max_batch=args.batch)
-    probe = Renderer(pipe, RenderConfig(**base))
+    model = sd15_random_pipeline(device, dtype) if args.unet == "sd15" else load_model(args.model, device)
+    settings = RenderSettings(("a red circle on a blue background",), width=args.size, height=args.size, steps=args.steps)
+    probe = Renderer(model, RenderConfig(settings, max_batch=args.batch))
     print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else f'{torch.get_num_threads()} threads'}), "
-          f"model {'SD-1.5-size random U-Net' if args.unet == 'sd15' else getattr(pipe, 'bendbridge_path', '?')}, "
+          f"model {'SD-1.5-size random U-Net' if args.unet == 'sd15' else model.name}, "
           f"{probe.width}x{probe.height}, {probe.steps} steps, guidance {probe.guidance}")
-
-    # 1. hook overhead --------------------------------------------------------------------------
     targets = _pick_targets(probe.layers)
-    ident = Renderer(pipe, RenderConfig(**base, plan=BendPlan.from_specs([f"multiply:factor=1@{t}" for t in targets])))
-    active = Renderer(pipe, RenderConfig(**base, plan=BendPlan.from_specs([f"multiply:factor=1.001@{t}" for t in targets])))
+    _hook_overhead(model, probe, targets, args, device)
+    _operator_costs(probe, args, device, dtype)
+    _batched_speedup(model, probe, targets, args, device)
+    return 0
+
+
+def _hook_overhead(model, probe, targets: list[str], args: argparse.Namespace, device: torch.device) -> None:
+    from bendbridge.protocol.plan import BendPlan
+    from bendbridge.server.render import FrameSpec, RenderConfig, Renderer
+
+    def with_plan(factor: str) -> Renderer:
+        plan = BendPlan.from_specs([f"multiply:factor={factor}@{t}" for t in targets])
+        return Renderer(model, RenderConfig(probe.config.settings, plan, max_batch=args.batch))
+
+    ident, active = with_plan("1"), with_plan("1.001")
     frame = [FrameSpec()]
     t = _side_by_side({"plain": lambda: probe.render(frame), "identity": lambda: ident.render(frame),
                        "active": lambda: active.render(frame)}, args.repeats, device)
@@ -125,30 +134,38 @@ def main(argv: list[str] | None = None) -> int:
     print(f"    5 identity bends    {t['identity'] * 1e3:9.2f} ms/frame   overhead {100 * (t['identity'] / t['plain'] - 1):+.2f} %  (goal ≤ 2 %)")
     print(f"    5 multiply bends    {t['active'] * 1e3:9.2f} ms/frame   overhead {100 * (t['active'] / t['plain'] - 1):+.2f} %")
 
-    # 2. operator families on a real activation -------------------------------------------------
-    mid = next(l for l in probe.layers if l.name == "mid_block")
-    up = max((l for l in probe.layers if l.kind == "ResnetBlock2D"), key=lambda l: l.shape[1] * l.shape[2])
-    rows = 2 * args.batch if probe.cfg else args.batch
+
+def _operator_costs(probe, args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> None:
+    from bendbridge.protocol.operators import R6_PLANES
+    from bendbridge.server.operators import get_operator
+
+    mid = next(layer for layer in probe.layers if layer.name == "mid_block")
+    up = max((layer for layer in probe.layers if layer.kind == "ResnetBlock2D"), key=lambda layer: layer.shape[1] * layer.shape[2])
+    rows = 2 * args.batch if probe.guided else args.batch
     unet_call = _unet_call_time(probe, rows, args.repeats, device)
     print(f"\n[2] operator cost per call, {rows} rows (a guided batch of {args.batch}); one U-Net call = {unet_call * 1e3:.2f} ms")
     lat = (4, probe.height // probe.vae_factor, probe.width // probe.vae_factor)
     cases = [("pointwise", "add", {"value": 1.0}, up.shape), ("pointwise", "noise", {"std": 0.5}, up.shape),
              ("pointwise", "soft_threshold", {"r": 0.5}, up.shape), ("channel", "rotate_plane", {"angle": 1.0}, lat),
-             ("channel", "rotate_r6", {f"a{i}{j}": 0.3 for i, j in ((0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3))}, lat),
+             ("channel", "rotate_r6", {f"a{i}{j}": 0.3 for i, j in R6_PLANES}, lat),
              ("channel", "rotate_plane", {"angle": 1.0}, up.shape), ("channel", "hadamard", {}, lat),
              ("spatial", "rotate", {"degrees": 30.0}, up.shape), ("spatial", "scale", {"factor": 1.2}, up.shape),
              ("morphological", "dilate", {"size": 3.0}, up.shape), ("morphological", "dilate", {"size": 5.0, "shape": "ellipse"}, mid.shape)]
-    for fam, name, params, shape in cases:
+    for family, name, params, shape in cases:
         op = get_operator(name)
         x = torch.randn(rows, *shape, device=device, dtype=dtype)
         static = {k: v for k, v in params.items() if not op.spec.params[k].per_frame}
         per = {k: torch.full((rows,), float(v), dtype=torch.float64, device=device) for k, v in params.items() if op.spec.params[k].per_frame}
         ms = _side_by_side({"op": lambda: op.fn(x, **static, **per)}, args.repeats, device)["op"]
-        print(f"    {fam:<14} {name:<15} {str(tuple(shape)):<18} {ms * 1e3:8.3f} ms  = {100 * ms / unet_call:6.2f} % of a U-Net call")
+        print(f"    {family:<14} {name:<15} {str(tuple(shape)):<18} {ms * 1e3:8.3f} ms  = {100 * ms / unet_call:6.2f} % of a U-Net call")
 
-    # 3. batched vs one at a time ---------------------------------------------------------------
-    plan = BendPlan.from_specs(["rotate_plane:angle=0@latent:step=0", f"multiply:factor=1@{targets[0]}", f"dilate:size=1@{mid.name}"])
-    r = Renderer(pipe, RenderConfig(**base, plan=plan))
+
+def _batched_speedup(model, probe, targets: list[str], args: argparse.Namespace, device: torch.device) -> None:
+    from bendbridge.protocol.plan import BendPlan
+    from bendbridge.server.render import FrameSpec, RenderConfig, Renderer
+
+    plan = BendPlan.from_specs(["rotate_plane:angle=0@latent:step=0", f"multiply:factor=1@{targets[0]}", "dilate:size=1@mid_block"])
+    r = Renderer(model, RenderConfig(probe.config.settings, plan, max_batch=args.batch))
     frames = [FrameSpec(params={"rotate_plane": {"angle": 0.2 * i}, "multiply": {"factor": 1 + 0.05 * i}, "dilate": {"size": 1 + 2 * (i % 2)}})
               for i in range(args.frames)]
     reps = max(1, args.repeats // 3)
@@ -156,7 +173,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n[3] {args.frames} frames with different parameters")
     print(f"    one at a time       {args.frames / t['single']:8.2f} frames/s")
     print(f"    batched (≤{args.batch})        {args.frames / t['batched']:8.2f} frames/s   speed-up ×{t['single'] / t['batched']:.2f}")
-    return 0
 
 
 def _unet_call_time(r, rows: int, repeats: int, device: torch.device) -> float:

@@ -42,6 +42,20 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run_demo)
 
 
+SERVER_SIDE_MODULES = ("torch", "diffusers", "transformers", "safetensors")
+
+
+def local_rendering(model: Path | None):
+    """In-process rendering on ``model``, or None where the render side (``bendbridge[server]``) is not installed."""
+    try:
+        from bendbridge.server.render.local_frames import local_rendering as server_local_rendering
+    except ImportError as e:
+        if (e.name or "").split(".")[0] in SERVER_SIDE_MODULES:
+            return None
+        raise
+    return server_local_rendering(model)
+
+
 def _spec(args: argparse.Namespace, audio: Path, config: Path, midi: Path | None, rpp: Path | None, lanes: list[Path]):
     from bendbridge.bridge.bounce import BounceSpec
 
@@ -50,17 +64,24 @@ def _spec(args: argparse.Namespace, audio: Path, config: Path, midi: Path | None
                       server=args.server, server_keys=args.keys, server_client=args.client, server_timeout=args.server_timeout)
 
 
-def run_bounce(args: argparse.Namespace) -> int:
-    from bendbridge.bridge.bounce import run_bounce as bounce
+def _bounce(spec) -> object:
+    from bendbridge.bridge.bounce import run_bounce
 
-    summary = bounce(_spec(args, args.audio, args.config, args.midi, args.rpp, args.lanes))
+    spec.check()  # before anything is imported for rendering
+    return run_bounce(spec, None if spec.server else local_rendering(spec.model))
+
+
+def run_bounce(args: argparse.Namespace) -> int:
+    summary = _bounce(_spec(args, args.audio, args.config, args.midi, args.rpp, args.lanes))
     print(summary)
     return 0 if not (summary.nan_frames or summary.black_frames) else 1
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from bendbridge.bridge.bounce import run_bounce as bounce
     from bendbridge.bridge.demo_song import bundled_config, write_demo
+    from bendbridge.bridge.video import check_video_path
+
+    check_video_path(args.out, "--out")  # before the song is synthesised
 
     folder = args.song_dir or args.out.parent / "demo_song"
     paths = write_demo(folder)
@@ -68,6 +89,6 @@ def run_demo(args: argparse.Namespace) -> int:
     if paths["config"].read_text(encoding="utf-8") != bundled_config():
         print(f"note: using the existing {paths['config']}, which differs from the bundled demo config "
               f"(delete it to get the current one)")
-    summary = bounce(_spec(args, paths["audio"], paths["config"], paths["midi"], None, []))
+    summary = _bounce(_spec(args, paths["audio"], paths["config"], paths["midi"], None, []))
     print(summary)
     return 0

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
+from bendbridge.protocol.errors import BendbridgeError
+from bendbridge.protocol.render import SCHEDULERS, check_scheduler
+
 __all__ = ["add_commands"]
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
@@ -26,14 +32,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--negative-prompt", default="")
     p.add_argument("--bend", action="append", default=[], metavar="SPEC", help="e.g. rotate_plane:plane=0,1:angle=1.2@latent:step=0 (repeatable)")
     p.add_argument("--plan", type=Path, default=None, help="bend plan file (.toml or .json); --bend specs are appended")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=None)
     p.add_argument("--noise-angle", type=float, default=0.0, help="radians along the circular noise walk")
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--guidance", type=float, default=None)
-    p.add_argument("--scheduler", default="default")
+    p.add_argument("--scheduler", default="default", help=f"one of {', '.join(SCHEDULERS)}")
     p.add_argument("--width", type=int, default=None)
     p.add_argument("--height", type=int, default=None)
-    p.add_argument("--out", type=Path, required=True, help="output PNG")
+    p.add_argument("--out", type=Path, required=True, help="output image (.png, .jpg, .webp)")
     p.set_defaults(run=run_render)
 
     p = sub.add_parser("sweep", help="render a labelled contact sheet of operator × value × target")
@@ -44,16 +50,18 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def run_layers(args: argparse.Namespace) -> int:
-    from bendbridge.server.model import load_pipeline
+    from bendbridge.protocol.render import RenderSettings
+    from bendbridge.server.model import load_model
     from bendbridge.server.render import RenderConfig, Renderer
 
-    pipe = load_pipeline(args.model, args.device)
-    r = Renderer(pipe, RenderConfig(width=args.size, height=args.size))
-    c = pipe.unet.config.in_channels
+    settings = RenderSettings(("layers",)).override({"width": "--size", "height": "--size"}, width=args.size, height=args.size)
+    model = load_model(args.model, args.device)
+    r = Renderer(model, RenderConfig(settings))
+    c = model.pipe.unet.config.in_channels
     h, w = r.height // r.vae_factor, r.width // r.vae_factor
-    print(f"model: {getattr(pipe, 'bendbridge_path', '?')}  ({r.width}x{r.height} px, {r.steps} steps by default)")
+    print(f"model: {model.name}  ({r.width}x{r.height} px, {r.steps} steps by default)")
     print(f"{'':>5}  {'latent:step=K':<48} {'latent':<22} ({c}, {h}, {w})   K in 0..{r.steps}")
-    print(f"{'':>5}  {'text[:word=W]':<48} {'text conditioning':<22} ({r.seq_len}, {pipe.text_encoder.config.hidden_size})")
+    print(f"{'':>5}  {'text[:word=W]':<48} {'text conditioning':<22} ({r.seq_len}, {model.pipe.text_encoder.config.hidden_size})")
     for info in r.layers:
         print(f"#{info.index:<4} {info.name:<48} {info.kind:<22} {info.shape}")
     return 0
@@ -63,21 +71,40 @@ def _plan(args: argparse.Namespace):
     from bendbridge.protocol.plan import BendPlan
 
     base = BendPlan.load(args.plan) if args.plan else BendPlan()
-    extra = BendPlan.from_specs(args.bend)
-    return BendPlan.from_dict({"bend": [b.to_dict() for b in base.bends] + [b.to_dict() for b in extra.bends]})
+    return base.then(BendPlan.from_specs(args.bend))
+
+
+def _prompt_weights(text: str | None, prompts: int) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        weights = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise BendbridgeError("--prompt-weights", f"{text!r}: expected comma-separated numbers, one per --prompt") from None
+    if len(weights) != prompts or not all(math.isfinite(w) and w >= 0 for w in weights) or sum(weights) <= 0:
+        raise BendbridgeError("--prompt-weights", f"{text!r}: expected {prompts} finite weights ≥ 0 with a positive sum, one per --prompt")
+    return weights
 
 
 def run_render(args: argparse.Namespace) -> int:
     from PIL import Image
 
-    from bendbridge.server.model import load_pipeline
+    from bendbridge.protocol.render import RenderSettings
+
+    if args.out.suffix.lower() not in IMAGE_SUFFIXES:
+        raise BendbridgeError("--out", f"cannot write {args.out.name!r}: bendbridge writes {', '.join(IMAGE_SUFFIXES)} images")
+    weights = _prompt_weights(args.prompt_weights, len(args.prompt))
+    names = {"seed": "--seed", "width": "--width", "height": "--height", "steps": "--steps", "guidance": "--guidance"}
+    settings = RenderSettings(tuple(args.prompt), args.negative_prompt).override(
+        names, seed=args.seed, width=args.width, height=args.height, steps=args.steps, guidance=args.guidance)
+    plan = _plan(args)
+    check_scheduler(args.scheduler, "--scheduler")
+
+    from bendbridge.server.model import load_model
     from bendbridge.server.render import FrameSpec, RenderConfig, Renderer
 
-    weights = tuple(float(v) for v in args.prompt_weights.split(",")) if args.prompt_weights else None
-    cfg = RenderConfig(prompts=tuple(args.prompt), negative_prompt=args.negative_prompt, seed=args.seed, width=args.width,
-                       height=args.height, steps=args.steps, guidance=args.guidance, scheduler=args.scheduler, plan=_plan(args))
-    pipe = load_pipeline(args.model, args.device)
-    res = Renderer(pipe, cfg).render([FrameSpec(noise_angle=args.noise_angle, prompt_weights=weights)])[0]
+    res = Renderer(load_model(args.model, args.device), RenderConfig(settings, plan, scheduler=args.scheduler)).render(
+        [FrameSpec(noise_angle=args.noise_angle, prompt_weights=weights)])[0]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(res.image).save(args.out)
     for f in res.faults:
@@ -89,13 +116,14 @@ def run_render(args: argparse.Namespace) -> int:
 
 
 def run_sweep(args: argparse.Namespace) -> int:
-    from bendbridge.server.model import load_pipeline
     from bendbridge.server.render.sheet import load_sweep, render_sheet
 
-    cfg = load_sweep(args.config)
-    pipe = load_pipeline(args.model, args.device)
-    sheet = render_sheet(pipe, cfg)
+    sweep = load_sweep(args.config)
+
+    from bendbridge.server.model import load_model
+
+    sheet = render_sheet(load_model(args.model, args.device), sweep)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(args.out)
-    print(f"wrote {args.out} ({len(cfg.rows)} rows)")
+    print(f"wrote {args.out} ({len(sweep.rows)} rows)")
     return 0

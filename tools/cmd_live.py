@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import threading
 import time
 from pathlib import Path
 
@@ -36,29 +37,20 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run_learn)
 
 
-def _plan_and_config(path: Path):
-    import tomllib
-
-    from bendbridge.protocol.plan import BendPlan
-
-    cfg = tomllib.loads(path.read_text(encoding="utf-8"))
-    return cfg, BendPlan.from_dict({"bend": cfg.get("bend", [])})
-
-
 def run_learn(args: argparse.Namespace) -> int:
+    from bendbridge.bridge.config import SessionConfig
     from bendbridge.bridge.midi_live import MODES, learn_from, load_cc_mappings, open_midi_input
 
-    cfg, plan = _plan_and_config(args.config)
+    config = SessionConfig.load(args.config)
     bend, _, param = args.param.partition(".")
-    load_cc_mappings({"midi": [{"source": "cc:1:0", "bend": bend, "param": param}]}, plan)  # checks bend and param
+    load_cc_mappings({"midi": [{"source": "cc:1:0", "bend": bend, "param": param}]}, config.plan)  # checks bend and param
     port = open_midi_input(args.port, args.virtual, args.midi_backend)
     print(f"move a control on {args.virtual or args.port} to map it to {args.param} …", flush=True)
     deadline = time.monotonic() + args.timeout
 
     def messages():
         while time.monotonic() < deadline:
-            for m in port.iter_pending():
-                yield m
+            yield from port.iter_pending()
             time.sleep(0.005)
 
     source = learn_from(messages())
@@ -73,58 +65,48 @@ def run_learn(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_bridge(args: argparse.Namespace) -> int:
-    import threading
+def _follow_midi(port, clock, router, stop: threading.Event) -> None:
+    """Feed MIDI clock and CC messages from ``port`` until ``stop`` is set (a daemon thread)."""
 
+    def loop() -> None:
+        while not stop.is_set():
+            for m in port.iter_pending():
+                clock.feed(m, time.monotonic())
+                router.feed(m)
+            time.sleep(0.001)
+
+    threading.Thread(target=loop, daemon=True, name="midi-in").start()
+
+
+def run_bridge(args: argparse.Namespace) -> int:
     from bendbridge.bridge.client import RenderClient
+    from bendbridge.bridge.config import SessionConfig
     from bendbridge.bridge.live import LiveBridge, ValueLane
     from bendbridge.bridge.mapping import load_mapping
     from bendbridge.bridge.midi_live import CcRouter, ClockFollower, load_cc_mappings, open_midi_input
     from bendbridge.bridge.osc_input import OscInput
-    from bendbridge.bridge.tempo import TempoMap
     from bendbridge.bridge.timeline import FrameGrid, Timeline, parse_fps
     from bendbridge.protocol import SessionSetup
 
-    cfg, plan = _plan_and_config(args.config)
-    render = cfg.get("render", {})
-    mapping = load_mapping(cfg, plan)
-    router = CcRouter(load_cc_mappings(cfg, plan))
-    clock = ClockFollower()
-    tempo = TempoMap.constant(render.get("tempo", 120))
-    tl = Timeline(FrameGrid(parse_fps(args.fps or str(render.get("fps", "24"))), 48_000), tempo)
+    config = SessionConfig.load(args.config)
+    mapping = load_mapping(config.tables, config.plan)
+    router, clock = CcRouter(load_cc_mappings(config.tables, config.plan)), ClockFollower()
+    timeline = Timeline(FrameGrid(parse_fps(args.fps, "--fps") if args.fps else config.fps, 48_000), config.tempo, config.meter)
     lanes = {s.name: ValueLane() for p in mapping.params for s in p.sources if s.kind == "lane"}
     stop = threading.Event()
     with RenderClient(args.server, keys=args.keys, client_name=args.client) as client, OscInput(args.osc_port, args.osc_host) as osc:
-        client.setup(SessionSetup(prompts=tuple(render.get("prompts", ["a red circle on a blue background"])), output=args.output,
-                                  seed=int(render.get("seed", 0)), steps=render.get("steps"), guidance=render.get("guidance"),
-                                  plan=plan.to_dict(), mode="live"))
+        client.setup(SessionSetup.for_settings(config.rendering(), output=args.output, fps=timeline.grid.fps, plan=config.plan.to_dict(),
+                                               mode="live"))
         if args.midi_in:
-            port = open_midi_input(args.midi_in, None, args.midi_backend)
-
-            def midi_loop():
-                while not stop.is_set():
-                    for m in port.iter_pending():
-                        clock.feed(m, time.monotonic())
-                        router.feed(m)
-                    time.sleep(0.001)
-
-            threading.Thread(target=midi_loop, daemon=True).start()
+            _follow_midi(open_midi_input(args.midi_in, None, args.midi_backend), clock, router, stop)
 
         def playhead():
             for name, lane in lanes.items():
                 if name in osc.transport.lanes:
                     lane.value = osc.transport.lanes[name]
-            if args.clock:
-                return tl.tempo.seconds_at(clock.beats)
-            return osc.transport.position()
+            return timeline.tempo.seconds_at(clock.beats) if args.clock else osc.transport.position()
 
-        def cc_values():
-            out: dict[str, dict[str, float]] = {}
-            for (bend, param), v in router.values.items():
-                out.setdefault(bend, {})[param] = v
-            return out
-
-        bridge = LiveBridge(client, tl, mapping, playhead, args.lookahead, lanes=lanes, cc_values=cc_values)
+        bridge = LiveBridge(client, timeline, mapping, playhead, args.lookahead, lanes=lanes, cc_values=router.by_bend)
         print(f"bridge: OSC on udp://{args.osc_host}:{osc.port}, server {args.server}, lookahead {args.lookahead} s", flush=True)
         try:
             bridge.run(stop)

@@ -6,6 +6,9 @@ import argparse
 import tempfile
 from pathlib import Path
 
+from bendbridge.protocol.errors import BendbridgeError
+from bendbridge.protocol.values import finite_number
+
 __all__ = ["add_commands"]
 
 
@@ -25,27 +28,40 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run_host_sim)
 
 
+def _block_sizes(args: argparse.Namespace):
+    from bendbridge.plugin_stub.host import BlockSizes
+
+    if not args.random_blocks:
+        for size in args.block or []:
+            finite_number(size, "--block", 1, 1 << 20, integer=True)
+        return BlockSizes(args.block or [512])
+    lo, _, hi = args.random_blocks.partition("-")
+    if not (lo.isdigit() and hi.isdigit() and 1 <= int(lo) <= int(hi) <= 1 << 20):
+        raise BendbridgeError("--random-blocks", f"{args.random_blocks!r}: expected LO-HI with 1 ≤ LO ≤ HI ≤ {1 << 20}, e.g. 32-2048")
+    return BlockSizes(random_range=(int(lo), int(hi)))
+
+
 def run_host_sim(args: argparse.Namespace) -> int:
     from bendbridge.bridge.bounce import BounceSpec, run_bounce
     from bendbridge.bridge.plugin_link import PluginReceiver
-    from bendbridge.plugin_stub.host import BlockSizes, HostSimulator
+    from bendbridge.plugin_stub.host import HostSimulator
     from bendbridge.plugin_stub.streaming import StreamingPlugin
 
-    if args.random_blocks:
-        lo, _, hi = args.random_blocks.partition("-")
-        blocks = BlockSizes(random_range=(int(lo), int(hi)))
-    else:
-        blocks = BlockSizes(args.block or [512])
+    from .cmd_bounce import local_rendering
+
+    blocks = _block_sizes(args)
+    spec = BounceSpec(audio=args.song, config=args.config, out=args.out, start=args.start, end=args.end, model=args.model)
+    spec.check()  # before the session is played
     host = HostSimulator(args.song, args.midi)
     with PluginReceiver(args.link) as rx:
         plugin = StreamingPlugin(rx.url)
         n = host.play(plugin, blocks, realtime=args.realtime)
         if not rx.done.wait(60):
-            raise ValueError("the plugin stream did not finish within 60 s")
+            raise BendbridgeError("--link", "the plugin stream did not finish within 60 s")
         print(f"played {n} blocks ({host.length / host.rate:.2f} s at {host.rate} Hz) through the plugin; "
               f"{plugin.sent} messages sent, {plugin.dropped} dropped; jumps followed: {len(rx.jumps)}")
         session = rx.session(Path(tempfile.mkdtemp(prefix="bb-hostsim-")))
-    summary = run_bounce(BounceSpec(audio=session.audio, config=args.config, out=args.out, start=args.start, end=args.end,
-                                    model=args.model, tempo=session.tempo, meter=session.meter, extra_lanes=session.lanes))
+    spec.audio, spec.tempo, spec.meter, spec.extra_lanes = session.audio, session.tempo, session.meter, session.lanes
+    summary = run_bounce(spec, local_rendering(args.model))
     print(summary)
     return 0

@@ -6,12 +6,13 @@ import argparse
 import logging
 from pathlib import Path
 
+from bendbridge.protocol.security import DEFAULT_CONTROL, DEFAULT_EVENTS
+from bendbridge.protocol.values import finite_number
+
 __all__ = ["add_commands"]
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    from bendbridge.server.net.app import DEFAULT_CONTROL, DEFAULT_EVENTS
-
     p = sub.add_parser("serve", help="run the headless render server (ZeroMQ)")
     p.add_argument("--bind", default=DEFAULT_CONTROL, help=f"control endpoint, ROUTER (default {DEFAULT_CONTROL})")
     p.add_argument("--events", default=DEFAULT_EVENTS, help=f"event endpoint, PUB (default {DEFAULT_EVENTS})")
@@ -36,12 +37,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    finite_number(args.max_batch, "--max-batch", 1, 1024, integer=True)
     from bendbridge.server.net.app import RenderServer, ServerConfig
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    cfg = ServerConfig(control=args.bind, events=args.events, model=args.model, device=args.device,
-                       output_root=args.output_root, max_batch=args.max_batch, keys=args.keys)
-    server = RenderServer(cfg)
+    config = ServerConfig(control=args.bind, events=args.events, model=args.model, device=args.device,
+                          output_root=args.output_root, max_batch=args.max_batch, keys=args.keys)
+    server = RenderServer(config)
     w = server.welcome()
     print(f"bendbridge server: control {server.control_endpoint}, events {server.events_endpoint}, model {w.model} on {w.device}, "
           f"output root {server.root}, auth {w.auth}", flush=True)
@@ -71,7 +73,7 @@ def run_ping(args: argparse.Namespace) -> int:
 
 
 def run_keys(args: argparse.Namespace) -> int:
-    from bendbridge.server.net.security import make_keys
+    from bendbridge.protocol.security import make_keys
 
     for f in make_keys(args.dir, args.client):
         print(f"wrote {f}")

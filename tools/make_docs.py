@@ -27,11 +27,11 @@ PROMPTS = [
 
 
 def prompt_sheet(out: Path, seed: int = 0) -> None:
-    from bendbridge.server.model import load_pipeline
+    from bendbridge.protocol.render import RenderSettings
+    from bendbridge.server.model import load_model
     from bendbridge.server.render import FrameSpec, RenderConfig, Renderer
 
-    pipe = load_pipeline()
-    r = Renderer(pipe, RenderConfig(prompts=tuple(PROMPTS), seed=seed, max_batch=12))
+    r = Renderer(load_model(), RenderConfig(RenderSettings(tuple(PROMPTS), seed=seed), max_batch=12))
     imgs = [res.image for res in r.render([FrameSpec(prompt_weights=tuple(float(i == j) for j in range(len(PROMPTS))))
                                           for i in range(len(PROMPTS))])]
     h, w = imgs[0].shape[:2]

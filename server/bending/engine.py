@@ -4,7 +4,7 @@ Hooks are installed once (:func:`install_hooks`) and read the engine's current s
 parameters change every frame — and every sample of a batch — without re-installing anything.
 
 Row layouts: a batch renders B frames. With classifier-free guidance the U-Net sees 2B rows,
-``[uncond frame 0..B-1, cond frame 0..B-1]`` (layout ``"cfg"``); latents and text embeddings
+``[uncond frame 0..B-1, cond frame 0..B-1]`` (layout ``"guided"``); latents and text embeddings
 have B rows (layout ``"frames"``). A bend touches only the rows of its branch whose parameters
 are not the identity and whose ``mix`` is not 0; untouched rows come back bit for bit.
 """
@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from bendbridge.protocol.errors import hint
+from bendbridge.protocol.frames import FrameParams
 from bendbridge.protocol.operators import MIX
 from bendbridge.protocol.plan import PlanError
 
@@ -27,9 +28,6 @@ from .binding import BoundBend
 from .layers import first_tensor, replace_first_tensor
 
 __all__ = ["BendEngine", "FrameParamError", "Fault", "install_hooks"]
-
-FrameParams = Mapping[str, Mapping[str, Any]]  # bend id -> {param: value}
-
 
 class FrameParamError(PlanError):
     """A per-frame parameter value is unknown, non-finite or out of range."""
@@ -74,7 +72,7 @@ class BendEngine:
         self.check_finite = check_finite
         self.step = 0
         self.batch = 0
-        self.cfg = False
+        self.guided = False
         self._state: list[_BendState] = []
         self._checks: list[tuple[int, int, list[int], torch.Tensor]] = []
         self._mask_cache: dict[tuple, torch.Tensor] = {}
@@ -111,17 +109,17 @@ class BendEngine:
             per[k] = col
         return per
 
-    def set_frames(self, frames: Sequence[FrameParams], *, cfg: bool) -> None:
+    def set_frames(self, frames: Sequence[FrameParams], *, guided: bool) -> None:
         """Set the parameters of the next batch of ``len(frames)`` frames."""
         resolved = self.resolve(frames)
-        self.batch, self.cfg, self.step = len(frames), cfg, 0
+        self.batch, self.guided, self.step = len(frames), guided, 0
         self._checks = []
         self._state = []
         for bb, per in zip(self.bound, resolved):
             active = self._active_frames(bb, per)
             st = _BendState(values=per)
             st.layouts["frames"] = self._rows(bb, per, active, "frames")
-            st.layouts["cfg"] = self._rows(bb, per, active, "cfg") if cfg else st.layouts["frames"]
+            st.layouts["guided"] = self._rows(bb, per, active, "guided") if guided else st.layouts["frames"]
             self._state.append(st)
 
     def _active_frames(self, bb: BoundBend, per: dict[str, list[Any]]) -> list[bool]:
@@ -139,9 +137,9 @@ class BendEngine:
     def _rows(self, bb: BoundBend, per: dict[str, list[Any]], active: list[bool], layout: str) -> _RowState | None:
         b = self.batch
         branch = bb.bend.branch
-        if not self.cfg and branch == "uncond":
+        if not self.guided and branch == "uncond":
             return None  # without guidance there is no unconditional branch
-        if layout == "frames" or not self.cfg:
+        if layout == "frames" or not self.guided:
             # B rows; callers of the 'frames' layout (latent 'both', text) gate by branch
             rows = frames = [fi for fi in range(b) if active[fi]]
         else:
@@ -154,7 +152,7 @@ class BendEngine:
                             frames.append(fi)
         if not rows:
             return None
-        total = 2 * b if (layout == "cfg" and self.cfg) else b
+        total = 2 * b if (layout == "guided" and self.guided) else b
         params = {}
         for k, col in per.items():
             if k == "mix":
@@ -229,13 +227,13 @@ class BendEngine:
 
     def bend_latent(self, latents: torch.Tensor, step: int, layout: str) -> torch.Tensor:
         """Apply the latent bends for ``step``: branch 'both' on the B-row latent (``layout``
-        'frames', persisting), branch 'cond'/'uncond' on the 2B-row model input ('cfg')."""
+        'frames', persisting), branch 'cond'/'uncond' on the 2B-row model input ('guided')."""
         self.step = step
         for bb in self.bound:
             t = bb.bend.target
             if t.kind != "latent" or t.step != step:
                 continue
-            if (layout == "frames") == (bb.bend.branch == "both" or not self.cfg):
+            if (layout == "frames") == (bb.bend.branch == "both" or not self.guided):
                 latents = self.apply(bb, latents, layout)
         return latents
 
@@ -267,8 +265,8 @@ class BendEngine:
             t = first_tensor(output)
             if t is None or t.ndim != 4:
                 return None
-            if self.cfg and t.shape[0] == 2 * self.batch:
-                layout = "cfg"
+            if self.guided and t.shape[0] == 2 * self.batch:
+                layout = "guided"
             elif t.shape[0] == self.batch:
                 layout = "frames"
             else:

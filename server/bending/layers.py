@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
+from bendbridge.protocol.errors import BendbridgeError
+
 __all__ = ["LayerInfo", "list_layers", "first_tensor", "replace_first_tensor"]
 
 _SKIP = ("GroupNorm", "LayerNorm", "SiLU", "GELU", "Dropout", "Identity", "Mish", "ReLU", "Tanh", "Sigmoid")
@@ -58,10 +60,10 @@ def list_layers(unet: torch.nn.Module, *, seq_len: int = 77, height: int | None 
 
     ``height``/``width`` are latent sizes (pixels / VAE factor); default: the U-Net's sample_size.
     """
-    cfg = unet.config
-    if getattr(cfg, "addition_embed_type", None):
-        raise ValueError(f"U-Net with addition_embed_type={cfg.addition_embed_type!r} (SDXL-style) is not supported yet")
-    size = cfg.sample_size if isinstance(cfg.sample_size, int) else cfg.sample_size[0]
+    unet_config = unet.config
+    if getattr(unet_config, "addition_embed_type", None):
+        raise BendbridgeError("--model", f"U-Net with addition_embed_type={unet_config.addition_embed_type!r} (SDXL-style) is not supported yet")
+    size = unet_config.sample_size if isinstance(unet_config.sample_size, int) else unet_config.sample_size[0]
     h, w = height or size, width or size
     p = next(unet.parameters())
     named = [(n, m) for n, m in unet.named_modules() if n and type(m).__name__ not in _SKIP]
@@ -78,8 +80,8 @@ def list_layers(unet: torch.nn.Module, *, seq_len: int = 77, height: int | None 
     try:
         for n, m in named:
             handles.append(m.register_forward_hook(recorder(n)))
-        x = torch.zeros(1, cfg.in_channels, h, w, device=p.device, dtype=p.dtype)
-        enc = torch.zeros(1, seq_len, cfg.cross_attention_dim, device=p.device, dtype=p.dtype)
+        x = torch.zeros(1, unet_config.in_channels, h, w, device=p.device, dtype=p.dtype)
+        enc = torch.zeros(1, seq_len, unet_config.cross_attention_dim, device=p.device, dtype=p.dtype)
         unet(x, torch.tensor(500, device=p.device), encoder_hidden_states=enc)
     finally:
         for hd in handles:

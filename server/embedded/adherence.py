@@ -38,14 +38,17 @@ class AdherenceReport:
                 f"both right {self.both_right}/{self.n} ({100 * self.both_rate:.0f} %)")
 
 
-def measure_adherence(pipe: Any, n: int = 48, seed: int = 0, steps: int | None = None, guidance: float | None = None) -> AdherenceReport:
+def measure_adherence(model: Any, n: int = 48, seed: int = 0, steps: int | None = None, guidance: float | None = None) -> AdherenceReport:
+    """Render ``n`` held-out scenes on ``model`` (a LoadedModel) and classify their colours."""
+    from bendbridge.protocol.render import RenderSettings
     from bendbridge.server.render import FrameSpec, RenderConfig, Renderer
 
     chosen = scenes.held_out_scenes(n, seed=seed)
     caps = tuple(scenes.caption(s) for s in chosen)
     imgs = []
     for i in range(0, n, 8):
-        r = Renderer(pipe, RenderConfig(prompts=caps[i : i + 8], steps=steps, guidance=guidance, seed=seed, max_batch=8))
+        settings = RenderSettings(caps[i : i + 8], seed=seed, steps=steps, guidance=guidance)
+        r = Renderer(model, RenderConfig(settings, max_batch=8))
         k = len(caps[i : i + 8])
         frames = [FrameSpec(prompt_weights=tuple(1.0 if j == p else 0.0 for j in range(k))) for p in range(k)]
         imgs.extend(res.image for res in r.render(frames))

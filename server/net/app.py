@@ -23,14 +23,14 @@ from bendbridge.protocol import (
     ParamUpdate, ProtocolError, SessionSetup, Transport, Welcome, decode, encode, version_string,
 )
 
-from .security import SecurityError, is_loopback, load_server_keys
+from bendbridge.protocol.security import DEFAULT_CONTROL, DEFAULT_EVENTS, SecurityError, is_loopback, load_server_keys
+from bendbridge.server.model import LoadedModel
+
 from .session import Pending, RenderSession
 
-__all__ = ["ServerConfig", "RenderServer", "DEFAULT_CONTROL", "DEFAULT_EVENTS"]
+__all__ = ["ServerConfig", "RenderServer"]
 
 log = logging.getLogger("bendbridge.server")
-DEFAULT_CONTROL = "tcp://127.0.0.1:5555"
-DEFAULT_EVENTS = "tcp://127.0.0.1:5556"
 
 
 @dataclass(frozen=True)
@@ -46,21 +46,25 @@ class ServerConfig:
 
 
 class RenderServer:
-    def __init__(self, config: ServerConfig, pipe: Any = None):
-        for ep in (config.control, config.events):
+    def __init__(self, config: ServerConfig, model: LoadedModel | None = None):
+        for option, ep in (("--bind", config.control), ("--events", config.events)):
             if not is_loopback(ep) and config.keys is None:
-                raise SecurityError(f"refusing to bind {ep} without authentication: binding beyond loopback needs CURVE keys "
-                                    f"('bendbridge keys --dir KEYS --client NAME', then --keys KEYS)")
+                raise SecurityError(option, f"refusing to bind {ep} without authentication: binding beyond loopback needs CURVE "
+                                            f"keys ('bendbridge keys --dir KEYS --client NAME', then --keys KEYS)")
+        server_keys = load_server_keys(config.keys) if config.keys is not None else None  # before the model loads
         self.config = config
         self.limits = Limits(max_bytes=config.max_message_bytes)
         self.root = Path(config.output_root).resolve()
-        self.root.mkdir(parents=True, exist_ok=True)
-        if pipe is None:
-            from bendbridge.server.model import load_pipeline
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise BendbridgeError("--output-root", f"cannot create {self.root}: {e.strerror}") from None
+        if model is None:
+            from bendbridge.server.model import load_model
 
-            pipe = load_pipeline(config.model, config.device)
-        self.pipe = pipe
-        self.model_name = str(getattr(pipe, "bendbridge_path", config.model or "embedded"))
+            model = load_model(config.model, config.device)
+        self.model = model
+        self.model_name = model.name
         self.sessions: dict[str, RenderSession] = {}
         self.clients: dict[bytes, str] = {}  # client identity -> session id
         self.seq = 0
@@ -73,20 +77,26 @@ class RenderServer:
             s.setsockopt(zmq.LINGER, 0)
             s.setsockopt(zmq.MAXMSGSIZE, config.max_message_bytes)
         self.control.setsockopt(zmq.ROUTER_MANDATORY, 0)
-        if config.keys is not None:
-            self._secure(config.keys)
-        self.control.bind(config.control)
-        self.events.bind(config.events)
-        # the endpoints actually bound (a '*' port resolves to a real one)
-        self.control_endpoint = self.control.getsockopt_string(zmq.LAST_ENDPOINT)
-        self.events_endpoint = self.events.getsockopt_string(zmq.LAST_ENDPOINT)
+        if server_keys is not None:
+            self._secure(*server_keys)
+        self._bind()
         self._welcome_cache: Welcome | None = None
         self._running = False
 
-    def _secure(self, keys: Path) -> None:
+    def _bind(self) -> None:
+        """Bind both sockets; the endpoints actually bound are kept (a ``*`` port resolves to a free one)."""
+        for option, sock, ep in (("--bind", self.control, self.config.control), ("--events", self.events, self.config.events)):
+            try:
+                sock.bind(ep)
+            except zmq.ZMQError as e:
+                self.close()
+                raise BendbridgeError(option, f"cannot bind {ep}: {e}") from None
+        self.control_endpoint = self.control.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.events_endpoint = self.events.getsockopt_string(zmq.LAST_ENDPOINT)
+
+    def _secure(self, pub: bytes, sec: bytes, clients: Path) -> None:
         from zmq.auth.thread import ThreadAuthenticator
 
-        pub, sec, clients = load_server_keys(keys)
         self._auth = ThreadAuthenticator(self._ctx)
         self._auth.start()
         self._auth.configure_curve(domain="*", location=str(clients))
@@ -115,7 +125,7 @@ class RenderServer:
             from bendbridge.protocol.operators import operator_names
             from bendbridge.server.render import RenderConfig, Renderer
 
-            r = Renderer(self.pipe, RenderConfig())
+            r = Renderer(self.model, RenderConfig())
             targets = ("latent", "text") + tuple(l.name for l in r.layers)
             self._welcome_cache = Welcome(server="bendbridge", version=version_string(), package=PACKAGE_VERSION,
                                           model=self.model_name, device=str(r.device), targets=targets,
@@ -182,7 +192,7 @@ class RenderServer:
         sid = m.output  # one session per output folder: re-sending the setup resumes it
         old = self.sessions.get(sid)
         if old is None or old.setup != m:
-            self.sessions[sid] = RenderSession(sid, m, self.pipe, self.root, self.config.max_batch, self.model_name)
+            self.sessions[sid] = RenderSession(sid, m, self.model, self.root, self.config.max_batch)
         self.clients[client] = sid
         self._send(client, self.welcome(), sid)
 

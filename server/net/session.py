@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from bendbridge.protocol import FrameReady, FrameRequest, SessionSetup
+from bendbridge.protocol.output import OutputStore, png_bytes
 from bendbridge.protocol.plan import BendPlan
+from bendbridge.protocol.position import POSITION_FIELDS
+from bendbridge.protocol.render import render_identity
+from bendbridge.server.model import LoadedModel
 from bendbridge.server.render import FrameSpec, RenderConfig, Renderer
-
-from .output import OutputStore, png_bytes
 
 __all__ = ["RenderSession", "Pending"]
 
@@ -38,16 +40,12 @@ def _digest(obj: Any) -> str:
 
 
 class RenderSession:
-    def __init__(self, sid: str, setup: SessionSetup, pipe: Any, root: Path, max_batch: int, model_name: str):
+    def __init__(self, sid: str, setup: SessionSetup, model: LoadedModel, root: Path, max_batch: int):
         plan = BendPlan.from_dict(setup.plan) if setup.plan else BendPlan()
         self.sid, self.setup = sid, setup
-        self.renderer = Renderer(pipe, RenderConfig(
-            prompts=tuple(setup.prompts), negative_prompt=setup.negative_prompt, seed=setup.seed, width=setup.width,
-            height=setup.height, steps=setup.steps, guidance=setup.guidance, plan=plan, max_batch=max_batch))
+        self.renderer = Renderer(model, RenderConfig(setup.settings, plan, max_batch=max_batch))
         self.store = OutputStore(root, setup.output)
-        r = self.renderer
-        self.setup_fp = _digest({"model": model_name, "prompts": setup.prompts, "neg": setup.negative_prompt, "seed": setup.seed,
-                                 "size": [r.width, r.height], "steps": r.steps, "guidance": r.guidance, "plan": plan.to_dict()})
+        self.setup_digest = _digest(render_identity(model.name, self.renderer.settings, plan))
         self.queue: deque[Pending] = deque()
         self.queued: set[int] = set()
         self.live_params: dict[str, dict[str, Any]] = {}
@@ -62,7 +60,7 @@ class RenderSession:
         return self.setup.mode == "live"
 
     def fingerprint(self, req: FrameRequest, params: dict) -> str:
-        return _digest({"setup": self.setup_fp, "frame": req.frame, "params": params, "seed": req.seed,
+        return _digest({"setup": self.setup_digest, "frame": req.frame, "params": params, "seed": req.seed,
                         "angle": req.noise_angle, "weights": req.prompt_weights})
 
     def update_params(self, params: dict[str, dict[str, Any]]) -> None:
@@ -128,8 +126,7 @@ class RenderSession:
             status = res.status
             data = png_bytes(res.image)
             e = self.store.write_png(data, dict(
-                frame=req.frame, sample=req.sample, seconds=req.seconds, beats=req.beats, bar=req.bar, beat=req.beat,
-                params=pp, seed=req.seed if req.seed is not None else self.setup.seed,
+                **{k: getattr(req, k) for k in POSITION_FIELDS}, params=pp, seed=req.seed if req.seed is not None else self.setup.seed,
                 fingerprint=self.fingerprint(req, pp), status=status))
             self.rendered += 1
             out.append(FrameReady(frame=req.frame, sample=req.sample, hash=e.hash, status=status,

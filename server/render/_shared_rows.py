@@ -81,13 +81,13 @@ class RowSharing:
         return int(self.compute.shape[0])
 
 
-def guided_rows(frames: Sequence[int], batch: int, cfg: bool) -> list[int]:
+def guided_rows(frames: Sequence[int], batch: int, guided: bool) -> list[int]:
     """Model-input rows of ``frames`` in a batch of ``batch`` frames: with guidance the rows are
     [uncond; cond] halves, so frame f has rows f and batch + f."""
-    return [*frames, *(batch + f for f in frames)] if cfg else list(frames)
+    return [*frames, *(batch + f for f in frames)] if guided else list(frames)
 
 
-def row_sharing(keys: Sequence[Hashable], cfg: bool, device: torch.device) -> RowSharing | None:
+def row_sharing(keys: Sequence[Hashable], guided: bool, device: torch.device) -> RowSharing | None:
     """Rows to compute for frames with ``keys`` (guided: [uncond; cond] halves), or None when
     every row is distinct."""
     slot_of: dict[Hashable, int] = {}
@@ -102,7 +102,7 @@ def row_sharing(keys: Sequence[Hashable], cfg: bool, device: torch.device) -> Ro
         return None
     b, k = len(keys), len(reps)
     # the computed rows are themselves a guided batch of k frames, so a row's slot maps the same way
-    return RowSharing(torch.tensor(guided_rows(reps, b, cfg), device=device), torch.tensor(guided_rows(slot, k, cfg), device=device))
+    return RowSharing(torch.tensor(guided_rows(reps, b, guided), device=device), torch.tensor(guided_rows(slot, k, guided), device=device))
 
 
 @contextmanager

@@ -16,16 +16,19 @@ import copy
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import torch
 
 from bendbridge.server.bending.binding import bind_plan
-from bendbridge.server.bending.engine import BendEngine, Fault, FrameParams, install_hooks
+from bendbridge.protocol.frames import FrameParams
+from bendbridge.server.bending.engine import BendEngine, Fault, install_hooks
 from bendbridge.server.bending.layers import LayerInfo, list_layers
 from bendbridge.protocol.plan import BendPlan, PlanError
+from bendbridge.protocol.render import RenderSettings
+from bendbridge.server.model import LoadedModel, ModelDefaults
 
 from ._prefix import PrefixCache, first_bent_step, shareable
 from ._shared_rows import RowSharing, SplitPoint, guided_rows, row_sharing, split_point, unet_stages, widening
@@ -36,17 +39,12 @@ __all__ = ["RenderConfig", "FrameSpec", "FrameResult", "Renderer"]
 
 @dataclass(frozen=True)
 class RenderConfig:
-    """Session-wide render settings. None means the model's default (``bendbridge.json``)."""
+    """What a renderer renders: the render settings (None fields: the model's defaults) and the
+    bend plan; and how: scheduler, frames per denoising pass, NaN checks, prefix sharing."""
 
-    prompts: tuple[str, ...] = ("a red circle on a blue background",)
-    negative_prompt: str = ""
-    seed: int = 0
-    width: int | None = None  # pixels
-    height: int | None = None
-    steps: int | None = None
-    guidance: float | None = None
-    scheduler: str = "default"
+    settings: RenderSettings = RenderSettings(("a red circle on a blue background",))
     plan: BendPlan = field(default_factory=BendPlan)
+    scheduler: str = "default"
     max_batch: int = 8
     check_finite: bool = True
     share_prefix: bool = True  # denoise the steps before the first bend once per (seed, angle, prompt mix)
@@ -84,30 +82,21 @@ class FrameResult:
 
 
 class Renderer:
-    """Renders frames of one session (model, prompts, size, steps, plan) in batches."""
+    """Renders frames of one session (model, settings, plan) in batches."""
 
-    def __init__(self, pipe: Any, config: RenderConfig):
-        self.pipe, self.config = pipe, config
+    def __init__(self, model: LoadedModel, config: RenderConfig):
+        self.model, self.config = model, config
+        pipe = model.pipe
         self.unet, self.vae, self.text_encoder, self.tokenizer = pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer
-        d = getattr(pipe, "bendbridge_defaults", None)
-        self.steps = config.steps or (d.steps if d else 25)
-        self.guidance = config.guidance if config.guidance is not None else (d.guidance if d else 7.5)
         self.vae_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
-        native = self.unet.config.sample_size * self.vae_factor
-        self.width, self.height = config.width or native, config.height or native
-        for name, v in (("width", self.width), ("height", self.height)):
-            if v % (self.vae_factor * 4) or not 16 <= v <= 4096:
-                raise PlanError(name, f"{v} must be a multiple of {self.vae_factor * 4} in [16, 4096]")
-        if not config.prompts:
-            raise PlanError("prompts", "at least one prompt is needed")
-        if not 1 <= self.steps <= 1000:
-            raise PlanError("steps", f"{self.steps} is out of range; allowed [1, 1000]")
-        if not (math.isfinite(self.guidance) and 0.0 <= self.guidance <= 50.0):
-            raise PlanError("guidance", f"{self.guidance} is out of range; allowed [0, 50]")
+        self.settings = self._resolve(config.settings, model.defaults)
+        self.steps, self.guidance = self.settings.steps, self.settings.guidance
+        self.width, self.height = self.settings.width, self.settings.height
         self.device = self.unet.device
         self.dtype = self.unet.dtype
-        self.cfg = self.guidance > 1.0
+        self.guided = self.guidance > 1.0
         self.scheduler = make_scheduler(pipe.scheduler, config.scheduler)
+        self.prompts = self.settings.prompts
         self.seq_len = self.tokenizer.model_max_length
         self._layers: list[LayerInfo] | None = None
         self._emb: dict[str, torch.Tensor] = {}
@@ -121,6 +110,18 @@ class Renderer:
         self.prefix = PrefixCache()
         self._stages = unet_stages(self.unet)
         self.split = self._split_point() if config.share_prefix else None
+
+    def _resolve(self, settings: RenderSettings, defaults: ModelDefaults) -> RenderSettings:
+        """``settings`` with the model's defaults filled in; the size must suit the VAE and U-Net."""
+        native = self.unet.config.sample_size * self.vae_factor
+        resolved = replace(settings, steps=settings.steps or defaults.steps,
+                           guidance=settings.guidance if settings.guidance is not None else defaults.guidance,
+                           width=settings.width or native, height=settings.height or native)
+        step = self.vae_factor * 4
+        for name in ("width", "height"):
+            if getattr(resolved, name) % step:
+                raise PlanError(f"render.{name}", f"{getattr(resolved, name)} is not a multiple of {step}, which this model needs")
+        return resolved
 
     def _split_point(self) -> SplitPoint | None:
         """Where step ``prefix_steps`` stops being shared between frames with the same start, or None."""
@@ -152,14 +153,14 @@ class Renderer:
             if bb.bend.target.kind != "text" or not word or word in masks:
                 continue
             wid = self.tokenizer(word, add_special_tokens=False).input_ids
-            m = torch.zeros(len(self.config.prompts), self.seq_len, dtype=torch.bool)
-            for p, prompt in enumerate(self.config.prompts):
+            m = torch.zeros(len(self.prompts), self.seq_len, dtype=torch.bool)
+            for p, prompt in enumerate(self.prompts):
                 ids = self._ids(prompt)
                 for s in range(len(ids) - len(wid) + 1):
                     if ids[s : s + len(wid)] == wid:
                         m[p, s : s + len(wid)] = True
             if not m.any():
-                raise PlanError(f"bend[{bb.index}].word", f"{word!r} does not occur in any prompt: {list(self.config.prompts)}")
+                raise PlanError(f"bend[{bb.index}].word", f"{word!r} does not occur in any prompt: {list(self.prompts)}")
             masks[word] = m.to(self.device)
         return masks
 
@@ -175,8 +176,8 @@ class Renderer:
 
     # ------------------------------------------------------------------ rendering
     def _frame_text(self, frames: Sequence[FrameSpec]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        P = len(self.config.prompts)
-        embs = torch.stack([self.embed(p) for p in self.config.prompts])  # [P, T, D]
+        P = len(self.prompts)
+        embs = torch.stack([self.embed(p) for p in self.prompts])  # [P, T, D]
         rows, wmask_rows = [], []
         for i, f in enumerate(frames):
             w = f.prompt_weights or (1.0,) + (0.0,) * (P - 1)
@@ -199,7 +200,7 @@ class Renderer:
         for i, f in enumerate(frames):
             if not math.isfinite(f.noise_angle):
                 raise PlanError(f"frames[{i}].noise_angle", "must be finite (radians)")
-            g = torch.Generator().manual_seed(int(f.seed if f.seed is not None else self.config.seed))
+            g = torch.Generator().manual_seed(int(f.seed if f.seed is not None else self.settings.seed))
             n1 = torch.randn(shape, generator=g)
             if f.noise_angle != 0.0:
                 n2 = torch.randn(shape, generator=g)
@@ -222,12 +223,12 @@ class Renderer:
     def _render_batch(self, frames: Sequence[FrameSpec]) -> list[FrameResult]:
         B = len(frames)
         eng = self.engine
-        eng.set_frames([f.params for f in frames], cfg=self.cfg)
+        eng.set_frames([f.params for f in frames], guided=self.guided)
         t0 = time.perf_counter()
         cond, masks = self._frame_text(frames)
         cond = eng.bend_text(cond, "cond", masks)
-        if self.cfg:
-            unc = self.embed(self.config.negative_prompt).expand(B, -1, -1)
+        if self.guided:
+            unc = self.embed(self.settings.negative_prompt).expand(B, -1, -1)
             unc = eng.bend_text(unc, "uncond", {w: torch.zeros_like(m) for w, m in masks.items()})
             text = torch.cat([unc, cond])
         else:
@@ -237,17 +238,17 @@ class Renderer:
         sched = make_scheduler(self.scheduler, "default")
         sched.set_timesteps(self.steps, device=self.device)
         first = self.prefix_steps
-        keys = [(f.seed if f.seed is not None else self.config.seed, float(f.noise_angle), f.prompt_weights) for f in frames]
+        keys = [(f.seed if f.seed is not None else self.settings.seed, float(f.noise_angle), f.prompt_weights) for f in frames]
         if first > 0:
             latents, sched = self.prefix.latents(keys, lambda rows: self._run_prefix(frames, rows, text, sched, first))
         else:
             latents = self._noise(frames) * sched.init_noise_sigma
-        sharing = row_sharing(keys, self.cfg, self.device) if self.split is not None and first < self.steps else None
+        sharing = row_sharing(keys, self.guided, self.device) if self.split is not None and first < self.steps else None
         with install_hooks(self.unet, eng):
             for i, t in enumerate(sched.timesteps[first:], start=first):
                 latents = eng.bend_latent(latents, i, "frames")
-                inp = torch.cat([latents, latents]) if self.cfg else latents
-                inp = eng.bend_latent(inp, i, "cfg") if self.cfg else inp
+                inp = torch.cat([latents, latents]) if self.guided else latents
+                inp = eng.bend_latent(inp, i, "guided") if self.guided else inp
                 if i == first and sharing is not None:
                     pred = self._guided_shared(sched.scale_model_input(inp, t), t, text, sharing)
                 else:
@@ -272,11 +273,11 @@ class Renderer:
     def _run_prefix(self, frames: Sequence[FrameSpec], rows: list[int], text: torch.Tensor, sched: Any,
                     first: int) -> tuple[torch.Tensor, Any]:
         """Unbent steps 0…first−1 for the frames at ``rows`` → their latents [R, C, h, w], scheduler."""
-        txt = text.index_select(0, torch.tensor(guided_rows(rows, len(frames), self.cfg), device=text.device))
+        txt = text.index_select(0, torch.tensor(guided_rows(rows, len(frames), self.guided), device=text.device))
         s = copy.deepcopy(sched)
         lat = self._noise([frames[r] for r in rows]) * s.init_noise_sigma
         for t in s.timesteps[:first]:
-            pred = self._guided(s.scale_model_input(torch.cat([lat, lat]) if self.cfg else lat, t), t, txt)
+            pred = self._guided(s.scale_model_input(torch.cat([lat, lat]) if self.guided else lat, t), t, txt)
             lat = s.step(pred, t, lat).prev_sample
         return lat, s
 
@@ -296,7 +297,7 @@ class Renderer:
 
     def _guide(self, pred: torch.Tensor) -> torch.Tensor:
         """[uncond; cond] predictions [2B, C, h, w] → guided [B, C, h, w] (as is without guidance)."""
-        if self.cfg:
+        if self.guided:
             pu, pc = pred.chunk(2)
             pred = pu + self.guidance * (pc - pu)
         return pred
@@ -305,8 +306,8 @@ class Renderer:
         """Latents [B, 4, h, w] → uint8 images [B, H, W, 3] and a per-frame non-finite flag [B]."""
         nonfinite = (~torch.isfinite(latents).flatten(1).all(1)).cpu().numpy()
         z = torch.nan_to_num(latents, nan=0.0, posinf=0.0, neginf=0.0).to(self.vae.dtype)
-        cfg = self.vae.config
-        z = z / cfg.scaling_factor + (getattr(cfg, "shift_factor", None) or 0.0)
+        vae_config = self.vae.config
+        z = z / vae_config.scaling_factor + (getattr(vae_config, "shift_factor", None) or 0.0)
         x = self.vae.decode(z).sample.float()
         x = torch.nan_to_num(x, nan=-1.0).clamp(-1, 1)
         imgs = ((x + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["SCHEDULERS", "make_scheduler"]
+from bendbridge.protocol.render import SCHEDULERS, check_scheduler
 
-SCHEDULERS = ("default", "ddim", "euler", "dpm", "pndm")
+__all__ = ["SCHEDULERS", "make_scheduler"]
 
 
 def make_scheduler(base: Any, name: str = "default") -> Any:
@@ -18,6 +18,5 @@ def make_scheduler(base: Any, name: str = "default") -> Any:
 
     classes = {"default": type(base), "ddim": DDIMScheduler, "euler": EulerDiscreteScheduler,
                "dpm": DPMSolverMultistepScheduler, "pndm": PNDMScheduler}
-    if name not in classes:
-        raise ValueError(f"scheduler: unknown {name!r}; allowed: {', '.join(SCHEDULERS)}")
+    check_scheduler(name)
     return classes[name].from_config(base.config)

@@ -30,6 +30,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from bendbridge.protocol.plan import BendPlan, PlanError
+from bendbridge.protocol.render import RenderSettings
+from bendbridge.server.model import LoadedModel
 
 from .renderer import FrameSpec, RenderConfig, Renderer
 
@@ -49,10 +51,7 @@ class SweepRow:
 
 @dataclass(frozen=True)
 class SweepConfig:
-    prompt: str
-    seed: int
-    steps: int | None
-    guidance: float | None
+    settings: RenderSettings  # the sweep file's top-level prompt, seed, steps, guidance
     rows: tuple[SweepRow, ...]
 
 
@@ -84,8 +83,9 @@ def load_sweep(path: str | Path) -> SweepConfig:
         rows.append(SweepRow(label, bend, r["sweep"], tuple(float(v) for v in vals)))
     if not rows:
         raise PlanError("row", "a sweep needs at least one [[row]]")
-    return SweepConfig(str(d.get("prompt", "a red circle on a blue background")), int(d.get("seed", 0)),
-                       d.get("steps"), d.get("guidance"), tuple(rows))
+    top = {k: v for k, v in d.items() if k != "row"}
+    top.setdefault("prompt", "a red circle on a blue background")
+    return SweepConfig(RenderSettings.from_table(top, where=""), tuple(rows))
 
 
 def _font(size: int) -> ImageFont.ImageFont:
@@ -95,14 +95,14 @@ def _font(size: int) -> ImageFont.ImageFont:
         return ImageFont.load_default()
 
 
-def render_sheet(pipe: Any, cfg: SweepConfig, *, progress: bool = True) -> Image.Image:
+def render_sheet(model: LoadedModel, sweep: SweepConfig, *, progress: bool = True) -> Image.Image:
     """Render the sweep and lay it out: one labelled row per bend, one column per value."""
     from tqdm import tqdm
 
     tiles: list[list[np.ndarray]] = []
-    for row in tqdm(cfg.rows, desc="sweep", disable=not progress):
+    for row in tqdm(sweep.rows, desc="sweep", disable=not progress):
         plan = BendPlan.from_dict({"bend": [row.bend]})
-        r = Renderer(pipe, RenderConfig(prompts=(cfg.prompt,), seed=cfg.seed, steps=cfg.steps, guidance=cfg.guidance, plan=plan))
+        r = Renderer(model, RenderConfig(sweep.settings, plan))
         frames = [FrameSpec(params={"swept": {row.sweep: v}}) for v in row.values]
         tiles.append([res.image for res in r.render(frames)])
     h, w = tiles[0][0].shape[:2]
@@ -112,7 +112,7 @@ def render_sheet(pipe: Any, cfg: SweepConfig, *, progress: bool = True) -> Image
     draw = ImageDraw.Draw(sheet)
     font, small = _font(12), _font(10)
     y = pad
-    for row, imgs in zip(cfg.rows, tiles):
+    for row, imgs in zip(sweep.rows, tiles):
         draw.text((pad, y), row.label, fill="black", font=font)
         y += label_h
         for j, (img, v) in enumerate(zip(imgs, row.values)):

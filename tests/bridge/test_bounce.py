@@ -16,6 +16,7 @@ import mido
 import numpy as np
 import pytest
 
+from bendbridge.server.render.local_frames import local_rendering
 from bendbridge.bridge.bounce import BounceError, BounceSpec, run_bounce
 
 
@@ -52,9 +53,9 @@ def decode(path: Path) -> tuple[list[F], list[np.ndarray], int, int]:
     return times, images, samples, rate
 
 
-def test_bounce_places_every_frame_and_the_audio_on_the_timeline(demo, tiny_pipe, tmp_path):
+def test_bounce_places_every_frame_and_the_audio_on_the_timeline(demo, tiny_model, tmp_path):
     out = tmp_path / "v.mp4"
-    s = run_bounce(spec(demo, out, fps="30000/1001", start="4:1", end="6:1"), pipe=tiny_pipe, progress=False)
+    s = run_bounce(spec(demo, out, fps="30000/1001", start="4:1", end="6:1"), local=local_rendering(tiny_model), progress=False)
     fps = F(30000, 1001)
     start, end = F(3 * 4 * 60, 100), F(4 * 4 * 60, 100) + F(4 * 60, 128)  # bar 4 at 100 BPM; bar 6 after the change
     n = math.ceil((end - start) * fps)
@@ -77,9 +78,9 @@ def test_bounce_places_every_frame_and_the_audio_on_the_timeline(demo, tiny_pipe
     assert not list(tmp_path.glob(".v.bounce"))  # the work folder is cleaned up
 
 
-def test_bounce_to_prores_mov_and_keeps_frames_on_request(demo, tiny_pipe, tmp_path):
+def test_bounce_to_prores_mov_and_keeps_frames_on_request(demo, tiny_model, tmp_path):
     out = tmp_path / "v.mov"
-    run_bounce(spec(demo, out, end="0.5", frames=tmp_path / "png"), pipe=tiny_pipe, progress=False)
+    run_bounce(spec(demo, out, end="0.5", frames=tmp_path / "png"), local=local_rendering(tiny_model), progress=False)
     with av.open(str(out)) as c:
         assert c.streams.video[0].codec_context.name == "prores" and c.streams.audio[0].codec_context.name.startswith("pcm")
     assert len(list((tmp_path / "png").glob("frame_*.png"))) == 12
@@ -91,15 +92,15 @@ def test_bounce_to_prores_mov_and_keeps_frames_on_request(demo, tiny_pipe, tmp_p
     ({"start": "x:y"}, r"--start: 'x:y': expected seconds"),
     ({"fps": "0"}, r"frame rate 0 out of range"),
 ])
-def test_bad_ranges_are_named(demo, tiny_pipe, tmp_path, kw, match):
+def test_bad_ranges_are_named(demo, tiny_model, tmp_path, kw, match):
     with pytest.raises((BounceError, ValueError), match=match):
-        run_bounce(spec(demo, tmp_path / "v.mp4", **kw), pipe=tiny_pipe, progress=False)
+        run_bounce(spec(demo, tmp_path / "v.mp4", **kw), local=local_rendering(tiny_model), progress=False)
 
 
 @pytest.mark.slow
-def test_a_killed_bounce_resumes_with_only_the_missing_frames_and_the_same_video(demo, tiny_pipe, tmp_path):
+def test_a_killed_bounce_resumes_with_only_the_missing_frames_and_the_same_video(demo, tiny_model, tmp_path):
     model = tmp_path / "tiny"
-    tiny_pipe.save_pretrained(model)
+    tiny_model.pipe.save_pretrained(model)
     (model / "bendbridge.json").write_text(json.dumps({"steps": 2, "guidance": 2.0, "size": 64}))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bendbridge.server.render.local_frames import local_rendering
 from bendbridge.bridge.bounce import BounceError, BounceSpec, run_bounce
+from bendbridge.protocol.frames import FrameSourceError
 
 
 def spec(demo, out: Path, **kw) -> BounceSpec:
@@ -28,10 +30,10 @@ def manifest(path: Path) -> list[dict]:
     return [json.loads(l) for l in path.with_suffix(".manifest.jsonl").read_text().splitlines()]
 
 
-def test_a_bounce_through_a_server_matches_the_in_process_bounce(demo, tiny_pipe, tmp_path, start_server):
-    srv = start_server(tiny_pipe, tmp_path / "server_root", max_batch=4)
+def test_a_bounce_through_a_server_matches_the_in_process_bounce(demo, tiny_model, tmp_path, start_server):
+    srv = start_server(tiny_model, tmp_path / "server_root", max_batch=4)
     remote = run_bounce(spec(demo, tmp_path / "remote.mp4", server=srv.url, frames=tmp_path / "remote_png"), progress=False)
-    local = run_bounce(spec(demo, tmp_path / "local.mp4", batch=4, frames=tmp_path / "local_png"), pipe=tiny_pipe, progress=False)
+    local = run_bounce(spec(demo, tmp_path / "local.mp4", batch=4, frames=tmp_path / "local_png"), local=local_rendering(tiny_model), progress=False)
     assert remote.frames == local.frames == remote.rendered == 24
     a, b = video_frames(tmp_path / "remote.mp4"), video_frames(tmp_path / "local.mp4")
     assert len(a) == len(b) == 24
@@ -47,8 +49,8 @@ def test_a_bounce_through_a_server_matches_the_in_process_bounce(demo, tiny_pipe
     assert len((sessions[0] / "manifest.jsonl").read_text().splitlines()) == 24
 
 
-def test_a_bounce_survives_losing_its_server_and_resumes_on_another(demo, tiny_pipe, tmp_path, start_server):
-    first = start_server(tiny_pipe, tmp_path / "root_a", max_batch=4)
+def test_a_bounce_survives_losing_its_server_and_resumes_on_another(demo, tiny_model, tmp_path, start_server):
+    first = start_server(tiny_model, tmp_path / "root_a", max_batch=4)
     render_once = first.server.render_once
 
     def stop_after_two_batches() -> bool:  # the server "dies" once it has rendered 8 or more frames
@@ -59,11 +61,11 @@ def test_a_bounce_survives_losing_its_server_and_resumes_on_another(demo, tiny_p
 
     first.server.render_once = stop_after_two_batches
     out, frames = tmp_path / "v.mp4", tmp_path / "png"
-    with pytest.raises(BounceError, match=r"--server: no frame from .* within 3 s; the \d+ frames received are kept") as e:
+    with pytest.raises(FrameSourceError, match=r"--server: no frame from .* within 3 s; the \d+ frames received are kept") as e:
         run_bounce(spec(demo, out, server=first.url, frames=frames, server_timeout=3), progress=False)
     kept = len((frames / "manifest.jsonl").read_text().splitlines())
     assert f"the {kept} frames received" in str(e.value) and 8 <= kept < 24 and not out.exists()
-    second = start_server(tiny_pipe, tmp_path / "root_b", max_batch=4)
+    second = start_server(tiny_model, tmp_path / "root_b", max_batch=4)
     s = run_bounce(spec(demo, out, server=second.url, frames=frames), progress=False)
     assert (s.frames, s.rendered, s.resumed) == (24, 24 - kept, kept)
     assert len(video_frames(out)) == 24
@@ -71,7 +73,7 @@ def test_a_bounce_survives_losing_its_server_and_resumes_on_another(demo, tiny_p
 
 
 def test_no_server_at_the_url_is_a_clear_error(demo, tmp_path):
-    with pytest.raises(BounceError, match=r"--server: no render server answers at tcp://127\.0\.0\.1:9 .*bendbridge serve"):
+    with pytest.raises(FrameSourceError, match=r"--server: no render server answers at tcp://127\.0\.0\.1:9 .*bendbridge serve"):
         run_bounce(spec(demo, tmp_path / "v.mp4", server="tcp://127.0.0.1:9", server_timeout=1), progress=False)
 
 

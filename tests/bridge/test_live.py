@@ -124,9 +124,9 @@ def test_live_features_normalise_with_fixed_or_calibrated_ranges():
     assert 0.0 <= lf.current()["centroid"] <= 1.0
 
 
-def test_the_live_bridge_requests_frames_ahead_of_the_playhead_and_follows_seeks(tiny_pipe, tmp_path):
+def test_the_live_bridge_requests_frames_ahead_of_the_playhead_and_follows_seeks(tiny_model, tmp_path):
     plan = BendPlan.from_specs(["rotate_plane:angle=0@latent:step=0:id=spin"])
-    server = RenderServer(ServerConfig(control="tcp://127.0.0.1:*", events="tcp://127.0.0.1:*", output_root=tmp_path), pipe=tiny_pipe)
+    server = RenderServer(ServerConfig(control="tcp://127.0.0.1:*", events="tcp://127.0.0.1:*", output_root=tmp_path), tiny_model)
     stop = threading.Event()
     th = threading.Thread(target=server.serve_forever, args=(stop,), daemon=True)
     th.start()

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from pedalboard.io import AudioFile
 
+from bendbridge.server.render.local_frames import local_rendering
 from bendbridge.bridge.bounce import BounceSpec, run_bounce
 from bendbridge.bridge.plugin_link import PluginReceiver
 from bendbridge.plugin_stub.contract import ParameterEvent, TransportInfo
@@ -18,10 +19,10 @@ from bendbridge.plugin_stub.streaming import StreamingPlugin
 
 
 @pytest.fixture(scope="module")
-def offline(demo, tiny_pipe, tmp_path_factory):
+def offline(demo, tiny_model, tmp_path_factory):
     out = tmp_path_factory.mktemp("offline") / "v.mp4"
     run_bounce(BounceSpec(audio=demo["audio"], config=demo["config"], midi=demo["midi"], out=out, start="4:3", end="5:3", steps=4),
-               pipe=tiny_pipe, progress=False)
+               local=local_rendering(tiny_model), progress=False)
     return out
 
 
@@ -43,7 +44,7 @@ def manifest(path: Path) -> list[dict]:
 @pytest.mark.slow
 @pytest.mark.parametrize("blocks", [BlockSizes([64]), BlockSizes([512]), BlockSizes([4096]), BlockSizes(random_range=(1, 3000), seed=5)],
                          ids=["64", "512", "4096", "random"])
-def test_frames_and_manifest_through_the_plugin_equal_the_offline_bounce(demo, offline, tiny_pipe, tmp_path, blocks):
+def test_frames_and_manifest_through_the_plugin_equal_the_offline_bounce(demo, offline, tiny_model, tmp_path, blocks):
     session, n, _ = record(demo, blocks, tmp_path / "rec")
     with AudioFile(str(demo["audio"])) as f:
         original = f.read(f.frames)
@@ -51,7 +52,7 @@ def test_frames_and_manifest_through_the_plugin_equal_the_offline_bounce(demo, o
         assert np.array_equal(f.read(f.frames), original)  # every sample, whatever the block size
     out = tmp_path / "v.mp4"
     run_bounce(BounceSpec(audio=session.audio, config=demo["config"], out=out, start="4:3", end="5:3", steps=4, tempo=session.tempo,
-                          meter=session.meter, extra_lanes=session.lanes), pipe=tiny_pipe, progress=False)
+                          meter=session.meter, extra_lanes=session.lanes), local=local_rendering(tiny_model), progress=False)
     a, b = manifest(offline), manifest(out)
     assert len(a) == len(b) > 20
     for x, y in zip(a, b):

@@ -14,10 +14,10 @@ pytestmark = pytest.mark.skipif(not (EMBEDDED_MODEL / "model_index.json").exists
 
 
 @pytest.fixture(scope="module")
-def pipe():
-    from bendbridge.server.model import load_pipeline
+def model():
+    from bendbridge.server.model import load_model
 
-    return load_pipeline(None, "cpu")
+    return load_model(None, "cpu")
 
 
 def test_the_folder_loads_with_plain_diffusers_offline():
@@ -39,15 +39,17 @@ def test_the_tokenizer_is_clip_bpe_and_needs_no_open_clip():
     assert ids[0] == 49406 and ids[-1] == 49407 and len(tok) == 49408
 
 
-def test_unknown_words_degrade_gracefully(pipe):
+def test_unknown_words_degrade_gracefully(model):
+    from bendbridge.protocol.render import RenderSettings
     from bendbridge.server.render import FrameSpec, RenderConfig, Renderer
 
-    res = Renderer(pipe, RenderConfig(prompts=("a purple elephant dancing on the moon, trending on artstation",))).render([FrameSpec()])[0]
+    settings = RenderSettings(("a purple elephant dancing on the moon, trending on artstation",))
+    res = Renderer(model, RenderConfig(settings)).render([FrameSpec()])[0]
     assert res.ok and res.image.std() > 5
 
 
 @pytest.mark.slow
-def test_both_named_colours_are_right_in_80_percent_of_48_held_out_prompts(pipe):
+def test_both_named_colours_are_right_in_80_percent_of_48_held_out_prompts(model):
     """Issue #3: over 48 prompts whose (colour, shape, background colour, style) combination was never
     drawn for training, the named foreground and background colours are both right in ≥ 80 % of
     images at the default sampling settings (the shipped model measures 90 %)."""
@@ -55,6 +57,6 @@ def test_both_named_colours_are_right_in_80_percent_of_48_held_out_prompts(pipe)
 
     held = scenes.held_out_scenes(48)
     assert all(scenes.is_held_out(s) for s in held)  # combinations never drawn for training
-    report = measure_adherence(pipe, n=48)
+    report = measure_adherence(model, n=48)
     print(report.summary())
     assert report.both_rate >= 0.80, report.summary()

@@ -9,15 +9,17 @@ import torch
 from bendbridge.protocol.operators import OperatorSpec, ParamSpec
 from bendbridge.protocol.plan import BendPlan, PlanError
 from bendbridge.server.bending import BendEngine, FrameParamError, bind_plan, install_hooks
+from bendbridge.protocol.render import RENDER_FIELDS, RenderSettings
+from bendbridge.server.model import LoadedModel
 from bendbridge.server.render import FrameSpec, RenderConfig, Renderer
 
 PROMPT = ("a red circle on a blue background",)
 
 
 def renderer(pipe, specs=(), **kw) -> Renderer:
-    kw.setdefault("steps", 3)
-    kw.setdefault("guidance", 3.0)
-    return Renderer(pipe, RenderConfig(prompts=kw.pop("prompts", PROMPT), plan=BendPlan.from_specs(list(specs)), **kw))
+    """A renderer on the tiny pipeline: render settings and RenderConfig options from ``kw``."""
+    settings = {"steps": 3, "guidance": 3.0, "prompts": PROMPT} | {k: kw.pop(k) for k in list(kw) if k in RENDER_FIELDS}
+    return Renderer(LoadedModel(pipe), RenderConfig(RenderSettings(**settings), BendPlan.from_specs(list(specs)), **kw))
 
 
 def images(results) -> np.ndarray:
@@ -114,7 +116,7 @@ def test_cfg_branches_bend_different_rows(tiny_pipe):
 def test_channel_subsets_leave_other_channels_untouched(tiny_pipe):
     r = renderer(tiny_pipe, ["multiply:factor=5@latent:step=3:channels=1,2"])
     latents = torch.randn(2, 4, 16, 16)
-    r.engine.set_frames([{}, {}], cfg=False)
+    r.engine.set_frames([{}, {}], guided=False)
     out = r.engine.bend_latent(latents, 3, "frames")
     assert torch.equal(out[:, [0, 3]], latents[:, [0, 3]])
     torch.testing.assert_close(out[:, [1, 2]], 5 * latents[:, [1, 2]])
@@ -124,7 +126,7 @@ def test_region_and_element_subsets_and_mix(tiny_pipe):
     r = renderer(tiny_pipe, ["add:value=1@latent:step=0:region=0,0,0.5,1", "add:value=1@latent:step=1:element_fraction=0.25:seed=3",
                              "add:value=2@latent:step=2:mix=0.25"])
     x = torch.zeros(1, 4, 16, 16)
-    r.engine.set_frames([{}], cfg=False)
+    r.engine.set_frames([{}], guided=False)
     a = r.engine.bend_latent(x, 0, "frames")
     assert a[..., :8].eq(1).all() and a[..., 8:].eq(0).all()
     frac = float(r.engine.bend_latent(x, 1, "frames").mean())
@@ -135,7 +137,7 @@ def test_region_and_element_subsets_and_mix(tiny_pipe):
 def test_word_weighting_touches_only_the_words_tokens(tiny_pipe):
     r = renderer(tiny_pipe, ["weight:delta=1@text:word=circle"])
     emb = r.embed(PROMPT[0]).unsqueeze(0)
-    r.engine.set_frames([{}], cfg=False)
+    r.engine.set_frames([{}], guided=False)
     _, masks = r._frame_text([FrameSpec()])
     out = r.engine.bend_text(emb, "cond", masks)
     changed = (out != emb).any(-1)[0]

@@ -22,8 +22,8 @@ from PIL import Image
 from bendbridge.bridge.client import RenderClient, ServerError, ServerTimeout
 from bendbridge.protocol import Bye, Error, FrameReady, FrameRequest, Heartbeat, Hello, ParamUpdate, SessionSetup, Welcome, decode, encode
 from bendbridge.server.net.app import RenderServer, ServerConfig
-from bendbridge.server.net.output import OutputStore, OutsideRootError
-from bendbridge.server.net.security import SecurityError, make_keys
+from bendbridge.protocol.output import OutputStore, OutsideRootError
+from bendbridge.protocol.security import SecurityError, make_keys
 
 PLAN = {"bend": [{"id": "spin", "op": "rotate_plane", "target": "latent", "step": 0, "params": {"angle": 0.0}},
                  {"id": "amp", "op": "multiply", "target": "mid_block", "params": {"factor": 1.0}}]}
@@ -39,8 +39,8 @@ def request(i: int, **kw) -> FrameRequest:
 
 
 @pytest.fixture
-def running(tiny_pipe, tmp_path, start_server):
-    return start_server(tiny_pipe, tmp_path / "out", max_batch=4)
+def running(tiny_model, tmp_path, start_server):
+    return start_server(tiny_model, tmp_path / "out", max_batch=4)
 
 
 def collect(c: RenderClient, n: int, timeout: float = 60) -> dict[int, FrameReady]:
@@ -214,18 +214,18 @@ def test_fuzz_ten_thousand_malformed_messages_then_a_valid_request_is_served(run
     assert running.server.stats["errors"] >= 8_000
 
 
-def test_binding_beyond_loopback_without_keys_is_refused(tiny_pipe, tmp_path):
+def test_binding_beyond_loopback_without_keys_is_refused(tiny_model, tmp_path):
     with pytest.raises(SecurityError, match=r"refusing to bind tcp://0\.0\.0\.0:\* without authentication"):
-        RenderServer(ServerConfig(control="tcp://0.0.0.0:*", output_root=tmp_path), pipe=tiny_pipe)
+        RenderServer(ServerConfig(control="tcp://0.0.0.0:*", output_root=tmp_path), tiny_model)
 
 
-def test_curve_keys_let_authorised_clients_in_and_keep_others_out(tiny_pipe, tmp_path, start_server):
+def test_curve_keys_let_authorised_clients_in_and_keep_others_out(tiny_model, tmp_path, start_server):
     keys = tmp_path / "keys"
     make_keys(keys, "laptop")
     other = tmp_path / "other"
     make_keys(other, "laptop")  # a key pair the server does not know
     (other / "server.key").write_bytes((keys / "server.key").read_bytes())
-    r = start_server(tiny_pipe, tmp_path / "out", keys=keys)
+    r = start_server(tiny_model, tmp_path / "out", keys=keys)
     with RenderClient(r.url, keys=keys, client_name="laptop") as c:
         assert c.ping()[0].auth == "curve"
     with RenderClient(r.url, keys=other, client_name="laptop", timeout=1.0) as c:

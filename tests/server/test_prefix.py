@@ -6,15 +6,17 @@ import numpy as np
 import pytest
 
 from bendbridge.protocol.plan import BendPlan
+from bendbridge.protocol.render import RENDER_FIELDS, RenderSettings
+from bendbridge.server.model import LoadedModel
 from bendbridge.server.render import FrameSpec, RenderConfig, Renderer
 
 PROMPTS = ("a red circle on a blue background", "a yellow star on a purple background")
 
 
 def renderer(pipe, specs, **kw) -> Renderer:
-    kw.setdefault("steps", 4)
-    kw.setdefault("guidance", 3.0)
-    return Renderer(pipe, RenderConfig(prompts=PROMPTS, plan=BendPlan.from_specs(list(specs)), **kw))
+    """A renderer on the tiny pipeline: render settings and RenderConfig options from ``kw``."""
+    settings = {"steps": 4, "guidance": 3.0, "prompts": PROMPTS} | {k: kw.pop(k) for k in list(kw) if k in RENDER_FIELDS}
+    return Renderer(LoadedModel(pipe), RenderConfig(RenderSettings(**settings), BendPlan.from_specs(list(specs)), **kw))
 
 
 def spins(n: int, **kw) -> list[FrameSpec]:

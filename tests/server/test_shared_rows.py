@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 
 from bendbridge.protocol.plan import BendPlan
+from bendbridge.protocol.render import RENDER_FIELDS, RenderSettings
+from bendbridge.server.model import LoadedModel
 from bendbridge.server.render import FrameSpec, RenderConfig, Renderer
 from bendbridge.server.render._shared_rows import SplitPoint, row_sharing, split_point, unet_stages
 
@@ -14,9 +16,9 @@ PROMPTS = ("a red circle on a blue background", "a yellow star on a purple backg
 
 
 def renderer(pipe, specs, **kw) -> Renderer:
-    kw.setdefault("steps", 3)
-    kw.setdefault("guidance", 3.0)
-    return Renderer(pipe, RenderConfig(prompts=PROMPTS, plan=BendPlan.from_specs(list(specs)), **kw))
+    """A renderer on the tiny pipeline: render settings and RenderConfig options from ``kw``."""
+    settings = {"steps": 3, "guidance": 3.0, "prompts": PROMPTS} | {k: kw.pop(k) for k in list(kw) if k in RENDER_FIELDS}
+    return Renderer(LoadedModel(pipe), RenderConfig(RenderSettings(**settings), BendPlan.from_specs(list(specs)), **kw))
 
 
 def amps(n: int, **kw) -> list[FrameSpec]:
@@ -107,11 +109,11 @@ def test_split_point_takes_the_earliest_stage_and_a_nested_bend_moves_it_to_the_
 
 
 def test_row_sharing_maps_each_guided_row_to_its_starts_row():
-    s = row_sharing(["a", "b", "a", "a"], cfg=True, device="cpu")
+    s = row_sharing(["a", "b", "a", "a"], guided=True, device="cpu")
     assert s.compute.tolist() == [0, 1, 4, 5]  # uncond a, uncond b, cond a, cond b
     assert s.widen.tolist() == [0, 1, 0, 0, 2, 3, 2, 2]
-    assert row_sharing(["a", "b"], cfg=True, device="cpu") is None
-    assert row_sharing(["a", "a"], cfg=False, device="cpu").compute.tolist() == [0]
+    assert row_sharing(["a", "b"], guided=True, device="cpu") is None
+    assert row_sharing(["a", "a"], guided=False, device="cpu").compute.tolist() == [0]
 
 
 def test_stages_follow_the_unets_execution_order(tiny_pipe):

@@ -1,6 +1,6 @@
-"""Binding rules and ZeroMQ CURVE keys.
+"""Default endpoints, binding rules and ZeroMQ CURVE keys.
 
-The server binds to loopback by default. Any other interface is opt-in and must be
+The server binds to loopback by default (:data:`DEFAULT_CONTROL`, :data:`DEFAULT_EVENTS`). Any other interface is opt-in and must be
 authenticated: the server refuses to start unless CURVE keys are given, and then only clients
 whose public keys sit in ``KEYS/clients/`` may connect.
 
@@ -19,11 +19,18 @@ import shutil
 from pathlib import Path
 from urllib.parse import urlsplit
 
-__all__ = ["SecurityError", "is_loopback", "make_keys", "load_server_keys", "load_client_keys"]
+from .errors import BendbridgeError
+
+__all__ = ["DEFAULT_CONTROL", "DEFAULT_EVENTS", "SecurityError", "is_loopback", "make_keys", "load_server_keys", "load_client_keys"]
+
+DEFAULT_CONTROL = "tcp://127.0.0.1:5555"  # ROUTER: requests and replies
+DEFAULT_EVENTS = "tcp://127.0.0.1:5556"  # PUB: frame-ready events
 
 
-class SecurityError(ValueError):
-    pass
+class SecurityError(BendbridgeError):
+    """An endpoint that needs authentication, or a key folder that is missing or incomplete."""
+
+    code = "security"
 
 
 def is_loopback(endpoint: str) -> bool:
@@ -31,7 +38,7 @@ def is_loopback(endpoint: str) -> bool:
     if endpoint.startswith(("ipc://", "inproc://")):
         return True
     if not endpoint.startswith("tcp://"):
-        raise SecurityError(f"endpoint {endpoint!r}: expected tcp://HOST:PORT, ipc:// or inproc://")
+        raise SecurityError("endpoint", f"{endpoint!r}: expected tcp://HOST:PORT, ipc:// or inproc://")
     host = urlsplit(endpoint).hostname or ""
     if host == "localhost":
         return True
@@ -54,7 +61,7 @@ def make_keys(folder: Path, client: str | None = None) -> list[Path]:
         written += [Path(pub), Path(sec)]
     if client:
         if not client.replace("-", "").replace("_", "").isalnum():
-            raise SecurityError(f"client name {client!r}: letters, digits, - and _ only")
+            raise SecurityError("--client", f"{client!r}: letters, digits, - and _ only")
         pub, sec = zmq.auth.create_certificates(folder, client)
         dest = folder / "clients" / f"{client}.key"
         shutil.move(pub, dest)
@@ -68,11 +75,11 @@ def load_server_keys(folder: Path) -> tuple[bytes, bytes, Path]:
 
     f = Path(folder) / "server.key_secret"
     if not f.exists():
-        raise SecurityError(f"{f} not found: run 'bendbridge keys --dir {folder}' first")
+        raise SecurityError("--keys", f"{f} not found: run 'bendbridge keys --dir {folder}' first")
     pub, sec = zmq.auth.load_certificate(f)
     clients = Path(folder) / "clients"
     if not clients.is_dir() or not any(clients.glob("*.key")):
-        raise SecurityError(f"no authorised client keys in {clients}: run 'bendbridge keys --dir {folder} --client NAME'")
+        raise SecurityError("--keys", f"no authorised client keys in {clients}: run 'bendbridge keys --dir {folder} --client NAME'")
     return pub, sec, clients
 
 
@@ -80,6 +87,10 @@ def load_client_keys(folder: Path, client: str) -> tuple[bytes, bytes, bytes]:
     """(client public, client secret, server public) for a CURVE client."""
     import zmq.auth
 
-    pub, sec = zmq.auth.load_certificate(Path(folder) / f"{client}.key_secret")
-    server_pub, _ = zmq.auth.load_certificate(Path(folder) / "server.key")
+    own, server = Path(folder) / f"{client}.key_secret", Path(folder) / "server.key"
+    for f in (own, server):
+        if not f.is_file():
+            raise SecurityError("--keys", f"{f} not found: copy it from the server's key folder ('bendbridge keys --dir KEYS --client {client}')")
+    pub, sec = zmq.auth.load_certificate(own)
+    server_pub, _ = zmq.auth.load_certificate(server)
     return pub, sec, server_pub

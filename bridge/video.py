@@ -8,27 +8,63 @@ differ by less than one sample plus the codec's frame padding (well under one vi
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["write_video", "VideoError"]
+from bendbridge.protocol.errors import BendbridgeError
+
+__all__ = ["VIDEO_FORMATS", "VideoError", "check_video_path", "read_audio_span", "write_video"]
 
 
-class VideoError(RuntimeError):
-    pass
+class VideoError(BendbridgeError):
+    """A video file bendbridge cannot write."""
 
 
-def _codec(path: Path) -> tuple[str, str, str]:
-    """(container format, video codec, audio codec) from the file extension."""
-    ext = path.suffix.lower()
-    if ext == ".mp4":
-        return "mp4", "libx264", "aac"
-    if ext == ".mov":
-        return "mov", "prores_ks", "pcm_s16le"
-    raise VideoError(f"{path}: unsupported extension {ext!r}; use .mp4 (H.264 + AAC) or .mov (ProRes + PCM)")
+@dataclass(frozen=True)
+class VideoFormat:
+    container: str
+    video_codec: str
+    audio_codec: str
+    description: str
+
+
+VIDEO_FORMATS = {
+    ".mp4": VideoFormat("mp4", "libx264", "aac", "H.264 + AAC"),
+    ".mov": VideoFormat("mov", "prores_ks", "pcm_s16le", "ProRes + PCM, for editors"),
+}
+
+
+def check_video_path(path: Path, where: str = "--out") -> VideoFormat:
+    """The format of a video file name; a name bendbridge cannot write is refused, naming the formats it writes."""
+    fmt = VIDEO_FORMATS.get(Path(path).suffix.lower())
+    if fmt is None:
+        formats = ", ".join(f"{ext} ({f.description})" for ext, f in VIDEO_FORMATS.items())
+        raise VideoError(where, f"cannot write {Path(path).name!r}: bendbridge writes {formats}")
+    return fmt
+
+
+def read_audio_span(path: Path, start: Fraction, end: Fraction) -> tuple[np.ndarray, int]:
+    """Samples [round(start·rate), round(end·rate)) of an audio file at its own rate, padded with
+    silence past its end. -> (float32 [C, N], rate)"""
+    from pedalboard.io import AudioFile
+
+    try:
+        with AudioFile(str(path)) as f:
+            rate = int(f.samplerate)
+            a0 = math.floor(start * rate + Fraction(1, 2))
+            a1 = math.floor(end * rate + Fraction(1, 2))
+            f.seek(min(a0, f.frames))
+            audio = f.read(max(0, min(a1, f.frames) - a0))
+    except Exception as e:  # noqa: BLE001 - pedalboard raises plain errors for unreadable files
+        raise VideoError(str(path), f"cannot read audio ({type(e).__name__}: {e})") from None
+    if audio.shape[1] < a1 - a0:  # the last frame runs past the song
+        audio = np.concatenate([audio, np.zeros((audio.shape[0], a1 - a0 - audio.shape[1]), audio.dtype)], axis=1)
+    return audio, rate
 
 
 def write_video(path: Path, frames: Iterable[np.ndarray], fps: Fraction, size: tuple[int, int],
@@ -40,7 +76,8 @@ def write_video(path: Path, frames: Iterable[np.ndarray], fps: Fraction, size: t
     import av
 
     path = Path(path)
-    fmt, vcodec, acodec = _codec(path)
+    video_format = check_video_path(path)
+    fmt, vcodec, acodec = video_format.container, video_format.video_codec, video_format.audio_codec
     tmp = path.with_name(f".{path.name}.partial{path.suffix}")
     w, h = size
     with av.open(str(tmp), mode="w", format=fmt) as out:
@@ -63,7 +100,7 @@ def write_video(path: Path, frames: Iterable[np.ndarray], fps: Fraction, size: t
         feed = _AudioFeed(out, astream, audio, audio_rate) if astream is not None else None
         for i, img in enumerate(frames):
             if img.shape[:2] != (h, w):
-                raise VideoError(f"frame {i} is {img.shape[1]}x{img.shape[0]}, expected {w}x{h}")
+                raise VideoError(f"frame {i}", f"{img.shape[1]}x{img.shape[0]} pixels, expected {w}x{h}")
             if feed is not None:  # interleave: audio up to the end of this frame first
                 feed.until(Fraction(i + 1) / fps)
             vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")

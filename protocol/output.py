@@ -1,4 +1,4 @@
-"""Frame files and manifests, written only under the server's output root.
+"""Frame files and manifests, written only under an output root (the render server's, or a bounce's work folder).
 
 Frames are written atomically (a temporary file in the same folder, fsync, then rename), named
 by timeline frame index; the manifest is JSON lines, one per finished frame, appended after the
@@ -20,10 +20,12 @@ from typing import Any
 
 import numpy as np
 
+from .errors import BendbridgeError
+
 __all__ = ["OutputStore", "ManifestEntry", "OutsideRootError", "frame_name", "png_bytes"]
 
 
-class OutsideRootError(ValueError):
+class OutsideRootError(BendbridgeError):
     """A path that would leave the output root."""
 
 
@@ -33,6 +35,8 @@ def frame_name(index: int) -> str:
 
 @dataclass(frozen=True)
 class ManifestEntry:
+    """One finished frame: its position (the wire's position fields), parameters, seed and hashes."""
+
     frame: int
     sample: int
     seconds: float
@@ -58,9 +62,12 @@ class OutputStore:
         self.root = Path(root).resolve()
         folder = (self.root / name).resolve()
         if folder.parent != self.root or name in ("", ".", ".."):
-            raise OutsideRootError(f"output {name!r} is not a plain folder name under the output root")
+            raise OutsideRootError("output", f"{name!r} is not a plain folder name under the output root")
         self.dir = folder
-        self.dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise OutsideRootError("output", f"cannot create the folder {folder}: {e.strerror}") from None
         self.manifest_path = self.dir / "manifest.jsonl"
         self.done: dict[int, ManifestEntry] = {}
         self._load()
@@ -96,7 +103,7 @@ class OutputStore:
 
         The bytes must be a PNG (checked by signature): they may come from a remote server."""
         if not data.startswith(_PNG_SIGNATURE):
-            raise ValueError(f"frame {entry_fields.get('frame')}: data is not a PNG image")
+            raise BendbridgeError(f"frame {entry_fields.get('frame')}", "the data is not a PNG image")
         entry = ManifestEntry(hash=_sha256(data), **entry_fields)
         final = self.path(entry.frame)
         tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")

@@ -1,0 +1,50 @@
+"""Rendering a bounce's frames in this process: the frame source behind ``bendbridge bounce`` without ``--server``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from bendbridge.protocol.frames import FrameParams, LocalRendering, RenderedFrame
+from bendbridge.protocol.output import png_bytes
+from bendbridge.protocol.plan import BendPlan
+from bendbridge.protocol.position import FramePosition
+from bendbridge.protocol.render import RenderSettings, render_identity
+from bendbridge.server.model import LoadedModel, load_model
+
+from .renderer import FrameSpec, RenderConfig, Renderer
+
+__all__ = ["LocalFrames", "local_rendering"]
+
+
+class LocalFrames:
+    """Render with the bending engine in batched denoising passes of ``batch`` frames."""
+
+    def __init__(self, model: LoadedModel, settings: RenderSettings, plan: BendPlan, batch: int):
+        self.renderer = Renderer(model, RenderConfig(settings, plan, max_batch=batch))
+        self.batch = batch
+        self.identity = render_identity(model.name, self.renderer.settings, plan)
+
+    def render(self, todo: Sequence[int], positions: Sequence[FramePosition], params: Sequence[FrameParams]) -> Iterator[RenderedFrame]:
+        for s in range(0, len(todo), self.batch):
+            chunk = todo[s : s + self.batch]
+            for i, res in zip(chunk, self.renderer.render([FrameSpec(params=params[i]) for i in chunk])):
+                yield RenderedFrame(i, png_bytes(res.image), res.status, tuple(str(f) for f in res.faults))
+
+    def close(self) -> None:
+        pass
+
+
+def local_rendering(model: LoadedModel | Path | None = None, device: str | None = None) -> LocalRendering:
+    """A :data:`~bendbridge.protocol.frames.LocalRendering` on ``model`` (a loaded model, a diffusers
+    folder, or None for the embedded model). A folder is loaded when the first source is opened,
+    so everything a bounce checks first is checked before the model loads."""
+    loaded: list[LoadedModel] = [model] if isinstance(model, LoadedModel) else []
+
+    def open_source(settings: Any, plan: Any, batch: int) -> LocalFrames:
+        if not loaded:
+            loaded.append(load_model(model, device))
+        return LocalFrames(loaded[0], settings, plan, batch)
+
+    return open_source
