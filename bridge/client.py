@@ -18,16 +18,17 @@ from bendbridge.protocol import Hello, Message, Packet, ProtocolError, SessionSe
 __all__ = ["RenderClient", "ServerTimeout", "ServerError"]
 
 
-class ServerTimeout(TimeoutError):
-    pass
+class ServerTimeout(BendbridgeError):
+    """No answer from the server in time."""
+
+    code = "timeout"
 
 
-class ServerError(RuntimeError):
-    """The server answered with an error message."""
+class ServerError(BendbridgeError):
+    """The server answered with an error message (kept as ``error``): its field and message."""
 
     def __init__(self, err: Any):
-        where = f"{err.field}: " if err.field else ""
-        super().__init__(f"server error [{err.code}] {where}{err.message}")
+        super().__init__(err.field, f"{err.message} (refused by the server: {err.code})", code=err.code)
         self.error = err
 
 
@@ -73,7 +74,7 @@ class RenderClient:
     def recv(self, timeout: float | None = None) -> Packet:
         t = self.timeout if timeout is None else timeout
         if not self.sock.poll(int(t * 1000)):
-            raise ServerTimeout(f"no answer from {self.url} within {t:g} s")
+            raise ServerTimeout("--server", f"no answer from {self.url} within {t:g} s")
         return decode(self.sock.recv())
 
     def expect(self, kind: type[Message], timeout: float | None = None, ref: str | None = None) -> Packet:

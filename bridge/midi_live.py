@@ -257,8 +257,8 @@ def open_midi_input(name: str | None, virtual: str | None, backend: str | None =
             return be.open_input(virtual, virtual=True)
         names = be.get_input_names()
         if name not in names:
-            raise ValueError(f"MIDI input {name!r} not found; available: {', '.join(names) or 'none'}")
+            raise BendbridgeError("--midi-in", f"MIDI input {name!r} not found; available: {', '.join(names) or 'none'}")
         return be.open_input(name)
     except (ImportError, OSError, SystemError) as e:
-        raise ValueError(f"cannot open MIDI input ({type(e).__name__}: {e}); without an ALSA sequencer start "
+        raise BendbridgeError("--midi-in", f"cannot open MIDI input ({type(e).__name__}: {e}); without an ALSA sequencer start "
                          f"'jackd -d dummy' and pass --midi-backend mido.backends.rtmidi/UNIX_JACK") from None

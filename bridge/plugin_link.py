@@ -20,6 +20,7 @@ import numpy as np
 import zmq
 
 from bendbridge.protocol import AudioBlock, Bye, FeatureFrame, Transport, decode
+from bendbridge.protocol.errors import BendbridgeError
 
 from .lanes import AutomationLane, LanePoint
 from .tempo import TempoMap, TempoPoint, TimeSignatureMap
@@ -102,7 +103,7 @@ class PluginReceiver:
         from pedalboard.io import AudioFile
 
         if not self.chunks or self.rate is None:
-            raise ValueError("no audio received from the plugin")
+            raise BendbridgeError("plugin", "no audio received from the plugin")
         rate = self.rate
         end = max(s + a.shape[1] for s, a in self.chunks.items())
         chans = next(iter(self.chunks.values())).shape[0]

@@ -1,9 +1,16 @@
-"""The ``bendbridge`` command: parse arguments, build a config, call the library."""
+"""The ``bendbridge`` command: parse arguments, build a config, call the library.
+
+Every mistake a user can make surfaces as a :class:`~bendbridge.protocol.errors.BendbridgeError`;
+the command prints it as one line (``bendbridge COMMAND: error: FIELD: MESSAGE``) and exits with
+status 2, as argparse does for its own usage errors.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+
+from bendbridge.protocol.errors import BendbridgeError
 
 from . import cmd_bench, cmd_bounce, cmd_engine, cmd_live, cmd_plugin, cmd_server
 
@@ -24,8 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.run(args) or 0)
-    except (ValueError, FileNotFoundError) as e:  # PlanError, OperatorError, missing files
-        print(f"bendbridge {args.command}: error: {e}", file=sys.stderr)
+    except BendbridgeError as e:
+        print(f"bendbridge {args.command}: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
