@@ -29,11 +29,11 @@ from typing import Any
 import numpy as np
 
 from bendbridge.protocol.errors import BendbridgeError
+from bendbridge.protocol.fields import validate_value
 from bendbridge.protocol.frames import FrameSource, LocalRendering
 from bendbridge.protocol.output import OutputStore
 from bendbridge.protocol.plan import BendPlan
 from bendbridge.protocol.position import FramePosition
-from bendbridge.protocol.fields import validate_value
 from bendbridge.protocol.render import RENDER_FIELDS, RenderSettings
 from bendbridge.protocol.values import finite_number
 
@@ -90,9 +90,14 @@ class BounceSpec:
         if self.midi and self.rpp:
             raise BounceError("--midi", "give either --midi or --rpp as the tempo source, not both")
         if self.server and self.model is not None:
-            raise BounceError("--model", "a bounce through --server renders with the server's model (bendbridge serve --model DIR)")
-        for option, value, spec in (("--size", self.size, RENDER_FIELDS["width"]), ("--steps", self.steps, RENDER_FIELDS["steps"]),
-                                    ("--seed", self.seed, RENDER_FIELDS["seed"])):
+            raise BounceError(
+                "--model", "a bounce through --server renders with the server's model (bendbridge serve --model DIR)"
+            )
+        for option, value, spec in (
+            ("--size", self.size, RENDER_FIELDS["width"]),
+            ("--steps", self.steps, RENDER_FIELDS["steps"]),
+            ("--seed", self.seed, RENDER_FIELDS["seed"]),
+        ):
             if value is not None:
                 validate_value(value, spec, option)
         if self.batch is not None:
@@ -100,8 +105,13 @@ class BounceSpec:
         finite_number(self.server_timeout, "--server-timeout", 0.0, None, lo_open=True, error=BounceError)
         if self.fps is not None:
             parse_fps(self.fps, "--fps")
-        for option, path in (("--audio", self.audio), ("--config", self.config), ("--midi", self.midi), ("--rpp", self.rpp),
-                             *(("--lanes", p) for p in self.lanes)):
+        for option, path in (
+            ("--audio", self.audio),
+            ("--config", self.config),
+            ("--midi", self.midi),
+            ("--rpp", self.rpp),
+            *(("--lanes", p) for p in self.lanes),
+        ):
             if path is not None and not Path(path).is_file():
                 raise BounceError(option, f"no such file: {path}")
 
@@ -134,8 +144,10 @@ class BounceSummary:
 
     def __str__(self) -> str:
         fps = self.rendered / self.seconds if self.seconds > 0 else 0.0
-        s = (f"bounced {self.frames} frames ({self.rendered} rendered, {self.resumed} resumed) in {self.seconds:.1f} s "
-             f"({fps:.2f} frames/s) → {self.video}")
+        s = (
+            f"bounced {self.frames} frames ({self.rendered} rendered, {self.resumed} resumed) in {self.seconds:.1f} s "
+            f"({fps:.2f} frames/s) → {self.video}"
+        )
         if self.nan_frames or self.black_frames:
             s += f"\n  NaN frames: {self.nan_frames or 'none'}; black frames: {self.black_frames or 'none'}"
         return s
@@ -156,7 +168,9 @@ def parse_position(text: str, timeline: Timeline, what: str) -> Fraction:
     return v
 
 
-def _tempo_and_lanes(spec: BounceSpec, config: SessionConfig) -> tuple[TempoMap, TimeSignatureMap, dict[str, AutomationLane]]:
+def _tempo_and_lanes(
+    spec: BounceSpec, config: SessionConfig
+) -> tuple[TempoMap, TimeSignatureMap, dict[str, AutomationLane]]:
     """The tempo map, meter and lanes: the config's defaults, then the MIDI file or REAPER
     project, then plain lane files, then what a plugin recorded."""
     tempo, meter, lanes = config.tempo, config.meter, {}
@@ -189,7 +203,9 @@ def _bounce_range(spec: BounceSpec, probe: Timeline, duration: Fraction) -> tupl
     return start, end
 
 
-def _features(audio: np.ndarray, positions: list[FramePosition], mapping: MusicMapping, window: float, fps: Fraction) -> dict[str, np.ndarray]:
+def _features(
+    audio: np.ndarray, positions: list[FramePosition], mapping: MusicMapping, window: float, fps: Fraction
+) -> dict[str, np.ndarray]:
     """The audio features the mapping uses, at every frame's time, smoothed and normalised to [0, 1]."""
     need = mapping.needs_features()
     if not need:
@@ -206,19 +222,37 @@ def plan_bounce(spec: BounceSpec) -> BouncePlan:
     """Everything but the rendering: timeline, range, features, lanes, per-frame parameters."""
     spec.check()
     config = SessionConfig.load(spec.config)
-    settings = config.rendering().override({"seed": "--seed", "steps": "--steps", "width": "--size", "height": "--size"},
-                                        seed=spec.seed, steps=spec.steps, width=spec.size, height=spec.size)
+    settings = config.rendering().override(
+        {"seed": "--seed", "steps": "--steps", "width": "--size", "height": "--size"},
+        seed=spec.seed,
+        steps=spec.steps,
+        width=spec.size,
+        height=spec.size,
+    )
     tempo, meter, lanes = _tempo_and_lanes(spec, config)
     mapping = load_mapping(config.tables, config.plan, set(lanes))
     fps = parse_fps(spec.fps, "--fps") if spec.fps else config.fps
     audio = load_audio(spec.audio, FEATURE_RATE)
-    start, end = _bounce_range(spec, Timeline(FrameGrid(fps, GRID_RATE), tempo, meter), Fraction(len(audio), FEATURE_RATE))
+    start, end = _bounce_range(
+        spec, Timeline(FrameGrid(fps, GRID_RATE), tempo, meter), Fraction(len(audio), FEATURE_RATE)
+    )
     timeline = Timeline(FrameGrid(fps, GRID_RATE, start), tempo, meter)
     n = timeline.grid.count(end)
     positions = [timeline.position(i) for i in range(n)]
-    params = mapping.resolve(positions, timeline, _features(audio, positions, mapping, config.feature_window, fps), lanes)
-    return BouncePlan(timeline, positions, params, settings, config.plan, spec.batch or config.batch, start,
-                      start + Fraction(n) / fps, Path(spec.audio))
+    params = mapping.resolve(
+        positions, timeline, _features(audio, positions, mapping, config.feature_window, fps), lanes
+    )
+    return BouncePlan(
+        timeline,
+        positions,
+        params,
+        settings,
+        config.plan,
+        spec.batch or config.batch,
+        start,
+        start + Fraction(n) / fps,
+        Path(spec.audio),
+    )
 
 
 def _fingerprint(identity: dict[str, Any], pos: FramePosition, params: dict[str, Any]) -> str:
@@ -241,23 +275,41 @@ def _open_source(spec: BounceSpec, bp: BouncePlan, local: LocalRendering | None)
 
         fps = bp.timeline.grid.fps
         identity = {**bp.settings.as_dict(), "fps": str(fps), "plan": bp.plan.to_dict()}
-        setup = SessionSetup.for_settings(bp.settings, output=_session_name(Path(spec.out), identity), fps=fps, plan=bp.plan.to_dict(),
-                                          mode="offline", deliver="png")
-        return RemoteFrames(spec.server, setup, keys=spec.server_keys, client=spec.server_client, timeout=spec.server_timeout)
+        setup = SessionSetup.for_settings(
+            bp.settings,
+            output=_session_name(Path(spec.out), identity),
+            fps=fps,
+            plan=bp.plan.to_dict(),
+            mode="offline",
+            deliver="png",
+        )
+        return RemoteFrames(
+            spec.server, setup, keys=spec.server_keys, client=spec.server_client, timeout=spec.server_timeout
+        )
     if local is None:
-        raise BounceError("--server", "this installation renders only on a render server: give --server URL, "
-                                      "or install the render side with pip install 'bendbridge[server]'")
+        raise BounceError(
+            "--server",
+            "this installation renders only on a render server: give --server URL, "
+            "or install the render side with pip install 'bendbridge[server]'",
+        )
     return local(bp.settings, bp.plan, bp.batch)
 
 
-def _render_missing(bp: BouncePlan, source: FrameSource, store: OutputStore, todo: list[int], fingerprints: list[str],
-                    progress: bool) -> tuple[list[int], list[int]]:
+def _render_missing(
+    bp: BouncePlan, source: FrameSource, store: OutputStore, todo: list[int], fingerprints: list[str], progress: bool
+) -> tuple[list[int], list[int]]:
     """Render the frames ``todo`` into ``store`` as they come; returns the NaN and the black frames."""
     from tqdm import tqdm
 
     nan_frames, black_frames = [], []
-    bar = tqdm(total=len(bp.positions), initial=len(bp.positions) - len(todo), unit="frame", desc="bounce", disable=not progress,
-               smoothing=0.1)
+    bar = tqdm(
+        total=len(bp.positions),
+        initial=len(bp.positions) - len(todo),
+        unit="frame",
+        desc="bounce",
+        disable=not progress,
+        smoothing=0.1,
+    )
     try:
         for got in source.render(todo, bp.positions, bp.params):
             i, p = got.frame, bp.positions[got.frame]
@@ -265,8 +317,18 @@ def _render_missing(bp: BouncePlan, source: FrameSource, store: OutputStore, tod
                 nan_frames.append(i)
             elif got.status == "black":
                 black_frames.append(i)
-            store.write_png(got.png, dict(**p.wire(), params=bp.params[i], seed=bp.settings.seed, fingerprint=fingerprints[i],
-                                          status=got.status, time=str(p.seconds), bar_beat=str(p.bar_beat)))
+            store.write_png(
+                got.png,
+                dict(
+                    **p.wire(),
+                    params=bp.params[i],
+                    seed=bp.settings.seed,
+                    fingerprint=fingerprints[i],
+                    status=got.status,
+                    time=str(p.seconds),
+                    bar_beat=str(p.bar_beat),
+                ),
+            )
             bar.update(1)
     finally:
         bar.close()
@@ -311,4 +373,6 @@ def run_bounce(spec: BounceSpec, local: LocalRendering | None = None, progress: 
     if spec.frames is None:
         shutil.rmtree(work, ignore_errors=True)
     resumed = len(bp.positions) - len(todo)
-    return BounceSummary(len(bp.positions), len(todo), resumed, time.perf_counter() - t0, nan_frames, black_frames, out, manifest)
+    return BounceSummary(
+        len(bp.positions), len(todo), resumed, time.perf_counter() - t0, nan_frames, black_frames, out, manifest
+    )

@@ -12,8 +12,8 @@ from typing import Any
 
 import zmq
 
+from bendbridge.protocol import Hello, Message, Packet, SessionSetup, Welcome, decode, encode, new_id
 from bendbridge.protocol.errors import BendbridgeError
-from bendbridge.protocol import Hello, Message, Packet, ProtocolError, SessionSetup, Welcome, decode, encode, new_id
 
 __all__ = ["RenderClient", "ServerTimeout", "ServerError"]
 
@@ -33,8 +33,15 @@ class ServerError(BendbridgeError):
 
 
 class RenderClient:
-    def __init__(self, url: str = "tcp://127.0.0.1:5555", *, timeout: float = 10.0, keys: Path | None = None,
-                 client_name: str | None = None, rate: int = 48_000):
+    def __init__(
+        self,
+        url: str = "tcp://127.0.0.1:5555",
+        *,
+        timeout: float = 10.0,
+        keys: Path | None = None,
+        client_name: str | None = None,
+        rate: int = 48_000,
+    ):
         self.url, self.timeout, self.rate = url, timeout, rate
         self.session = ""
         self.seq = 0
@@ -52,7 +59,7 @@ class RenderClient:
             self.sock.close(0)
             raise BendbridgeError("--server", f"cannot connect to {url!r}: {e} (expected tcp://HOST:PORT)") from None
 
-    def __enter__(self) -> "RenderClient":
+    def __enter__(self) -> RenderClient:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -98,5 +105,3 @@ class RenderClient:
         p = self.expect(Welcome, timeout)
         self.session = p.envelope.session
         return p.message  # type: ignore[return-value]
-
-

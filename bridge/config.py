@@ -81,8 +81,14 @@ class SessionConfig:
         render = data.get("render", {})
         values = RenderSettings.table_values(render, "render", SESSION_KEYS)
         settings = RenderSettings(**values) if values.get("prompts") else None
-        return cls(path, settings, BendPlan.from_dict({"bend": data.get("bend", [])}), **_session_defaults(render),
-                   feature_window=_feature_window(data.get("features", {})), tables=data)
+        return cls(
+            path,
+            settings,
+            BendPlan.from_dict({"bend": data.get("bend", [])}),
+            **_session_defaults(render),
+            feature_window=_feature_window(data.get("features", {})),
+            tables=data,
+        )
 
 
 def _session_defaults(render: dict[str, Any]) -> dict[str, Any]:
@@ -93,7 +99,9 @@ def _session_defaults(render: dict[str, Any]) -> dict[str, Any]:
     if "batch" in render:
         out["batch"] = finite_number(render["batch"], "render.batch", 1, 1024, integer=True, error=ConfigError)
     if "tempo" in render:
-        out["tempo"] = TempoMap.constant(as_fraction(finite_number(render["tempo"], "render.tempo", 1, 1000, error=ConfigError)))
+        out["tempo"] = TempoMap.constant(
+            as_fraction(finite_number(render["tempo"], "render.tempo", 1, 1000, error=ConfigError))
+        )
     if "time_signature" in render:
         out["meter"] = TimeSignatureMap([_time_signature(render["time_signature"])])
     return out
@@ -106,7 +114,9 @@ def _time_signature(value: Any) -> TimeSignature:
         num, den = (int(v) for v in parts)
         return TimeSignature(1, num, den)
     except (TypeError, ValueError):
-        raise ConfigError("render.time_signature", f"expected 'NUM/DEN' (a power-of-two denominator), e.g. '3/4', got {value!r}") from None
+        raise ConfigError(
+            "render.time_signature", f"expected 'NUM/DEN' (a power-of-two denominator), e.g. '3/4', got {value!r}"
+        ) from None
 
 
 def _feature_window(table: Any) -> float:

@@ -56,7 +56,9 @@ def synthesize(seed: int = 7) -> np.ndarray:
     t = np.arange(int(0.4 * RATE)) / RATE
     kick = (np.sin(2 * np.pi * (45 * t + 180 * (1 - np.exp(-t * 30)) / 30)) * np.exp(-t * 9)).astype(np.float32)
     snare = (rng.standard_normal(len(t)) * np.exp(-t * 22) * 0.5).astype(np.float32)
-    hat = (rng.standard_normal(int(0.05 * RATE)) * np.exp(-np.arange(int(0.05 * RATE)) / RATE * 90) * 0.25).astype(np.float32)
+    hat = (rng.standard_normal(int(0.05 * RATE)) * np.exp(-np.arange(int(0.05 * RATE)) / RATE * 90) * 0.25).astype(
+        np.float32
+    )
     snare = Pedalboard([HighpassFilter(900)])(snare[None], RATE)[0]
     hat = Pedalboard([HighpassFilter(6000)])(hat[None], RATE)[0]
     for bar in range(BARS):
@@ -78,7 +80,9 @@ def synthesize(seed: int = 7) -> np.ndarray:
         dur = float(b1 - b0)
         tt = np.arange(int(dur * RATE)) / RATE
         env = np.minimum(1, tt / 0.8) * np.minimum(1, (dur - tt) / 0.3)
-        chord = sum(np.sin(2 * np.pi * _hz(root + 24 + iv) * (1 + d) * tt) for iv in (0, 3, 7, 10) for d in (-0.002, 0.002))
+        chord = sum(
+            np.sin(2 * np.pi * _hz(root + 24 + iv) * (1 + d) * tt) for iv in (0, 3, 7, 10) for d in (-0.002, 0.002)
+        )
         _place(pad, b0, (chord * env * 0.05).astype(np.float32))
     bass = Pedalboard([LowpassFilter(900)])(bass[None], RATE)[0]
     pad_st = Pedalboard([LowpassFilter(2500), Reverb(room_size=0.8, wet_level=0.4)])(np.stack([pad, pad]), RATE)

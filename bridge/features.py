@@ -7,8 +7,9 @@ times are Fractions), Hann-weighted for the spectrum, ``window`` seconds long (d
 Features (per frame): ``rms``, ``peak``, ``centroid`` (Hz), ``spread`` (Hz), ``flux`` (mean |ΔM|
 against the window half a window earlier), ``onset`` (rectified log-spectral flux), and band
 energies ``low`` (20-250 Hz), ``mid`` (250-2000 Hz), ``high`` (2-8 kHz).
-Smoothing (median → attack/release follower → noise gate) and min-max normalisation follow
-REFERENCE.md §1 (JAES 2025), with times in seconds so they do not depend on the frame rate.
+Smoothing (median filter → envelope follower → noise gate) and min-max normalisation over the song
+follow the journal version of Dzwonczyk, Cella and Ban's network-bending paper (JAES 2025), with
+times in seconds so that they do not depend on the frame rate.
 """
 
 from __future__ import annotations
@@ -23,7 +24,16 @@ import numpy as np
 
 from bendbridge.protocol.errors import BendbridgeError
 
-__all__ = ["FEATURES", "FeatureConfig", "Smoothing", "load_audio", "extract_features", "smooth", "normalise", "FeatureError"]
+__all__ = [
+    "FEATURES",
+    "FeatureConfig",
+    "Smoothing",
+    "load_audio",
+    "extract_features",
+    "smooth",
+    "normalise",
+    "FeatureError",
+]
 
 FEATURES = ("rms", "peak", "centroid", "spread", "flux", "onset", "low", "mid", "high")
 
@@ -57,7 +67,7 @@ def load_audio(path: str | Path, rate: int = 22_050) -> np.ndarray:
 
     p = Path(path)
     if not p.exists():
-        raise FeatureError(str(p), f"no such audio file")
+        raise FeatureError(str(p), "no such audio file")
     try:
         with AudioFile(str(p)) as f:
             src = f.resampled_to(rate) if f.samplerate != rate else f
@@ -67,10 +77,12 @@ def load_audio(path: str | Path, rate: int = 22_050) -> np.ndarray:
     return np.ascontiguousarray(data.mean(axis=0), dtype=np.float32)
 
 
-def extract_features(audio: np.ndarray, times: Sequence[Fraction], cfg: FeatureConfig = FeatureConfig()) -> dict[str, np.ndarray]:
-    """Features at each time in ``times`` (seconds, exact). audio [N] at ``cfg.rate``. -> name -> [F]"""
-    rate = cfg.rate
-    w = max(16, int(round(cfg.window * rate)))
+def extract_features(
+    audio: np.ndarray, times: Sequence[Fraction], analysis: FeatureConfig = FeatureConfig()
+) -> dict[str, np.ndarray]:
+    """Features at each time in ``times`` (seconds, exact). audio [N] at ``analysis.rate``. -> name -> [F]"""
+    rate = analysis.rate
+    w = max(16, int(round(analysis.window * rate)))
     half = w // 2
     lag = max(1, w // 2)
     centres = np.array([math.floor(Fraction(t) * rate + Fraction(1, 2)) for t in times], dtype=np.int64)
@@ -78,11 +90,11 @@ def extract_features(audio: np.ndarray, times: Sequence[Fraction], cfg: FeatureC
     x = np.concatenate([np.zeros(pad, np.float32), np.asarray(audio, np.float32), np.zeros(pad, np.float32)])
     hann = np.hanning(w).astype(np.float32)
     freqs = np.fft.rfftfreq(w, 1.0 / rate).astype(np.float32)
-    band_idx = [(freqs >= lo) & (freqs < hi) for lo, hi in cfg.bands]
+    band_idx = [(freqs >= lo) & (freqs < hi) for lo, hi in analysis.bands]
     out = {k: np.empty(len(centres), np.float32) for k in FEATURES}
     offs = np.arange(w, dtype=np.int64)
-    for s in range(0, len(centres), cfg.chunk):
-        c = centres[s : s + cfg.chunk] + pad - half
+    for s in range(0, len(centres), analysis.chunk):
+        c = centres[s : s + analysis.chunk] + pad - half
         win = x[c[:, None] + offs]  # [F, W]
         prev = x[(c - lag)[:, None] + offs]
         m = np.abs(np.fft.rfft(win * hann, axis=1)).astype(np.float32)

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
-from .tempo import as_fraction
-
 from bendbridge.protocol.errors import BendbridgeError
+
+from .tempo import as_fraction
 
 __all__ = ["LanePoint", "AutomationLane", "SHAPES", "load_lanes", "LaneError"]
 
@@ -116,7 +116,7 @@ def load_lanes(path: str | Path) -> list[AutomationLane]:
     or CSV (header ``seconds,value[,shape]`` or ``beats,value[,shape]``; the lane is named after the file)."""
     p = Path(path)
     if not p.exists():
-        raise LaneError(str(p), f"no such lane file")
+        raise LaneError(str(p), "no such lane file")
     if p.suffix.lower() == ".json":
         try:
             d = json.loads(p.read_text())
@@ -126,24 +126,42 @@ def load_lanes(path: str | Path) -> list[AutomationLane]:
         for i, lane in enumerate(d.get("lanes", []) if isinstance(d, dict) else []):
             where = f"{p}: lanes[{i}]"
             try:
-                pts = [LanePoint(as_fraction(pt[0]), float(pt[1]), _shape(pt[2] if len(pt) > 2 else 0, f"{where}.points[{j}]"))
-                       for j, pt in enumerate(lane["points"])]
-                out.append(AutomationLane(str(lane["name"]), pts, lane.get("domain", "seconds"), float(lane.get("lo", 0)), float(lane.get("hi", 1))))
+                pts = [
+                    LanePoint(
+                        as_fraction(pt[0]), float(pt[1]), _shape(pt[2] if len(pt) > 2 else 0, f"{where}.points[{j}]")
+                    )
+                    for j, pt in enumerate(lane["points"])
+                ]
+                out.append(
+                    AutomationLane(
+                        str(lane["name"]),
+                        pts,
+                        lane.get("domain", "seconds"),
+                        float(lane.get("lo", 0)),
+                        float(lane.get("hi", 1)),
+                    )
+                )
             except (KeyError, TypeError, IndexError, ValueError) as e:
                 raise LaneError(where, f"{e}") from None
         if not out:
-            raise LaneError(str(p), f"expected {{\"lanes\": [...]}} with at least one lane")
+            raise LaneError(str(p), 'expected {"lanes": [...]} with at least one lane')
         return out
     with open(p, newline="") as f:
         rows = list(csv.reader(f))
     if not rows or rows[0][:2] not in (["seconds", "value"], ["beats", "value"]):
-        raise LaneError(str(p), f"line 1: expected a header 'seconds,value[,shape]' or 'beats,value[,shape]'")
+        raise LaneError(str(p), "line 1: expected a header 'seconds,value[,shape]' or 'beats,value[,shape]'")
     pts = []
     for n, row in enumerate(rows[1:], start=2):
         if not row:
             continue
         try:
-            pts.append(LanePoint(as_fraction(row[0]), float(row[1]), _shape(row[2], f"{p}: line {n}") if len(row) > 2 and row[2] else 0))
+            pts.append(
+                LanePoint(
+                    as_fraction(row[0]),
+                    float(row[1]),
+                    _shape(row[2], f"{p}: line {n}") if len(row) > 2 and row[2] else 0,
+                )
+            )
         except (ValueError, IndexError, ZeroDivisionError):
             raise LaneError(str(p), f"line {n}: expected time,value[,shape], got {','.join(row)!r}") from None
     return [AutomationLane(p.stem, pts, rows[0][0])]

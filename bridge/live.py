@@ -47,12 +47,17 @@ class LiveFeatures:
     the running min/max of what has been heard.
     """
 
-    def __init__(self, rate: int = 22_050, cfg: FeatureConfig | None = None, ranges: dict[str, tuple[float, float]] | None = None):
-        self.cfg = cfg or FeatureConfig(rate=rate)
-        self.rate = self.cfg.rate
+    def __init__(
+        self,
+        rate: int = 22_050,
+        analysis: FeatureConfig | None = None,
+        ranges: dict[str, tuple[float, float]] | None = None,
+    ):
+        self.analysis = analysis or FeatureConfig(rate=rate)
+        self.rate = self.analysis.rate
         self.buf: deque[np.ndarray] = deque()
         self.size = 0
-        self.keep = int(self.cfg.window * self.rate) * 4
+        self.keep = int(self.analysis.window * self.rate) * 4
         self.ranges = dict(ranges or {})
         self.seen: dict[str, list[float]] = {}
 
@@ -71,9 +76,9 @@ class LiveFeatures:
         if not self.buf:
             return {k: 0.0 for k in FEATURES}
         audio = np.concatenate(list(self.buf))
-        half = Fraction(int(self.cfg.window * self.rate) // 2 + 1, self.rate)
+        half = Fraction(int(self.analysis.window * self.rate) // 2 + 1, self.rate)
         t = max(Fraction(len(audio), self.rate) - half, Fraction(0))
-        raw = {k: float(v[0]) for k, v in extract_features(audio, [t], self.cfg).items()}
+        raw = {k: float(v[0]) for k, v in extract_features(audio, [t], self.analysis).items()}
         out = {}
         for k, v in raw.items():
             lo, hi = self.ranges.get(k) or self._calibrate(k, v)
@@ -108,7 +113,9 @@ class LiveBridge:
         if pos is None:
             return []
         g = self.timeline.grid
-        if self._last is not None and (pos < self._last or pos - self._last > 2 * Fraction(self.lookahead).limit_denominator(1000)):
+        if self._last is not None and (
+            pos < self._last or pos - self._last > 2 * Fraction(self.lookahead).limit_denominator(1000)
+        ):
             self.sent.clear()  # seek or loop: start a new window
         self._last = pos
         ahead = Fraction(self.lookahead).limit_denominator(1000)
@@ -127,9 +134,19 @@ class LiveBridge:
             for bend, vals in cc.items():
                 pp.setdefault(bend, {}).update(vals)
             deadline = now_wall + float(p.seconds - now_pos)
-            self.client.send(FrameRequest(frame=p.frame, sample=p.sample, seconds=float(p.seconds), beats=float(p.beats),
-                                          bar=p.bar_beat.bar, beat=float(p.bar_beat.beat), params=pp, deadline=deadline),
-                             pos=p.sample)
+            self.client.send(
+                FrameRequest(
+                    frame=p.frame,
+                    sample=p.sample,
+                    seconds=float(p.seconds),
+                    beats=float(p.beats),
+                    bar=p.bar_beat.bar,
+                    beat=float(p.bar_beat.beat),
+                    params=pp,
+                    deadline=deadline,
+                ),
+                pos=p.sample,
+            )
             self.sent.add(p.frame)
             self.requests += 1
         return todo

@@ -120,8 +120,13 @@ class MusicMapping:
     def needs_lanes(self) -> set[str]:
         return {s.name for p in self.params for s in p.sources if s.kind == "lane"}
 
-    def resolve(self, positions: list[FramePosition], timeline: Timeline, features: Mapping[str, np.ndarray],
-                lanes: Mapping[str, Any]) -> list[dict[str, dict[str, float]]]:
+    def resolve(
+        self,
+        positions: list[FramePosition],
+        timeline: Timeline,
+        features: Mapping[str, np.ndarray],
+        lanes: Mapping[str, Any],
+    ) -> list[dict[str, dict[str, float]]]:
         """Per frame: {bend id: {param: value}}. ``features`` are already smoothed and in [0, 1]."""
         n = len(positions)
         out: list[dict[str, dict[str, float]]] = [{} for _ in range(n)]
@@ -134,7 +139,9 @@ class MusicMapping:
                     x = np.asarray(features[s.name], np.float64)
                 elif s.kind == "lane":
                     lane = lanes[s.name]
-                    x = np.array([lane.normalised_at(p.beats if lane.domain == "beats" else p.seconds) for p in positions])
+                    x = np.array(
+                        [lane.normalised_at(p.beats if lane.domain == "beats" else p.seconds) for p in positions]
+                    )
                 elif s.kind == "lfo":
                     x = np.array([s.lfo(p.beats, timeline) for p in positions])
                 else:  # phase
@@ -158,10 +165,17 @@ def _source(s: Any, where: str, lane_names: set[str] | None) -> Source:
     kind = s.get("kind")
     if kind not in KINDS:
         raise MappingError(f"{where}.kind", f"{kind!r} is not valid; allowed: {', '.join(KINDS)}")
-    src = Source(kind=kind, name=str(s.get("name", "")), depth=_number(s, "depth", where, 1.0), curve=s.get("curve", "linear"),
-                 shape=s.get("shape", "sine"), unit=s.get("unit", "beats"),
-                 rate=finite_number(s.get("rate", 1.0), f"{where}.rate", 0.0, 64.0, lo_open=True, error=MappingError),
-                 phase=_number(s, "phase", where, 0.0), value=_number(s, "value", where, 1.0))
+    src = Source(
+        kind=kind,
+        name=str(s.get("name", "")),
+        depth=_number(s, "depth", where, 1.0),
+        curve=s.get("curve", "linear"),
+        shape=s.get("shape", "sine"),
+        unit=s.get("unit", "beats"),
+        rate=finite_number(s.get("rate", 1.0), f"{where}.rate", 0.0, 64.0, lo_open=True, error=MappingError),
+        phase=_number(s, "phase", where, 0.0),
+        value=_number(s, "value", where, 1.0),
+    )
     if src.curve not in CURVES:
         raise MappingError(f"{where}.curve", f"{src.curve!r} is not valid; allowed: {', '.join(CURVES)}")
     if kind == "feature" and src.name not in FEATURES:
@@ -182,8 +196,9 @@ def _param_mapping(p: Any, where: str, plan: BendPlan, lane_names: set[str] | No
     """One ``[[param]]`` table: a bend's per-frame parameter, its range and its sources."""
     if not isinstance(p, dict):
         raise MappingError(where, "expected a table")
-    bend, param = plan.frame_param(p.get("bend"), p.get("name"), bend_field=f"{where}.bend", name_field=f"{where}.name",
-                                   error=MappingError)
+    bend, param = plan.frame_param(
+        p.get("bend"), p.get("name"), bend_field=f"{where}.bend", name_field=f"{where}.name", error=MappingError
+    )
     lo = max(param.lo, _number(p, "min", where, param.lo))
     hi = min(param.hi, _number(p, "max", where, param.hi))
     if hi < lo:
@@ -202,8 +217,12 @@ def _smoothing(table: Any) -> dict[str, Smoothing]:
         bad = sorted(set(s) - {"median", "attack", "release", "gate"})
         if bad:
             raise MappingError(f"smoothing.{feat}.{bad[0]}", "unknown field; valid: median, attack, release, gate")
-        out[feat] = Smoothing(**{k: finite_number(v, f"smoothing.{feat}.{k}", 0.0, 1.0 if k == "gate" else None, error=MappingError)
-                                 for k, v in s.items()})
+        out[feat] = Smoothing(
+            **{
+                k: finite_number(v, f"smoothing.{feat}.{k}", 0.0, 1.0 if k == "gate" else None, error=MappingError)
+                for k, v in s.items()
+            }
+        )
     return out
 
 

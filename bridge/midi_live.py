@@ -26,7 +26,16 @@ from bendbridge.protocol.errors import BendbridgeError
 from bendbridge.protocol.plan import BendPlan, PlanError
 from bendbridge.protocol.values import finite_number
 
-__all__ = ["CcMapping", "CcRouter", "ClockFollower", "parse_cc_source", "MODES", "learn_from", "load_cc_mappings", "open_midi_input"]
+__all__ = [
+    "CcMapping",
+    "CcRouter",
+    "ClockFollower",
+    "parse_cc_source",
+    "MODES",
+    "learn_from",
+    "load_cc_mappings",
+    "open_midi_input",
+]
 
 MODES = ("absolute", "relative", "centred")
 
@@ -45,7 +54,9 @@ def parse_cc_source(text: str, where: str = "source") -> tuple[str, int, int]:
         raise PlanError(where, f"{text!r}: channel {ch} is out of range; allowed 1-16")
     hi = {"cc": 127, "cc14": 31, "nrpn": 16383}[kind]
     if not 0 <= num <= hi:
-        raise PlanError(where, f"{text!r}: {'CC' if kind != 'nrpn' else 'NRPN parameter'} {num} is out of range; allowed 0-{hi}")
+        raise PlanError(
+            where, f"{text!r}: {'CC' if kind != 'nrpn' else 'NRPN parameter'} {num} is out of range; allowed 0-{hi}"
+        )
     return kind, ch, num
 
 
@@ -234,11 +245,23 @@ def load_cc_mappings(config: dict[str, Any], plan: BendPlan) -> list[CcMapping]:
     out = []
     for i, t in enumerate(config.get("midi", [])):
         where = f"midi[{i}]"
-        bend, param = plan.frame_param(t.get("bend"), t.get("param"), bend_field=f"{where}.bend", name_field=f"{where}.param")
+        bend, param = plan.frame_param(
+            t.get("bend"), t.get("param"), bend_field=f"{where}.bend", name_field=f"{where}.param"
+        )
         try:
-            out.append(CcMapping(str(t.get("source")), bend.id, t["param"], t.get("min", param.lo), t.get("max", param.hi),
-                                 mode=t.get("mode", "absolute"), base=t.get("base"), step=t.get("step", 1 / 128),
-                                 takeover=bool(t.get("takeover", True))))
+            out.append(
+                CcMapping(
+                    str(t.get("source")),
+                    bend.id,
+                    t["param"],
+                    t.get("min", param.lo),
+                    t.get("max", param.hi),
+                    mode=t.get("mode", "absolute"),
+                    base=t.get("base"),
+                    step=t.get("step", 1 / 128),
+                    takeover=bool(t.get("takeover", True)),
+                )
+            )
         except BendbridgeError as e:
             raise PlanError(f"{where}.{e.field}", e.message) from None
     return out
@@ -257,8 +280,13 @@ def open_midi_input(name: str | None, virtual: str | None, backend: str | None =
             return be.open_input(virtual, virtual=True)
         names = be.get_input_names()
         if name not in names:
-            raise BendbridgeError("--midi-in", f"MIDI input {name!r} not found; available: {', '.join(names) or 'none'}")
+            raise BendbridgeError(
+                "--midi-in", f"MIDI input {name!r} not found; available: {', '.join(names) or 'none'}"
+            )
         return be.open_input(name)
     except (ImportError, OSError, SystemError) as e:
-        raise BendbridgeError("--midi-in", f"cannot open MIDI input ({type(e).__name__}: {e}); without an ALSA sequencer start "
-                         f"'jackd -d dummy' and pass --midi-backend mido.backends.rtmidi/UNIX_JACK") from None
+        raise BendbridgeError(
+            "--midi-in",
+            f"cannot open MIDI input ({type(e).__name__}: {e}); without an ALSA sequencer start "
+            f"'jackd -d dummy' and pass --midi-backend mido.backends.rtmidi/UNIX_JACK",
+        ) from None

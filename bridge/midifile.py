@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
+from bendbridge.protocol.errors import BendbridgeError
+
 from .lanes import AutomationLane, LanePoint
 from .tempo import TempoMap, TimeSignatureMap
-
-from bendbridge.protocol.errors import BendbridgeError
 
 __all__ = ["MidiSession", "read_midi", "MidiFileError"]
 
@@ -49,7 +49,7 @@ def read_midi(path: str | Path) -> MidiSession:
 
     p = Path(path)
     if not p.exists():
-        raise MidiFileError(str(p), f"no such MIDI file")
+        raise MidiFileError(str(p), "no such MIDI file")
     try:
         mid = mido.MidiFile(p, clip=True)
     except (OSError, EOFError, ValueError, KeyError, IndexError) as e:
@@ -65,7 +65,7 @@ def read_midi(path: str | Path) -> MidiSession:
     events.sort(key=lambda e: (e[0], e[1]))
     smpte = getattr(mid, "ticks_per_beat", 480) < 0
     if smpte:  # mido keeps the raw division; very rare in practice
-        raise MidiFileError(str(p), f"SMPTE time division is not supported yet (ticks per quarter note files only)")
+        raise MidiFileError(str(p), "SMPTE time division is not supported yet (ticks per quarter note files only)")
     ppq = mid.ticks_per_beat
     if ppq <= 0:
         raise MidiFileError(str(p), f"header division {ppq} is not a ticks-per-quarter-note count")

@@ -98,7 +98,7 @@ class OscInput:
         self.port = self.server.server_address[1]
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True, name="osc-input")
 
-    def __enter__(self) -> "OscInput":
+    def __enter__(self) -> OscInput:
         self._thread.start()
         return self
 

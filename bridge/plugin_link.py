@@ -58,7 +58,7 @@ class PluginReceiver:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True, name="plugin-receiver")
 
-    def __enter__(self) -> "PluginReceiver":
+    def __enter__(self) -> PluginReceiver:
         self._thread.start()
         return self
 
@@ -132,5 +132,7 @@ class PluginReceiver:
             pts = {}
             for s, v in evs:  # a value re-sent at a jump replaces nothing: same sample, same value
                 pts[s] = v
-            lanes[name] = AutomationLane(name, [LanePoint(Fraction(s, rate), v, 1) for s, v in sorted(pts.items())], "seconds")
+            lanes[name] = AutomationLane(
+                name, [LanePoint(Fraction(s, rate), v, 1) for s, v in sorted(pts.items())], "seconds"
+            )
         return RecordedSession(path, rate, tempo, meter, lanes, list(self.jumps))

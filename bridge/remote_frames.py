@@ -21,8 +21,16 @@ class RemoteFrames:
     """Keeps ``window`` requests in flight so the server always has a full batch queued; every
     frame received is handed on at once, so a server lost mid-bounce loses no finished frame."""
 
-    def __init__(self, url: str, setup: SessionSetup, *, keys: Path | None = None, client: str = "client", timeout: float = 300.0,
-                 window: int | None = None):
+    def __init__(
+        self,
+        url: str,
+        setup: SessionSetup,
+        *,
+        keys: Path | None = None,
+        client: str = "client",
+        timeout: float = 300.0,
+        window: int | None = None,
+    ):
         self.url, self.timeout = url, timeout
         self.client = RenderClient(url, timeout=min(timeout, 30.0), keys=keys, client_name=client)
         try:
@@ -30,14 +38,20 @@ class RemoteFrames:
             self.client.setup(setup, timeout=timeout)
         except ServerTimeout:
             self.client.close()
-            raise FrameSourceError("--server", f"no render server answers at {url} (start one with 'bendbridge serve')") from None
+            raise FrameSourceError(
+                "--server", f"no render server answers at {url} (start one with 'bendbridge serve')"
+            ) from None
         except ServerError as e:
             self.client.close()
-            raise FrameSourceError(e.error.field or "--server", f"the server refused the session: {e.error.message}") from None
+            raise FrameSourceError(
+                e.error.field or "--server", f"the server refused the session: {e.error.message}"
+            ) from None
         self.window = window or 2 * max(1, welcome.max_batch)
         self.identity = render_identity(welcome.model, setup.settings, BendPlan.from_dict(setup.plan or {}))
 
-    def render(self, todo: Sequence[int], positions: Sequence[FramePosition], params: Sequence[FrameParams]) -> Iterator[RenderedFrame]:
+    def render(
+        self, todo: Sequence[int], positions: Sequence[FramePosition], params: Sequence[FrameParams]
+    ) -> Iterator[RenderedFrame]:
         pending: dict[int, str] = {}  # frame -> request id
         frame_of: dict[str, int] = {}  # request id -> frame
         queue = list(todo)[::-1]
@@ -54,8 +68,11 @@ class RemoteFrames:
             try:
                 m = self.client.recv(self.timeout).message
             except ServerTimeout:
-                raise FrameSourceError("--server", f"no frame from {self.url} within {self.timeout:g} s; the {received} frames "
-                                                   f"received are kept: run the same command again to resume") from None
+                raise FrameSourceError(
+                    "--server",
+                    f"no frame from {self.url} within {self.timeout:g} s; the {received} frames "
+                    f"received are kept: run the same command again to resume",
+                ) from None
             if isinstance(m, FrameReady) and m.frame in pending:
                 yield self._received(m)
                 frame_of.pop(pending.pop(m.frame), None)
@@ -70,7 +87,9 @@ class RemoteFrames:
         if m.status == "dropped":
             raise FrameSourceError("--server", f"the server dropped frame {m.frame} (is the session in live mode?)")
         if m.data is None:
-            raise FrameSourceError("--server", f"the server sent frame {m.frame} without its image (it speaks an older protocol)")
+            raise FrameSourceError(
+                "--server", f"the server sent frame {m.frame} without its image (it speaks an older protocol)"
+            )
         return RenderedFrame(m.frame, m.data, "ok" if m.status == "resumed" else m.status, tuple(m.faults or ()))
 
     def close(self) -> None:

@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
+from bendbridge.protocol.errors import BendbridgeError
+
 from .lanes import AutomationLane, LanePoint
 from .tempo import TempoMap, TempoPoint, TimeSignature, TimeSignatureMap, as_fraction
-
-from bendbridge.protocol.errors import BendbridgeError
 
 __all__ = ["RppProject", "read_rpp", "RppError"]
 
@@ -44,7 +44,7 @@ class _Chunk:
     args: list[str]
     line: int
     lines: list[tuple[int, list[str]]] = field(default_factory=list)
-    children: list["_Chunk"] = field(default_factory=list)
+    children: list[_Chunk] = field(default_factory=list)
 
 
 def _tokens(text: str, where: str) -> list[str]:
@@ -89,45 +89,56 @@ def _points(ch: _Chunk, path: Path) -> list[LanePoint]:
     for n, tok in ch.lines:
         if tok and tok[0] == "PT":
             shape = int(_num(tok, 3, path, n, "a shape")) if len(tok) > 3 else 0
-            pts.append(LanePoint(_num(tok, 1, path, n, "a time"), float(_num(tok, 2, path, n, "a value")), shape if 0 <= shape <= 5 else 0))
+            pts.append(
+                LanePoint(
+                    _num(tok, 1, path, n, "a time"),
+                    float(_num(tok, 2, path, n, "a value")),
+                    shape if 0 <= shape <= 5 else 0,
+                )
+            )
     return pts
 
 
 def read_rpp(path: str | Path) -> RppProject:
     p = Path(path)
-    if not p.exists():
-        raise RppError(str(p), f"no such REAPER project")
-    text = p.read_text(encoding="utf-8", errors="replace")
-    root = _parse(text, p)
+    if not p.is_file():
+        raise RppError(str(p), "no such REAPER project")
+    root = _parse(p.read_text(encoding="utf-8", errors="replace"), p)
     proj = next((c for c in root.children if c.name == "REAPER_PROJECT"), None)
     if proj is None:
-        raise RppError(str(p), f"line 1: not a REAPER project (no <REAPER_PROJECT> chunk)")
+        raise RppError(str(p), "line 1: not a REAPER project (no <REAPER_PROJECT> chunk)")
+    tempo, meter = _tempo_and_meter(proj, p)
+    lanes: dict[str, AutomationLane] = {}
+    for ti, track in enumerate((c for c in proj.children if c.name == "TRACK"), start=1):
+        lanes.update(_track_lanes(track, ti, p))
+    return RppProject(p, tempo, meter, lanes)
+
+
+def _tempo_and_meter(proj: _Chunk, p: Path) -> tuple[TempoMap, TimeSignatureMap]:
+    """The project's ``TEMPO`` line and ``<TEMPOENVEX>`` points (with their time signatures)."""
     tempo_line = next(((n, t) for n, t in proj.lines if t and t[0] == "TEMPO"), None)
     if tempo_line is None:
-        raise RppError(str(p), f"the project has no TEMPO line (expected 'TEMPO bpm num den' in <REAPER_PROJECT>)")
+        raise RppError(str(p), "the project has no TEMPO line (expected 'TEMPO bpm num den' in <REAPER_PROJECT>)")
     n, tok = tempo_line
     bpm = _num(tok, 1, p, n, "a tempo")
     num = int(_num(tok, 2, p, n, "a numerator")) if len(tok) > 2 else 4
     den = int(_num(tok, 3, p, n, "a denominator")) if len(tok) > 3 else 4
     env = next((c for c in proj.children if c.name == "TEMPOENVEX"), None)
-    tpoints = [TempoPoint(Fraction(0), bpm)]
+    points = [TempoPoint(Fraction(0), bpm)]
     sig_at: list[tuple[Fraction, int, int]] = []
-    if env is not None:
-        raw = []
-        for n, tok in env.lines:
-            if tok and tok[0] == "PT":
-                t, b = _num(tok, 1, p, n, "a time"), _num(tok, 2, p, n, "a tempo")
-                shape = int(_num(tok, 3, p, n, "a shape")) if len(tok) > 3 else 1
-                raw.append((t, b, shape != 1))
-                if len(tok) > 4 and tok[4].lstrip("-").isdigit() and int(tok[4]) > 0:
-                    ts = int(tok[4])
-                    sig_at.append((t, ts % 65536, ts // 65536))
-        if raw:
-            tpoints = [TempoPoint(t, b, r) for t, b, r in raw]
+    envelope_points = []
+    for n, tok in env.lines if env is not None else []:
+        if tok and tok[0] == "PT":
+            t, b = _num(tok, 1, p, n, "a time"), _num(tok, 2, p, n, "a tempo")
+            shape = int(_num(tok, 3, p, n, "a shape")) if len(tok) > 3 else 1
+            envelope_points.append(TempoPoint(t, b, shape != 1))
+            if len(tok) > 4 and tok[4].lstrip("-").isdigit() and int(tok[4]) > 0:
+                ts = int(tok[4])
+                sig_at.append((t, ts % 65536, ts // 65536))
     try:
-        tempo = TempoMap(tpoints)
-    except ValueError as e:
-        raise RppError(str(p), f"{e}") from None
+        tempo = TempoMap(envelope_points or points)
+    except BendbridgeError as e:
+        raise RppError(str(p), e.message) from None
     sigs = [TimeSignature(1, num, den)]
     for t, snum, sden in sig_at:
         beats = tempo.beats_at(t)
@@ -136,29 +147,30 @@ def read_rpp(path: str | Path) -> RppProject:
         if ref.beats_of(bb.bar) != beats:
             raise RppError(str(p), f"time signature {snum}/{sden} at {float(t):g} s does not fall on a bar line")
         sigs = [s for s in sigs if s.bar < bb.bar] + [TimeSignature(bb.bar, snum, sden)]
+    return tempo, TimeSignatureMap(sigs)
+
+
+def _track_lanes(track: _Chunk, index: int, p: Path) -> dict[str, AutomationLane]:
+    """A track's volume and pan envelopes and its FX parameter envelopes, named TRACK/…"""
+    tname = (
+        next((" ".join(t[1:]) for _, t in track.lines if t and t[0] == "NAME" and len(t) > 1), "") or f"track {index}"
+    )
     lanes: dict[str, AutomationLane] = {}
-    tracks = [c for c in proj.children if c.name == "TRACK"]
-    for ti, tr in enumerate(tracks, start=1):
-        tname = next((" ".join(t[1:]) for _, t in tr.lines if t and t[0] == "NAME" and len(t) > 1), "") or f"track {ti}"
-        for c in tr.children:
-            if c.name in ("VOLENV2", "VOLENV", "PANENV2", "PANENV") and _points(c, p):
-                kind = "volume" if c.name.startswith("VOL") else "pan"
-                lo, hi = (0.0, 2.0) if kind == "volume" else (-1.0, 1.0)
-                lanes[f"{tname}/{kind}"] = AutomationLane(f"{tname}/{kind}", _points(c, p), "seconds", lo, hi)
-        fxchains = [c for c in tr.children if c.name == "FXCHAIN"]
-        for chain in fxchains:
-            fx_index = 0
-            for c in chain.children:
-                if c.name in ("VST", "AU", "JS", "DX", "CLAP", "LV2"):
-                    fx_index += 1
-                elif c.name == "PARMENV" and fx_index:
-                    pts = _points(c, p)
-                    if not pts:
-                        continue
-                    a = c.args
-                    idx = a[0].split(":")[0] if a else "0"
-                    lo = float(a[1]) if len(a) > 1 else 0.0
-                    hi = float(a[2]) if len(a) > 2 else 1.0
-                    name = f"{tname}/fx{fx_index}/{idx}"
-                    lanes[name] = AutomationLane(name, pts, "seconds", lo, hi if hi > lo else lo + 1.0)
-    return RppProject(p, tempo, TimeSignatureMap(sigs), lanes)
+    for c in track.children:
+        if c.name in ("VOLENV2", "VOLENV", "PANENV2", "PANENV") and _points(c, p):
+            kind = "volume" if c.name.startswith("VOL") else "pan"
+            lo, hi = (0.0, 2.0) if kind == "volume" else (-1.0, 1.0)
+            lanes[f"{tname}/{kind}"] = AutomationLane(f"{tname}/{kind}", _points(c, p), "seconds", lo, hi)
+    for chain in (c for c in track.children if c.name == "FXCHAIN"):
+        fx_index = 0
+        for c in chain.children:
+            if c.name in ("VST", "AU", "JS", "DX", "CLAP", "LV2"):
+                fx_index += 1
+            elif c.name == "PARMENV" and fx_index and _points(c, p):
+                a = c.args
+                idx = a[0].split(":")[0] if a else "0"
+                lo = float(_num(a, 1, p, c.line, "a minimum")) if len(a) > 1 else 0.0
+                hi = float(_num(a, 2, p, c.line, "a maximum")) if len(a) > 2 else 1.0
+                name = f"{tname}/fx{fx_index}/{idx}"
+                lanes[name] = AutomationLane(name, _points(c, p), "seconds", lo, hi if hi > lo else lo + 1.0)
+    return lanes

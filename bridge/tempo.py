@@ -63,7 +63,9 @@ class TempoMap:
             pts.insert(0, TempoPoint(Fraction(0), pts[0].bpm))
         for p in pts:
             if not 0 < p.bpm <= 10_000:
-                raise TimelineError("tempo", f"{float(p.bpm):g} BPM at {float(p.seconds):g} s is out of range; allowed (0, 10000]")
+                raise TimelineError(
+                    "tempo", f"{float(p.bpm):g} BPM at {float(p.seconds):g} s is out of range; allowed (0, 10000]"
+                )
         self.points = pts
         segs: list[_Segment] = []
         b = Fraction(0)
@@ -81,16 +83,16 @@ class TempoMap:
         self._b = [s.b0 for s in segs]
 
     @classmethod
-    def constant(cls, bpm: Number) -> "TempoMap":
+    def constant(cls, bpm: Number) -> TempoMap:
         return cls([TempoPoint(Fraction(0), as_fraction(bpm))])
 
     @classmethod
-    def from_points(cls, points: list[tuple[Number, Number, bool]]) -> "TempoMap":
+    def from_points(cls, points: list[tuple[Number, Number, bool]]) -> TempoMap:
         """``(seconds, bpm, ramp_to_next)`` triples."""
         return cls([TempoPoint(as_fraction(t), as_fraction(b), r) for t, b, r in points])
 
     @classmethod
-    def from_beat_changes(cls, changes: list[tuple[Number, Number]]) -> "TempoMap":
+    def from_beat_changes(cls, changes: list[tuple[Number, Number]]) -> TempoMap:
         """Stepped tempo changes ``(beat, bpm)``; the times follow exactly."""
         ch = sorted((as_fraction(b), as_fraction(bpm)) for b, bpm in changes)
         if not ch or ch[0][0] != 0:
@@ -159,7 +161,9 @@ class TimeSignature:
 
     def __post_init__(self) -> None:
         if self.num < 1 or self.den < 1 or self.den & (self.den - 1):
-            raise TimelineError("time signature", f"{self.num}/{self.den} at bar {self.bar}: numerator ≥ 1, denominator a power of two")
+            raise TimelineError(
+                "time signature", f"{self.num}/{self.den} at bar {self.bar}: numerator ≥ 1, denominator a power of two"
+            )
 
     @property
     def bar_beats(self) -> Fraction:
@@ -184,7 +188,7 @@ class TimeSignatureMap:
             self._start.append(b)
 
     @classmethod
-    def from_beat_changes(cls, changes: list[tuple[Number, int, int]]) -> "TimeSignatureMap":
+    def from_beat_changes(cls, changes: list[tuple[Number, int, int]]) -> TimeSignatureMap:
         """Changes ``(beat, num, den)`` as in a MIDI file; each must fall on a bar line."""
         sigs: list[TimeSignature] = []
         bar, last_b, last = 1, Fraction(0), None
@@ -192,7 +196,9 @@ class TimeSignatureMap:
             if last is not None:
                 bars = (b - last_b) / last.bar_beats
                 if bars.denominator != 1:
-                    raise TimelineError("time signature", f"{num}/{den} at beat {float(b):g} does not fall on a bar line")
+                    raise TimelineError(
+                        "time signature", f"{num}/{den} at beat {float(b):g} does not fall on a bar line"
+                    )
                 bar += int(bars)
             last, last_b = TimeSignature(bar, num, den), b
             if sigs and sigs[-1].bar == bar:
@@ -224,4 +230,6 @@ class TimeSignatureMap:
         i = max(0, bisect.bisect_right([s.bar for s in self.sigs], bar) - 1)
         s = self.sigs[i]
         unit = Fraction(4, s.den)
-        return self._start[i] + (bar - s.bar) * s.bar_beats + (as_fraction(beat) - 1) * unit + Fraction(tick, ppq) * unit
+        return (
+            self._start[i] + (bar - s.bar) * s.bar_beats + (as_fraction(beat) - 1) * unit + Fraction(tick, ppq) * unit
+        )

@@ -29,7 +29,9 @@ def parse_fps(text: str | int | float | Fraction, where: str = "fps") -> Fractio
         try:
             fps = aliases.get(t) or Fraction(t)
         except (ValueError, ZeroDivisionError):
-            raise TimelineError(where, f"frame rate {text!r}: expected a number or a ratio such as 30000/1001") from None
+            raise TimelineError(
+                where, f"frame rate {text!r}: expected a number or a ratio such as 30000/1001"
+            ) from None
     else:
         fps = as_fraction(text)
     if not 0 < fps <= 1000:

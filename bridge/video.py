@@ -67,8 +67,15 @@ def read_audio_span(path: Path, start: Fraction, end: Fraction) -> tuple[np.ndar
     return audio, rate
 
 
-def write_video(path: Path, frames: Iterable[np.ndarray], fps: Fraction, size: tuple[int, int],
-                audio: np.ndarray | None = None, audio_rate: int = 48_000, crf: int = 18) -> None:
+def write_video(
+    path: Path,
+    frames: Iterable[np.ndarray],
+    fps: Fraction,
+    size: tuple[int, int],
+    audio: np.ndarray | None = None,
+    audio_rate: int = 48_000,
+    crf: int = 18,
+) -> None:
     """Encode ``frames`` (uint8 [H, W, 3]) at ``fps`` with optional ``audio`` (float32 [C, N]).
 
     The file is written to a temporary name and renamed when complete.
@@ -141,7 +148,7 @@ class _AudioFeed:
             af.pts = self.pos
             af.time_base = Fraction(1, self.rate)
             self.pos += chunk.shape[1]
-            for f in (self.resampler.resample(af) if self.resampler else [af]):
+            for f in self.resampler.resample(af) if self.resampler else [af]:
                 for pkt in self.stream.encode(f):
                     self.out.mux(pkt)
         if t is None:

@@ -79,12 +79,29 @@ class HostSimulator:
         beats = self.tempo.beats_at(t)
         bb = self.meter.bar_beat(beats)
         sig = self.meter.at_beats(beats)
-        return TransportInfo(sample=sample, tempo=float(self.tempo.bpm_at(t)), playing=playing, beats=float(beats),
-                             bar_start_beats=float(self.meter.beats_of(bb.bar)), bar_number=bb.bar, ts_num=sig.num,
-                             ts_den=sig.den, looping=looping)
+        return TransportInfo(
+            sample=sample,
+            tempo=float(self.tempo.bpm_at(t)),
+            playing=playing,
+            beats=float(beats),
+            bar_start_beats=float(self.meter.beats_of(bb.bar)),
+            bar_number=bb.bar,
+            ts_num=sig.num,
+            ts_den=sig.den,
+            looping=looping,
+        )
 
-    def play(self, plugin: Plugin, blocks: BlockSizes | None = None, *, start: int = 0, end: int | None = None,
-             realtime: bool = False, seeks: dict[int, int] | None = None, loop: tuple[int, int, int] | None = None) -> int:
+    def play(
+        self,
+        plugin: Plugin,
+        blocks: BlockSizes | None = None,
+        *,
+        start: int = 0,
+        end: int | None = None,
+        realtime: bool = False,
+        seeks: dict[int, int] | None = None,
+        loop: tuple[int, int, int] | None = None,
+    ) -> int:
         """Run ``plugin`` over the song; returns the number of blocks processed.
 
         ``seeks``: {played sample → jump target}; ``loop``: (loop start, loop end, repeats).
@@ -111,9 +128,13 @@ class HostSimulator:
                     stop = jump
                 events = [ParameterEvent(s - pos, name, v) for s, name, v in self._events if pos <= s < stop]
                 if pos == start or n == 0:  # the state of every lane at the start of playback
-                    events = [ParameterEvent(0, name, float(lane.value_at(self.tempo.beats_at(Fraction(pos, self.rate)))))
-                              for name, lane in self.lanes.items()] + [e for e in events if e.offset > 0]
-                plugin.process(self.audio[:, pos:stop], self.transport_at(pos, looping=bool(loop and loops_left)), events)
+                    events = [
+                        ParameterEvent(0, name, float(lane.value_at(self.tempo.beats_at(Fraction(pos, self.rate)))))
+                        for name, lane in self.lanes.items()
+                    ] + [e for e in events if e.offset > 0]
+                plugin.process(
+                    self.audio[:, pos:stop], self.transport_at(pos, looping=bool(loop and loops_left)), events
+                )
                 n += 1
                 played += stop - pos
                 pos = stop

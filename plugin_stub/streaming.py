@@ -28,7 +28,13 @@ __all__ = ["StreamingPlugin"]
 
 
 class StreamingPlugin(Plugin):
-    def __init__(self, url: str = "tcp://127.0.0.1:5557", queue_size: int = 65_536, send_audio: bool = True, session: str = "plugin"):
+    def __init__(
+        self,
+        url: str = "tcp://127.0.0.1:5557",
+        queue_size: int = 65_536,
+        send_audio: bool = True,
+        session: str = "plugin",
+    ):
         self.url, self.queue_size, self.send_audio, self.session = url, queue_size, send_audio, session
         self.rate = 48_000
         self.dropped = 0
@@ -51,8 +57,17 @@ class StreamingPlugin(Plugin):
     def process(self, audio: np.ndarray, transport: TransportInfo, events: Sequence[ParameterEvent]) -> None:
         self.blocks += 1
         s = transport.sample
-        self._put(Transport(playing=transport.playing, sample=s, tempo=transport.tempo, ts_num=transport.ts_num,
-                            ts_den=transport.ts_den, looping=transport.looping), s)
+        self._put(
+            Transport(
+                playing=transport.playing,
+                sample=s,
+                tempo=transport.tempo,
+                ts_num=transport.ts_num,
+                ts_den=transport.ts_den,
+                looping=transport.looping,
+            ),
+            s,
+        )
         for e in events:
             self._put(FeatureFrame(sample=s + e.offset, features={f"param:{e.param}": float(e.value)}), s + e.offset)
         if self.send_audio:
@@ -94,7 +109,9 @@ class StreamingPlugin(Plugin):
         sock = zmq.Context.instance().socket(zmq.PUSH)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.SNDHWM, 10_000)
-        sock.setsockopt(zmq.IMMEDIATE, 1)  # queue only to a connected bridge: none means our queue fills, and drops count
+        sock.setsockopt(
+            zmq.IMMEDIATE, 1
+        )  # queue only to a connected bridge: none means our queue fills, and drops count
         sock.setsockopt(zmq.SNDTIMEO, 100)
         sock.connect(self.url)
         try:

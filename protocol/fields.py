@@ -16,8 +16,15 @@ import numpy as np
 from .errors import BendbridgeError
 from .values import bounds_text, finite_number
 
-__all__ = ["Field", "ProtocolError", "VersionError", "validate_value", "MAX_PARAM_BENDS", "MAX_PARAMS_PER_BEND",
-           "ARRAY_DTYPES"]
+__all__ = [
+    "Field",
+    "ProtocolError",
+    "VersionError",
+    "validate_value",
+    "MAX_PARAM_BENDS",
+    "MAX_PARAMS_PER_BEND",
+    "ARRAY_DTYPES",
+]
 
 MAX_PARAM_BENDS = 256
 MAX_PARAMS_PER_BEND = 64
@@ -87,7 +94,9 @@ def _params(v: Any, where: str) -> dict[str, dict[str, Any]]:
                 raise ProtocolError(w, "parameter names are strings of 1-64 characters", code="type")
             if isinstance(x, list):
                 if not 0 < len(x) <= MAX_MATRIX or not all(isinstance(r, list) and len(r) == len(x) for r in x):
-                    raise ProtocolError(f"{w}.{k}", f"a matrix value must be a square list of rows (at most {MAX_MATRIX})", code="type")
+                    raise ProtocolError(
+                        f"{w}.{k}", f"a matrix value must be a square list of rows (at most {MAX_MATRIX})", code="type"
+                    )
                 inner[k] = [[_finite_float(e, f"{w}.{k}") for e in r] for r in x]
             else:
                 inner[k] = _finite_float(x, f"{w}.{k}")

@@ -43,7 +43,9 @@ class FrameSource(Protocol):
     """What decides the frames besides each frame's parameters (model, render settings, plan),
     as plain data: the bounce fingerprints every frame with it."""
 
-    def render(self, todo: Sequence[int], positions: Sequence[FramePosition], params: Sequence[FrameParams]) -> Iterator[RenderedFrame]:
+    def render(
+        self, todo: Sequence[int], positions: Sequence[FramePosition], params: Sequence[FrameParams]
+    ) -> Iterator[RenderedFrame]:
         """Render the frames ``todo`` (indices into ``positions`` and ``params``), yielding each as it is done."""
         ...
 

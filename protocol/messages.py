@@ -18,8 +18,23 @@ from .render import RENDER_FIELDS, RenderSettings
 from .version import PROTOCOL_VERSION
 
 __all__ = [
-    "Message", "Envelope", "MESSAGES", "AudioBlock", "Hello", "Welcome", "SessionSetup", "FrameRequest", "ParamUpdate",
-    "FeatureFrame", "Transport", "FrameReady", "Preview", "Error", "Heartbeat", "Bye", "message_class",
+    "Message",
+    "Envelope",
+    "MESSAGES",
+    "AudioBlock",
+    "Hello",
+    "Welcome",
+    "SessionSetup",
+    "FrameRequest",
+    "ParamUpdate",
+    "FeatureFrame",
+    "Transport",
+    "FrameReady",
+    "Preview",
+    "Error",
+    "Heartbeat",
+    "Bye",
+    "message_class",
 ]
 
 _I = Field("int")
@@ -49,12 +64,16 @@ class Message:
         return out
 
     @classmethod
-    def from_body(cls, body: Any, allow_unknown: bool = False) -> "Message":
+    def from_body(cls, body: Any, allow_unknown: bool = False) -> Message:
         if not isinstance(body, dict):
             raise ProtocolError(cls.TYPE, f"expected a map of fields, got {type(body).__name__}", code="type")
         unknown = [k for k in body if k not in cls.FIELDS]
         if unknown and not allow_unknown:
-            raise ProtocolError(f"{cls.TYPE}.{str(unknown[0])[:40]}", f"unknown field {unknown[0]!r:.40}; valid: {', '.join(cls.FIELDS) or 'none'}", code="unknown_field")
+            raise ProtocolError(
+                f"{cls.TYPE}.{str(unknown[0])[:40]}",
+                f"unknown field {unknown[0]!r:.40}; valid: {', '.join(cls.FIELDS) or 'none'}",
+                code="unknown_field",
+            )
         kwargs = {}
         for name, f in cls.FIELDS.items():
             if name in body:
@@ -72,7 +91,9 @@ def _message(type_name: str, fields: dict[str, Field]):
         cls.TYPE = type_name
         dfields = {f.name: f for f in dataclasses.fields(cls)}
         if set(dfields) != set(fields):
-            raise AssertionError(f"{cls.__name__}: dataclass fields {list(dfields)} differ from its FIELDS table {list(fields)}")
+            raise AssertionError(
+                f"{cls.__name__}: dataclass fields {list(dfields)} differ from its FIELDS table {list(fields)}"
+            )
         # required-ness and null-ness follow the dataclass: a field with no default is required,
         # one whose default is None may be absent or null
         table = {}
@@ -83,12 +104,15 @@ def _message(type_name: str, fields: dict[str, Field]):
         cls.FIELDS = table
         MESSAGES[type_name] = cls
         return cls
+
     return wrap
 
 
 def message_class(type_name: Any) -> type[Message]:
     if not isinstance(type_name, str) or type_name not in MESSAGES:
-        raise ProtocolError("type", f"unknown message type {type_name!r:.40}; valid: {', '.join(MESSAGES)}", code="unknown_type")
+        raise ProtocolError(
+            "type", f"unknown message type {type_name!r:.40}; valid: {', '.join(MESSAGES)}", code="unknown_type"
+        )
     return MESSAGES[type_name]
 
 
@@ -107,8 +131,13 @@ class Envelope:
     v: tuple[int, int] = PROTOCOL_VERSION
 
     FIELDS: ClassVar[dict[str, Field]] = {
-        "type": Field("str", max_len=32), "id": Field("str", max_len=64), "seq": Field("int", lo=0, hi=2**63 - 1),
-        "session": Field("str", max_len=64), "pos": _I, "rate": _RATE, "wall": Field("float", lo=0, hi=1e11),
+        "type": Field("str", max_len=32),
+        "id": Field("str", max_len=64),
+        "seq": Field("int", lo=0, hi=2**63 - 1),
+        "session": Field("str", max_len=64),
+        "pos": _I,
+        "rate": _RATE,
+        "wall": Field("float", lo=0, hi=1e11),
         "v": Field("list_int", lo=0, hi=65535, max_len=2),
     }
 
@@ -123,15 +152,39 @@ class Envelope:
     def _valid_fast(self) -> bool:
         """The common case, checked inline (every packet has an envelope)."""
         v, wall = self.v, self.wall
-        return (type(self.type) is str and len(self.type) <= 32 and type(self.id) is str and len(self.id) <= 64
-                and type(self.seq) is int and 0 <= self.seq < 2**63 and type(self.session) is str and len(self.session) <= 64
-                and type(self.pos) is int and -(2**63) <= self.pos < 2**63 and type(self.rate) is int and 1 <= self.rate <= 768_000
-                and type(wall) is float and 0.0 <= wall <= 1e11 and type(v) is tuple and len(v) == 2
-                and type(v[0]) is int and type(v[1]) is int and 0 <= v[0] <= 65535 and 0 <= v[1] <= 65535)
+        return (
+            type(self.type) is str
+            and len(self.type) <= 32
+            and type(self.id) is str
+            and len(self.id) <= 64
+            and type(self.seq) is int
+            and 0 <= self.seq < 2**63
+            and type(self.session) is str
+            and len(self.session) <= 64
+            and type(self.pos) is int
+            and -(2**63) <= self.pos < 2**63
+            and type(self.rate) is int
+            and 1 <= self.rate <= 768_000
+            and type(wall) is float
+            and 0.0 <= wall <= 1e11
+            and type(v) is tuple
+            and len(v) == 2
+            and type(v[0]) is int
+            and type(v[1]) is int
+            and 0 <= v[0] <= 65535
+            and 0 <= v[1] <= 65535
+        )
 
 
 # --------------------------------------------------------------------------- handshake
-@_message("hello", {"client": _NAME, "versions": Field("list_str", max_len=16), "capabilities": Field("list_str", required=False, max_len=64)})
+@_message(
+    "hello",
+    {
+        "client": _NAME,
+        "versions": Field("list_str", max_len=16),
+        "capabilities": Field("list_str", required=False, max_len=64),
+    },
+)
 @dataclass(frozen=True)
 class Hello(Message):
     client: str
@@ -139,11 +192,20 @@ class Hello(Message):
     capabilities: tuple[str, ...] | None = None
 
 
-@_message("welcome", {
-    "server": _NAME, "version": Field("str", max_len=16), "package": Field("str", max_len=32), "model": Field("str", max_len=1024),
-    "device": Field("str", max_len=128), "targets": Field("list_str", max_len=100_000), "operators": Field("list_str", max_len=1024),
-    "max_batch": Field("int", lo=1, hi=1024), "auth": Field("str", max_len=16),
-})
+@_message(
+    "welcome",
+    {
+        "server": _NAME,
+        "version": Field("str", max_len=16),
+        "package": Field("str", max_len=32),
+        "model": Field("str", max_len=1024),
+        "device": Field("str", max_len=128),
+        "targets": Field("list_str", max_len=100_000),
+        "operators": Field("list_str", max_len=1024),
+        "max_batch": Field("int", lo=1, hi=1024),
+        "auth": Field("str", max_len=16),
+    },
+)
 @dataclass(frozen=True)
 class Welcome(Message):
     server: str
@@ -158,11 +220,19 @@ class Welcome(Message):
 
 
 # --------------------------------------------------------------------------- session and frames
-@_message("session_setup", {
-    **RENDER_FIELDS, "model": Field("str", max_len=1024), "fps_num": Field("int", lo=1, hi=1_000_000),
-    "fps_den": Field("int", lo=1, hi=1_000_000), "plan": Field("json"), "output": Field("str", max_len=128),
-    "mode": Field("str", max_len=16), "deliver": Field("str", max_len=8),
-})
+@_message(
+    "session_setup",
+    {
+        **RENDER_FIELDS,
+        "model": Field("str", max_len=1024),
+        "fps_num": Field("int", lo=1, hi=1_000_000),
+        "fps_den": Field("int", lo=1, hi=1_000_000),
+        "plan": Field("json"),
+        "output": Field("str", max_len=128),
+        "mode": Field("str", max_len=16),
+        "deliver": Field("str", max_len=8),
+    },
+)
 @dataclass(frozen=True)
 class SessionSetup(Message):
     """A render session: the render settings (:data:`~bendbridge.protocol.render.RENDER_FIELDS`, as
@@ -186,9 +256,13 @@ class SessionSetup(Message):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.mode not in ("offline", "live"):
-            raise ProtocolError("session_setup.mode", f"{self.mode!r:.20} is not valid; allowed: offline, live", code="range")
+            raise ProtocolError(
+                "session_setup.mode", f"{self.mode!r:.20} is not valid; allowed: offline, live", code="range"
+            )
         if self.deliver not in ("path", "png"):
-            raise ProtocolError("session_setup.deliver", f"{self.deliver!r:.20} is not valid; allowed: path, png", code="range")
+            raise ProtocolError(
+                "session_setup.deliver", f"{self.deliver!r:.20} is not valid; allowed: path, png", code="range"
+            )
         if not self.prompts:
             raise ProtocolError("session_setup.prompts", "at least one prompt", code="missing")
         out = self.output
@@ -196,22 +270,35 @@ class SessionSetup(Message):
             raise ProtocolError("session_setup.output", "a plain folder name (no '/', '\\', '.', '..')", code="range")
 
     @classmethod
-    def for_settings(cls, settings: RenderSettings, *, output: str, fps: Fraction, plan: dict | None = None, **session: Any) -> SessionSetup:
+    def for_settings(
+        cls, settings: RenderSettings, *, output: str, fps: Fraction, plan: dict | None = None, **session: Any
+    ) -> SessionSetup:
         """The setup of a session rendering with ``settings`` at ``fps`` frames per second."""
-        return cls(output=output, fps_num=fps.numerator, fps_den=fps.denominator, plan=plan, **settings.as_dict(), **session)
+        return cls(
+            output=output, fps_num=fps.numerator, fps_den=fps.denominator, plan=plan, **settings.as_dict(), **session
+        )
 
     @property
     def settings(self) -> RenderSettings:
         return RenderSettings(**{k: getattr(self, k) for k in RENDER_FIELDS})
 
 
-@_message("frame_request", {
-    "frame": Field("int", lo=0, hi=2**40), "sample": Field("int", lo=0, hi=2**62), "seconds": Field("float", lo=0, hi=1e9),
-    "beats": Field("float", lo=-1e9, hi=1e9), "bar": Field("int", lo=-(2**31), hi=2**31), "beat": Field("float", lo=0, hi=1e6),
-    "params": Field("params"), "seed": Field("int", required=False, lo=0, hi=2**63 - 1),
-    "noise_angle": Field("float", required=False, lo=-1e6, hi=1e6), "prompt_weights": Field("list_float", required=False, lo=0, hi=1e6, max_len=64),
-    "deadline": Field("float", required=False, lo=0, hi=1e11),
-})
+@_message(
+    "frame_request",
+    {
+        "frame": Field("int", lo=0, hi=2**40),
+        "sample": Field("int", lo=0, hi=2**62),
+        "seconds": Field("float", lo=0, hi=1e9),
+        "beats": Field("float", lo=-1e9, hi=1e9),
+        "bar": Field("int", lo=-(2**31), hi=2**31),
+        "beat": Field("float", lo=0, hi=1e6),
+        "params": Field("params"),
+        "seed": Field("int", required=False, lo=0, hi=2**63 - 1),
+        "noise_angle": Field("float", required=False, lo=-1e6, hi=1e6),
+        "prompt_weights": Field("list_float", required=False, lo=0, hi=1e6, max_len=64),
+        "deadline": Field("float", required=False, lo=0, hi=1e11),
+    },
+)
 @dataclass(frozen=True)
 class FrameRequest(Message):
     frame: int
@@ -240,8 +327,14 @@ class FeatureFrame(Message):
     features: dict
 
 
-@_message("audio_block", {"sample": Field("int", lo=0, hi=2**62), "rate": Field("int", lo=1, hi=768_000),
-                          "data": Field("array", max_len=64 * 65_536)})
+@_message(
+    "audio_block",
+    {
+        "sample": Field("int", lo=0, hi=2**62),
+        "rate": Field("int", lo=1, hi=768_000),
+        "data": Field("array", max_len=64 * 65_536),
+    },
+)
 @dataclass(frozen=True)
 class AudioBlock(Message):
     """Host audio at timeline sample ``sample``: float32 [channels, frames]."""
@@ -251,10 +344,17 @@ class AudioBlock(Message):
     data: Any
 
 
-@_message("transport", {
-    "playing": Field("bool"), "sample": Field("int", lo=0, hi=2**62), "tempo": Field("float", lo=1, hi=1000),
-    "ts_num": Field("int", lo=1, hi=64), "ts_den": Field("int", lo=1, hi=64), "looping": Field("bool", required=False, default=False),
-})
+@_message(
+    "transport",
+    {
+        "playing": Field("bool"),
+        "sample": Field("int", lo=0, hi=2**62),
+        "tempo": Field("float", lo=1, hi=1000),
+        "ts_num": Field("int", lo=1, hi=64),
+        "ts_den": Field("int", lo=1, hi=64),
+        "looping": Field("bool", required=False, default=False),
+    },
+)
 @dataclass(frozen=True)
 class Transport(Message):
     playing: bool
@@ -265,11 +365,19 @@ class Transport(Message):
     looping: bool = False
 
 
-@_message("frame_ready", {
-    "frame": Field("int", lo=0, hi=2**40), "sample": Field("int", lo=0, hi=2**62), "path": Field("str", required=False, max_len=4096),
-    "data": Field("bytes", required=False, max_len=64 << 20), "hash": Field("str", max_len=128),
-    "timings": Field("dict_float", max_len=16), "status": Field("str", max_len=16), "faults": Field("list_str", required=False, max_len=64),
-})
+@_message(
+    "frame_ready",
+    {
+        "frame": Field("int", lo=0, hi=2**40),
+        "sample": Field("int", lo=0, hi=2**62),
+        "path": Field("str", required=False, max_len=4096),
+        "data": Field("bytes", required=False, max_len=64 << 20),
+        "hash": Field("str", max_len=128),
+        "timings": Field("dict_float", max_len=16),
+        "status": Field("str", max_len=16),
+        "faults": Field("list_str", required=False, max_len=64),
+    },
+)
 @dataclass(frozen=True)
 class FrameReady(Message):
     frame: int
@@ -282,7 +390,6 @@ class FrameReady(Message):
     faults: tuple[str, ...] | None = None
 
 
-
 @_message("preview", {"frame": Field("int", lo=0, hi=2**40), "image": Field("array", max_len=4096 * 4096 * 3)})
 @dataclass(frozen=True)
 class Preview(Message):
@@ -290,8 +397,15 @@ class Preview(Message):
     image: Any  # uint8 [H, W, 3]
 
 
-@_message("error", {"code": Field("str", max_len=32), "message": Field("str", max_len=4096), "field": Field("str", required=False, max_len=256),
-                    "ref": Field("str", required=False, max_len=64)})
+@_message(
+    "error",
+    {
+        "code": Field("str", max_len=32),
+        "message": Field("str", max_len=4096),
+        "field": Field("str", required=False, max_len=256),
+        "ref": Field("str", required=False, max_len=64),
+    },
+)
 @dataclass(frozen=True)
 class Error(Message):
     code: str

@@ -26,7 +26,16 @@ from typing import Any
 from .errors import BendbridgeError, PlanError, hint
 from .values import bounds_text, finite_number
 
-__all__ = ["ParamSpec", "OperatorSpec", "OperatorError", "MIX", "CATALOGUE", "R6_PLANES", "operator_spec", "operator_names"]
+__all__ = [
+    "ParamSpec",
+    "OperatorSpec",
+    "OperatorError",
+    "MIX",
+    "CATALOGUE",
+    "R6_PLANES",
+    "operator_spec",
+    "operator_names",
+]
 
 R6_PLANES: tuple[tuple[int, int], ...] = ((0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3))
 PER_FRAME_KINDS = ("float", "matrix")
@@ -85,12 +94,18 @@ class ParamSpec:
 
     def _matrix(self, value: Any, where: str, error: type[BendbridgeError]) -> list[list[float]]:
         rows = value.tolist() if hasattr(value, "tolist") else value
-        if not isinstance(rows, (list, tuple)) or not rows or not all(isinstance(r, (list, tuple)) and len(r) == len(rows) for r in rows):
+        if (
+            not isinstance(rows, (list, tuple))
+            or not rows
+            or not all(isinstance(r, (list, tuple)) and len(r) == len(rows) for r in rows)
+        ):
             raise error(where, f"expected a square matrix (a list of rows), got {value!r:.80}", code="type")
         return [[finite_number(v, where, self.lo, self.hi, error=error) for v in row] for row in rows]
 
 
-MIX = ParamSpec("float", 1.0, 0.0, 1.0, identity=0.0, doc="blend of bent (1) and unbent (0) activations; every bend has it")
+MIX = ParamSpec(
+    "float", 1.0, 0.0, 1.0, identity=0.0, doc="blend of bent (1) and unbent (0) activations; every bend has it"
+)
 
 
 @dataclass(frozen=True)
@@ -129,8 +144,15 @@ class OperatorSpec:
 CATALOGUE: dict[str, OperatorSpec] = {}
 
 
-def _add(name: str, family: str, doc: str, params: dict[str, ParamSpec] | None = None, *, ranks: tuple[int, ...] = (3, 4),
-         channel_op: bool = False) -> None:
+def _add(
+    name: str,
+    family: str,
+    doc: str,
+    params: dict[str, ParamSpec] | None = None,
+    *,
+    ranks: tuple[int, ...] = (3, 4),
+    channel_op: bool = False,
+) -> None:
     CATALOGUE[name] = OperatorSpec(name, family, params or {}, ranks, channel_op, doc)
 
 
@@ -152,9 +174,18 @@ _VALUE = ParamSpec(_F, 0.0, -30.0, 30.0, identity=0.0)
 _add("add", "pointwise", "x + value", {"value": _VALUE})
 _add("subtract", "pointwise", "x − value", {"value": _VALUE})
 _add("multiply", "pointwise", "x · factor", {"factor": ParamSpec(_F, 1.0, -10.0, 10.0, identity=1.0)})
-_add("weight", "pointwise", "x · (1 + delta); word weighting on text conditioning", {"delta": ParamSpec(_F, 0.0, -5.0, 10.0, identity=0.0)})
-_add("noise", "pointwise", "x + std · N(0, 1), one seeded field for all frames",
-     {"std": ParamSpec(_F, 0.0, 0.0, 5.0, identity=0.0), "seed": ParamSpec("int", 0, 0, 2**31 - 1)})
+_add(
+    "weight",
+    "pointwise",
+    "x · (1 + delta); word weighting on text conditioning",
+    {"delta": ParamSpec(_F, 0.0, -5.0, 10.0, identity=0.0)},
+)
+_add(
+    "noise",
+    "pointwise",
+    "x + std · N(0, 1), one seeded field for all frames",
+    {"std": ParamSpec(_F, 0.0, 0.0, 5.0, identity=0.0), "seed": ParamSpec("int", 0, 0, 2**31 - 1)},
+)
 _add("threshold", "pointwise", "0 where |x| < r", {"r": ParamSpec(_F, 0.0, 0.0, 10.0, identity=0.0)})
 _add("soft_threshold", "pointwise", "sign(x)·max(|x| − r, 0)", {"r": ParamSpec(_F, 0.0, 0.0, 10.0, identity=0.0)})
 _add("invert", "pointwise", "1/r − x (|r| ≥ 1e-3)", {"r": ParamSpec(_F, 1.0, -10.0, 10.0)})
@@ -162,39 +193,105 @@ _add("negate", "pointwise", "−x")
 _add("power", "pointwise", "sign(x)·|x|^p", {"p": ParamSpec(_F, 1.0, 0.0, 5.0, identity=1.0)})
 _add("log", "pointwise", "log_base(|x| + 1e-6)", {"base": ParamSpec(_F, 2.718281828, 0.01, 10.0)})
 _add("absolute", "pointwise", "|x|")
-_add("clamp", "pointwise", "clamp x to [lo, hi]", {"lo": ParamSpec(_F, -1.0, -100.0, 100.0), "hi": ParamSpec(_F, 1.0, -100.0, 100.0)})
-_add("rescale", "pointwise", "min–max rescale each sample to [lo, hi]",
-     {"lo": ParamSpec(_F, -1.0, -100.0, 100.0), "hi": ParamSpec(_F, 1.0, -100.0, 100.0)})
-_add("gaussian", "pointwise", "add value · a 2-D Gaussian bump centred at (cx, cy), fractions of width and height",
-     {"value": _VALUE, "sigma": ParamSpec(_F, 0.2, 0.001, 2.0), "cx": ParamSpec(_F, 0.5, 0.0, 1.0), "cy": ParamSpec(_F, 0.5, 0.0, 1.0)},
-     ranks=(4,))
+_add(
+    "clamp",
+    "pointwise",
+    "clamp x to [lo, hi]",
+    {"lo": ParamSpec(_F, -1.0, -100.0, 100.0), "hi": ParamSpec(_F, 1.0, -100.0, 100.0)},
+)
+_add(
+    "rescale",
+    "pointwise",
+    "min–max rescale each sample to [lo, hi]",
+    {"lo": ParamSpec(_F, -1.0, -100.0, 100.0), "hi": ParamSpec(_F, 1.0, -100.0, 100.0)},
+)
+_add(
+    "gaussian",
+    "pointwise",
+    "add value · a 2-D Gaussian bump centred at (cx, cy), fractions of width and height",
+    {
+        "value": _VALUE,
+        "sigma": ParamSpec(_F, 0.2, 0.001, 2.0),
+        "cx": ParamSpec(_F, 0.5, 0.0, 1.0),
+        "cy": ParamSpec(_F, 0.5, 0.0, 1.0),
+    },
+    ranks=(4,),
+)
 
 # ----------------------------------------------------------------------------- channel space
 _ANGLE = ParamSpec(_F, 0.0, -8 * math.pi, 8 * math.pi, identity=0.0, doc="radians")
-_add("rotate_plane", "channel", "rotate each pixel's channel vector in one plane",
-     {"angle": _ANGLE, "plane": ParamSpec("ints", (0, 1), 0, 4095, doc="two channel indices")}, ranks=(4,), channel_op=True)
-_add("rotate_r6", "channel", "compose rotations in all six planes of 4 channels", {f"a{i}{j}": _ANGLE for i, j in R6_PLANES},
-     ranks=(4,), channel_op=True)
+_add(
+    "rotate_plane",
+    "channel",
+    "rotate each pixel's channel vector in one plane",
+    {"angle": _ANGLE, "plane": ParamSpec("ints", (0, 1), 0, 4095, doc="two channel indices")},
+    ranks=(4,),
+    channel_op=True,
+)
+_add(
+    "rotate_r6",
+    "channel",
+    "compose rotations in all six planes of 4 channels",
+    {f"a{i}{j}": _ANGLE for i, j in R6_PLANES},
+    ranks=(4,),
+    channel_op=True,
+)
 _add("reflect", "channel", "negate one channel", {"channel": ParamSpec("int", 0, 0, 4095)}, ranks=(4,), channel_op=True)
 _add("hadamard", "channel", "normalised Hadamard channel mix", ranks=(4,), channel_op=True)
-_add("matrix", "channel", "multiply channel vectors by a C×C matrix (static or per frame)",
-     {"m": ParamSpec("matrix", None, -10.0, 10.0, doc="C×C")}, ranks=(4,), channel_op=True)
+_add(
+    "matrix",
+    "channel",
+    "multiply channel vectors by a C×C matrix (static or per frame)",
+    {"m": ParamSpec("matrix", None, -10.0, 10.0, doc="C×C")},
+    ranks=(4,),
+    channel_op=True,
+)
 
 # ----------------------------------------------------------------------------- spatial
 _PADDING = ParamSpec("choice", "zeros", choices=("zeros", "reflection", "border"), doc="how borders are filled")
-_add("rotate", "spatial", "rotate about the centre (degrees, clockwise)",
-     {"degrees": ParamSpec(_F, 0.0, -1440.0, 1440.0, identity=0.0), "padding": _PADDING}, ranks=(4,))
-_add("scale", "spatial", "zoom about the centre (> 1 zooms in)", {"factor": ParamSpec(_F, 1.0, 0.05, 20.0, identity=1.0), "padding": _PADDING},
-     ranks=(4,))
-_add("translate", "spatial", "shift by fractions of the width and height",
-     {"tx": ParamSpec(_F, 0.0, -2.0, 2.0, identity=0.0), "ty": ParamSpec(_F, 0.0, -2.0, 2.0, identity=0.0), "padding": _PADDING}, ranks=(4,))
-_add("flip", "spatial", "mirror", {"axis": ParamSpec("choice", "horizontal", choices=("horizontal", "vertical"))}, ranks=(4,))
+_add(
+    "rotate",
+    "spatial",
+    "rotate about the centre (degrees, clockwise)",
+    {"degrees": ParamSpec(_F, 0.0, -1440.0, 1440.0, identity=0.0), "padding": _PADDING},
+    ranks=(4,),
+)
+_add(
+    "scale",
+    "spatial",
+    "zoom about the centre (> 1 zooms in)",
+    {"factor": ParamSpec(_F, 1.0, 0.05, 20.0, identity=1.0), "padding": _PADDING},
+    ranks=(4,),
+)
+_add(
+    "translate",
+    "spatial",
+    "shift by fractions of the width and height",
+    {
+        "tx": ParamSpec(_F, 0.0, -2.0, 2.0, identity=0.0),
+        "ty": ParamSpec(_F, 0.0, -2.0, 2.0, identity=0.0),
+        "padding": _PADDING,
+    },
+    ranks=(4,),
+)
+_add(
+    "flip",
+    "spatial",
+    "mirror",
+    {"axis": ParamSpec("choice", "horizontal", choices=("horizontal", "vertical"))},
+    ranks=(4,),
+)
 
 # ----------------------------------------------------------------------------- morphological
 _SIZE_DOC = "window side in pixels, rounded"
 _SHAPE = ParamSpec("choice", "square", choices=("square", "ellipse"))
-for _name, _doc in (("dilate", "grey-scale dilation (max over the window)"), ("erode", "grey-scale erosion (min over the window)"),
-                    ("gradient", "dilation − erosion"), ("open", "erosion then dilation"), ("close", "dilation then erosion")):
+for _name, _doc in (
+    ("dilate", "grey-scale dilation (max over the window)"),
+    ("erode", "grey-scale erosion (min over the window)"),
+    ("gradient", "dilation − erosion"),
+    ("open", "erosion then dilation"),
+    ("close", "dilation then erosion"),
+):
     # the gradient at size 1 is zero, not the input: it has no identity value
     _size = ParamSpec(_F, 3.0, 1.0, 31.0, identity=None if _name == "gradient" else 1.0, doc=_SIZE_DOC)
     _add(_name, "morphological", _doc, {"size": _size, "shape": _SHAPE}, ranks=(4,))

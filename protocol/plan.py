@@ -34,8 +34,22 @@ from .values import finite_number
 __all__ = ["Target", "Bend", "BendPlan", "PlanError", "parse_target", "parse_spec", "BRANCHES"]
 
 BRANCHES = ("both", "cond", "uncond")
-_BEND_FIELDS = ("id", "op", "target", "params", "step", "steps", "word", "branch", "channels", "channel_fraction",
-                "element_fraction", "region", "seed", "mix")
+_BEND_FIELDS = (
+    "id",
+    "op",
+    "target",
+    "params",
+    "step",
+    "steps",
+    "word",
+    "branch",
+    "channels",
+    "channel_fraction",
+    "element_fraction",
+    "region",
+    "seed",
+    "mix",
+)
 
 
 @dataclass(frozen=True)
@@ -209,7 +223,11 @@ def _operator(d: dict[str, Any], target: Target, where: str) -> OperatorSpec:
         raise PlanError(f"{where}.op", "missing; every bend names an operator")
     spec = operator_spec(d["op"], f"{where}.op")
     if (3 if target.kind == "text" else 4) not in spec.ranks:
-        raise PlanError(f"{where}.op", f"{spec.name!r} ({spec.family}) does not apply to the {target.kind} target; on text use point-wise operators")
+        raise PlanError(
+            f"{where}.op",
+            f"{spec.name!r} ({spec.family}) does not apply to the {target.kind} target; "
+            "on text use point-wise operators",
+        )
     return spec
 
 
@@ -222,7 +240,9 @@ def _params(spec: OperatorSpec, raw: Any, where: str) -> dict[str, Any]:
         if k == "mix":
             continue
         if k not in spec.params:
-            raise PlanError(f"{where}.params.{k}", f"operator {spec.name!r} has no parameter {k!r}{hint(k, spec.params)}")
+            raise PlanError(
+                f"{where}.params.{k}", f"operator {spec.name!r} has no parameter {k!r}{hint(k, spec.params)}"
+            )
         params[k] = spec.params[k].check(v, f"{where}.params.{k}", PlanError)
     for k, p in spec.params.items():
         if k not in params:
@@ -260,12 +280,22 @@ def _region(r: Any, where: str) -> tuple[float, float, float, float]:
 def _subsets(d: dict[str, Any], target: Target, where: str) -> dict[str, Any]:
     """Channel, element and region subsets of a bend."""
     channels = _int_list(d["channels"], f"{where}.channels") if d.get("channels") is not None else None
-    cf = _fraction(d["channel_fraction"], f"{where}.channel_fraction", lo_open=True) if d.get("channel_fraction") is not None else None
-    ef = _fraction(d["element_fraction"], f"{where}.element_fraction", lo_open=True) if d.get("element_fraction") is not None else None
+    cf = (
+        _fraction(d["channel_fraction"], f"{where}.channel_fraction", lo_open=True)
+        if d.get("channel_fraction") is not None
+        else None
+    )
+    ef = (
+        _fraction(d["element_fraction"], f"{where}.element_fraction", lo_open=True)
+        if d.get("element_fraction") is not None
+        else None
+    )
     if channels is not None and cf is not None:
         raise PlanError(f"{where}.channels", "give either 'channels' or 'channel_fraction', not both")
     if target.kind == "text" and (channels or cf or d.get("region") is not None):
-        raise PlanError(f"{where}.target", "channel and region subsets apply to latent and module targets; text takes 'word'")
+        raise PlanError(
+            f"{where}.target", "channel and region subsets apply to latent and module targets; text takes 'word'"
+        )
     region = _region(d["region"], f"{where}.region") if d.get("region") is not None else None
     return {"channels": channels, "channel_fraction": cf, "element_fraction": ef, "region": region}
 
@@ -349,8 +379,16 @@ class BendPlan:
     def ids(self) -> list[str]:
         return [b.id for b in self.bends]
 
-    def frame_param(self, bend_id: Any, name: Any, *, bend_field: str, name_field: str, floats_only: bool = True,
-                    error: type[BendbridgeError] = PlanError) -> tuple[Bend, ParamSpec]:
+    def frame_param(
+        self,
+        bend_id: Any,
+        name: Any,
+        *,
+        bend_field: str,
+        name_field: str,
+        floats_only: bool = True,
+        error: type[BendbridgeError] = PlanError,
+    ) -> tuple[Bend, ParamSpec]:
         """The bend ``bend_id`` and the spec of its per-frame parameter ``name`` (``mix`` included),
         or ``error`` naming ``bend_field`` / ``name_field`` with the valid choices."""
         bend = next((b for b in self.bends if b.id == bend_id), None)
@@ -360,7 +398,10 @@ class BendPlan:
         param = spec.frame_param(name) if isinstance(name, str) else None
         if param is None or (floats_only and param.kind != "float"):
             per = spec.frame_params(floats_only)
-            raise error(name_field, f"{name!r} is not a per-frame parameter of {spec.name!r}{hint(name, per, 'per-frame parameters')}")
+            raise error(
+                name_field,
+                f"{name!r} is not a per-frame parameter of {spec.name!r}{hint(name, per, 'per-frame parameters')}",
+            )
         return bend, param
 
     def __len__(self) -> int:
@@ -379,7 +420,9 @@ def parse_spec(spec: str, i: int = 0) -> dict[str, Any]:
     """Compact spec -> the dict form of one bend (see the module docstring for the grammar)."""
     where = f"bend[{i}]"
     if spec.count("@") != 1:
-        raise PlanError(where, f"{spec!r}: expected OP[:param=value…]@TARGET[:option=value…], e.g. 'multiply:factor=2@mid_block'")
+        raise PlanError(
+            where, f"{spec!r}: expected OP[:param=value…]@TARGET[:option=value…], e.g. 'multiply:factor=2@mid_block'"
+        )
     left, right = spec.split("@")
     op, *pparts = left.split(":")
     tgt, *tparts = right.split(":")

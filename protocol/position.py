@@ -41,5 +41,11 @@ class FramePosition:
 
     def wire(self) -> dict[str, int | float]:
         """The :data:`POSITION_FIELDS` of this frame, as frame requests and manifests carry them."""
-        return {"frame": self.frame, "sample": self.sample, "seconds": float(self.seconds), "beats": float(self.beats),
-                "bar": self.bar_beat.bar, "beat": float(self.bar_beat.beat)}
+        return {
+            "frame": self.frame,
+            "sample": self.sample,
+            "seconds": float(self.seconds),
+            "beats": float(self.beats),
+            "bar": self.bar_beat.bar,
+            "beat": float(self.bar_beat.beat),
+        }

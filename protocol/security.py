@@ -1,6 +1,7 @@
 """Default endpoints, binding rules and ZeroMQ CURVE keys.
 
-The server binds to loopback by default (:data:`DEFAULT_CONTROL`, :data:`DEFAULT_EVENTS`). Any other interface is opt-in and must be
+The server binds to loopback by default (:data:`DEFAULT_CONTROL`, :data:`DEFAULT_EVENTS`). Any other
+interface is opt-in and must be
 authenticated: the server refuses to start unless CURVE keys are given, and then only clients
 whose public keys sit in ``KEYS/clients/`` may connect.
 
@@ -21,7 +22,15 @@ from urllib.parse import urlsplit
 
 from .errors import BendbridgeError
 
-__all__ = ["DEFAULT_CONTROL", "DEFAULT_EVENTS", "SecurityError", "is_loopback", "make_keys", "load_server_keys", "load_client_keys"]
+__all__ = [
+    "DEFAULT_CONTROL",
+    "DEFAULT_EVENTS",
+    "SecurityError",
+    "is_loopback",
+    "make_keys",
+    "load_server_keys",
+    "load_client_keys",
+]
 
 DEFAULT_CONTROL = "tcp://127.0.0.1:5555"  # ROUTER: requests and replies
 DEFAULT_EVENTS = "tcp://127.0.0.1:5556"  # PUB: frame-ready events
@@ -79,7 +88,9 @@ def load_server_keys(folder: Path) -> tuple[bytes, bytes, Path]:
     pub, sec = zmq.auth.load_certificate(f)
     clients = Path(folder) / "clients"
     if not clients.is_dir() or not any(clients.glob("*.key")):
-        raise SecurityError("--keys", f"no authorised client keys in {clients}: run 'bendbridge keys --dir {folder} --client NAME'")
+        raise SecurityError(
+            "--keys", f"no authorised client keys in {clients}: run 'bendbridge keys --dir {folder} --client NAME'"
+        )
     return pub, sec, clients
 
 
@@ -90,7 +101,10 @@ def load_client_keys(folder: Path, client: str) -> tuple[bytes, bytes, bytes]:
     own, server = Path(folder) / f"{client}.key_secret", Path(folder) / "server.key"
     for f in (own, server):
         if not f.is_file():
-            raise SecurityError("--keys", f"{f} not found: copy it from the server's key folder ('bendbridge keys --dir KEYS --client {client}')")
+            raise SecurityError(
+                "--keys",
+                f"{f} not found: copy it from the server's key folder ('bendbridge keys --dir KEYS --client {client}')",
+            )
     pub, sec = zmq.auth.load_certificate(own)
     server_pub, _ = zmq.auth.load_certificate(server)
     return pub, sec, server_pub

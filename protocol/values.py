@@ -41,7 +41,9 @@ def finite_number(
     """
     kind = "an integer" if integer else "a number"
     bounds = bounds_text(lo, hi, lo_open=lo_open)
-    allowed = f"{kind} in {bounds}" if lo is not None and hi is not None else kind if bounds == "any" else f"{kind} {bounds}"
+    allowed = (
+        f"{kind} in {bounds}" if lo is not None and hi is not None else kind if bounds == "any" else f"{kind} {bounds}"
+    )
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise error(where, f"expected {allowed}, got {value!r:.60}", code="type")
     if isinstance(value, float) and not math.isfinite(value):

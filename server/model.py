@@ -18,7 +18,15 @@ import torch
 
 from bendbridge.protocol.errors import BendbridgeError
 
-__all__ = ["EMBEDDED_MODEL", "LoadedModel", "ModelDefaults", "ModelError", "default_device", "load_model", "model_defaults"]
+__all__ = [
+    "EMBEDDED_MODEL",
+    "LoadedModel",
+    "ModelDefaults",
+    "ModelError",
+    "default_device",
+    "load_model",
+    "model_defaults",
+]
 
 EMBEDDED_MODEL = Path(__file__).resolve().parent / "embedded" / "model"
 
@@ -72,8 +80,12 @@ def default_device() -> torch.device:
     return torch.device("cpu")
 
 
-def load_model(model: str | Path | None = None, device: str | torch.device | None = None, dtype: torch.dtype | None = None,
-               channels_last: bool = True) -> LoadedModel:
+def load_model(
+    model: str | Path | None = None,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    channels_last: bool = True,
+) -> LoadedModel:
     """Load a diffusers Stable Diffusion folder (default: the embedded model) onto ``device``.
 
     ``dtype`` defaults to float16 on CUDA and float32 elsewhere. ``channels_last`` stores the
@@ -103,10 +115,15 @@ def load_model(model: str | Path | None = None, device: str | torch.device | Non
 def _check_folder(path: Path) -> None:
     """Refuse a folder that cannot be a diffusers pipeline before anything is imported or read."""
     if not path.is_dir():
-        raise ModelError("--model", f"model folder {str(path)!r} does not exist (expected a diffusers folder with model_index.json)")
+        raise ModelError(
+            "--model", f"model folder {str(path)!r} does not exist (expected a diffusers folder with model_index.json)"
+        )
     if not (path / "model_index.json").exists():
-        raise ModelError("--model", f"{str(path)!r} has no model_index.json: not a diffusers pipeline folder "
-                                    "(unet/, vae/, text_encoder/, tokenizer/, scheduler/)")
+        raise ModelError(
+            "--model",
+            f"{str(path)!r} has no model_index.json: not a diffusers pipeline folder "
+            "(unet/, vae/, text_encoder/, tokenizer/, scheduler/)",
+        )
 
 
 def _from_pretrained(path: Path) -> Any:
@@ -123,10 +140,13 @@ def _from_pretrained(path: Path) -> Any:
         log.set_verbosity_error()
         log.disable_progress_bar()
     try:
-        pipe = StableDiffusionPipeline.from_pretrained(path, safety_checker=None, feature_extractor=None,
-                                                       requires_safety_checker=False, local_files_only=True)
+        pipe = StableDiffusionPipeline.from_pretrained(
+            path, safety_checker=None, feature_extractor=None, requires_safety_checker=False, local_files_only=True
+        )
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ModelError("--model", f"{str(path)!r}: cannot load it as a Stable Diffusion pipeline ({type(e).__name__}: {e})"[:600]) from None
+        raise ModelError(
+            "--model", f"{str(path)!r}: cannot load it as a Stable Diffusion pipeline ({type(e).__name__}: {e})"[:600]
+        ) from None
     finally:
         dlog.set_verbosity(levels[0])
         tlog.set_verbosity(levels[1])

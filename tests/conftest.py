@@ -27,22 +27,58 @@ def make_tiny_pipeline(seed: int = 0):
 
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
-        sample_size=16, in_channels=4, out_channels=4, block_out_channels=(16, 32), layers_per_block=1,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32, attention_head_dim=4, norm_num_groups=8,
+        sample_size=16,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=4,
+        norm_num_groups=8,
     )
     vae = AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, down_block_types=("DownEncoderBlock2D",) * 3,
-        up_block_types=("UpDecoderBlock2D",) * 3, block_out_channels=(8, 16, 16), layers_per_block=1,
-        norm_num_groups=4, mid_block_add_attention=False, sample_size=64,
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3,
+        block_out_channels=(8, 16, 16),
+        layers_per_block=1,
+        norm_num_groups=4,
+        mid_block_add_attention=False,
+        sample_size=64,
     )
     tok = CLIPTokenizer.from_pretrained(EMBEDDED_MODEL / "tokenizer")
-    text = CLIPTextModel(CLIPTextConfig(vocab_size=49408, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                        num_attention_heads=2, max_position_embeddings=tok.model_max_length))
-    sched = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False,
-                          set_alpha_to_one=False, steps_offset=1)
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tok, unet=unet, scheduler=sched,
-                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    text = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=49408,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=tok.model_max_length,
+        )
+    )
+    sched = DDIMScheduler(
+        beta_schedule="scaled_linear",
+        beta_start=0.00085,
+        beta_end=0.012,
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text,
+        tokenizer=tok,
+        unet=unet,
+        scheduler=sched,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
     for m in (unet, vae, text):
         m.eval().requires_grad_(False)
     pipe.set_progress_bar_config(disable=True)
@@ -94,8 +130,9 @@ class ServerThread:
     def __init__(self, model: LoadedModel, root: Path, **kw):
         from bendbridge.server.net.app import RenderServer, ServerConfig
 
-        self.server = RenderServer(ServerConfig(control="tcp://127.0.0.1:*", events="tcp://127.0.0.1:*", output_root=root, **kw),
-                                   model)
+        self.server = RenderServer(
+            ServerConfig(control="tcp://127.0.0.1:*", events="tcp://127.0.0.1:*", output_root=root, **kw), model
+        )
         self.url, self.events = self.server.control_endpoint, self.server.events_endpoint
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.server.serve_forever, args=(self.stop,), daemon=True)

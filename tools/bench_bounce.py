@@ -40,8 +40,13 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--config", type=Path, default=None,
-                    help="bend config driven by the demo song (default: the demo's; tools/bench_configs/late_bends.toml bends from step 3)")
+    ap.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="bend config driven by the demo song "
+        "(default: the demo's; tools/bench_configs/late_bends.toml bends from step 3)",
+    )
     return ap.parse_args(argv)
 
 
@@ -60,21 +65,33 @@ def _naive(model, r, seed: int) -> Callable[[list], list[np.ndarray]]:
             for p in chunk:
                 engine.set_frames([p], guided=guided)
                 g = torch.Generator().manual_seed(seed)
-                lat = engine.bend_latent(torch.randn(shape, generator=g).unsqueeze(0).to(r.device, r.dtype), 0, "frames")
+                lat = engine.bend_latent(
+                    torch.randn(shape, generator=g).unsqueeze(0).to(r.device, r.dtype), 0, "frames"
+                )
 
                 def cb(_pipe, i, _t, kw):
                     engine.step = i + 1
                     return {"latents": engine.bend_latent(kw["latents"], i + 1, "frames")}
 
-                img = pipe(prompt, num_inference_steps=r.steps, guidance_scale=r.guidance, latents=lat, height=r.height,
-                           width=r.width, output_type="np", callback_on_step_end=cb).images[0]
+                img = pipe(
+                    prompt,
+                    num_inference_steps=r.steps,
+                    guidance_scale=r.guidance,
+                    latents=lat,
+                    height=r.height,
+                    width=r.width,
+                    output_type="np",
+                    callback_on_step_end=cb,
+                ).images[0]
                 out.append((np.clip(img, 0, 1) * 255).round().astype(np.uint8))
         return out
 
     return render
 
 
-def _interleaved(paths: dict[str, Callable[[list], object]], chunks: list[list], repeats: int, before_repeat: Callable[[], None]) -> dict[str, list[float]]:
+def _interleaved(
+    paths: dict[str, Callable[[list], object]], chunks: list[list], repeats: int, before_repeat: Callable[[], None]
+) -> dict[str, list[float]]:
     """Seconds per repeat of each path. Each chunk is rendered by both, in ABBA order, so slow and
     fast spells of a shared machine fall on both sides alike."""
     names = list(paths)
@@ -83,7 +100,7 @@ def _interleaved(paths: dict[str, Callable[[list], object]], chunks: list[list],
         before_repeat()
         acc = dict.fromkeys(names, 0.0)
         for k, chunk in enumerate(chunks):
-            for name in (names if (rep + k) % 2 == 0 else names[::-1]):
+            for name in names if (rep + k) % 2 == 0 else names[::-1]:
                 t = time.perf_counter()
                 paths[name](chunk)
                 acc[name] += time.perf_counter() - t
@@ -103,11 +120,16 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     demo = write_demo(Path(tempfile.mkdtemp(prefix="bb-bench-")))
     model = load_model(args.model)
-    bp = plan_bounce(BounceSpec(audio=demo["audio"], config=args.config or demo["config"], midi=demo["midi"], out=Path("unused.mp4")))
+    bp = plan_bounce(
+        BounceSpec(audio=demo["audio"], config=args.config or demo["config"], midi=demo["midi"], out=Path("unused.mp4"))
+    )
     params = bp.params[: args.frames]
     r = Renderer(model, RenderConfig(bp.settings, bp.plan, max_batch=args.batch))
     if any(b.target.kind == "text" for b in bp.plan.bends) or len(r.prompts) > 1:
-        raise SystemExit("the naive baseline here does not bend text or mix prompts; use a config without text bends and with one prompt")
+        raise SystemExit(
+            "the naive baseline here does not bend text or mix prompts; "
+            "use a config without text bends and with one prompt"
+        )
     naive = _naive(model, r, bp.settings.seed)
 
     def ours(chunk: list) -> list[np.ndarray]:
@@ -120,9 +142,11 @@ def main(argv: list[str] | None = None) -> int:
     times = _interleaved({"naive": naive, "ours": ours}, chunks, args.repeats, r.prefix.clear)
     tn, to = statistics.median(times["naive"]), statistics.median(times["ours"])
     n = len(params)
-    print(f"model {model.name}: {r.width}x{r.height}, {r.steps} steps, guidance {r.guidance}, "
-          f"{len(bp.plan)} bends, {n} frames of the demo song, {torch.get_num_threads()} threads; "
-          f"steps before the first bend, shared: {r.prefix_steps}")
+    print(
+        f"model {model.name}: {r.width}x{r.height}, {r.steps} steps, guidance {r.guidance}, "
+        f"{len(bp.plan)} bends, {n} frames of the demo song, {torch.get_num_threads()} threads; "
+        f"steps before the first bend, shared: {r.prefix_steps}"
+    )
     print(f"naive pipeline per frame   {n / tn:8.2f} frames/s")
     print(f"bendbridge bounce (≤{args.batch}/pass) {n / to:8.2f} frames/s   speed-up ×{tn / to:.2f}  (goal ≥ 2)")
     pairs = ", ".join(f"×{a / b:.2f}" for a, b in zip(times["naive"], times["ours"]))

@@ -25,7 +25,8 @@ __all__ = ["main", "sd15_random_pipeline"]
 
 
 def sd15_random_pipeline(device: torch.device, dtype: torch.dtype):
-    """A StableDiffusionPipeline with SD 1.5's architecture and random weights, as a LoadedModel (4 steps by default)."""
+    """A StableDiffusionPipeline with SD 1.5's architecture and random weights, as a LoadedModel
+    (4 steps by default)."""
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
@@ -33,23 +34,60 @@ def sd15_random_pipeline(device: torch.device, dtype: torch.dtype):
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
-        sample_size=64, in_channels=4, out_channels=4, block_out_channels=(320, 640, 1280, 1280), layers_per_block=2,
+        sample_size=64,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(320, 640, 1280, 1280),
+        layers_per_block=2,
         down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3, cross_attention_dim=768, attention_head_dim=8,
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+        cross_attention_dim=768,
+        attention_head_dim=8,
     )
-    vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
-                        up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=2, latent_channels=4, sample_size=512)
+    vae = AutoencoderKL(
+        block_out_channels=(128, 256, 512, 512),
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        layers_per_block=2,
+        latent_channels=4,
+        sample_size=512,
+    )
     tok = CLIPTokenizer.from_pretrained(EMBEDDED_MODEL / "tokenizer", model_max_length=77)
-    text = CLIPTextModel(CLIPTextConfig(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-                                        max_position_embeddings=77))
-    sched = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False,
-                          set_alpha_to_one=False, steps_offset=1)
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tok, unet=unet, scheduler=sched,
-                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    text = CLIPTextModel(
+        CLIPTextConfig(
+            hidden_size=768,
+            intermediate_size=3072,
+            num_hidden_layers=12,
+            num_attention_heads=12,
+            max_position_embeddings=77,
+        )
+    )
+    sched = DDIMScheduler(
+        beta_schedule="scaled_linear",
+        beta_start=0.00085,
+        beta_end=0.012,
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text,
+        tokenizer=tok,
+        unet=unet,
+        scheduler=sched,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
     for m in (unet, text):
         m.to(device, dtype).eval().requires_grad_(False)
     vae.to(device, torch.float32).eval().requires_grad_(False)
     return LoadedModel(pipe, ModelDefaults(steps=4, guidance=7.5, size=512))
+
+
+def _device_text(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
 
 
 def _sync(device: torch.device) -> None:
@@ -77,8 +115,12 @@ def _side_by_side(fns: dict[str, Callable[[], object]], repeats: int, device: to
 
 def _pick_targets(layers, n: int = 5) -> list[str]:
     """n module targets spread over the U-Net: blocks first, then resnets."""
-    blocks = [l.name for l in layers if l.name.count(".") <= 1 and l.kind.endswith(("Block2D", "CrossAttn", "Block2DCrossAttn"))]
-    names = blocks + [l.name for l in layers if l.kind == "ResnetBlock2D" and l.name not in blocks]
+    blocks = [
+        layer.name
+        for layer in layers
+        if layer.name.count(".") <= 1 and layer.kind.endswith(("Block2D", "CrossAttn", "Block2DCrossAttn"))
+    ]
+    names = blocks + [layer.name for layer in layers if layer.kind == "ResnetBlock2D" and layer.name not in blocks]
     step = max(1, len(names) // n)
     return names[::step][:n]
 
@@ -105,11 +147,15 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device) if args.device else default_device()
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     model = sd15_random_pipeline(device, dtype) if args.unet == "sd15" else load_model(args.model, device)
-    settings = RenderSettings(("a red circle on a blue background",), width=args.size, height=args.size, steps=args.steps)
+    settings = RenderSettings(
+        ("a red circle on a blue background",), width=args.size, height=args.size, steps=args.steps
+    )
     probe = Renderer(model, RenderConfig(settings, max_batch=args.batch))
-    print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else f'{torch.get_num_threads()} threads'}), "
-          f"model {'SD-1.5-size random U-Net' if args.unet == 'sd15' else model.name}, "
-          f"{probe.width}x{probe.height}, {probe.steps} steps, guidance {probe.guidance}")
+    print(
+        f"device {device} ({_device_text(device)}), "
+        f"model {'SD-1.5-size random U-Net' if args.unet == 'sd15' else model.name}, "
+        f"{probe.width}x{probe.height}, {probe.steps} steps, guidance {probe.guidance}"
+    )
     targets = _pick_targets(probe.layers)
     _hook_overhead(model, probe, targets, args, device)
     _operator_costs(probe, args, device, dtype)
@@ -127,12 +173,25 @@ def _hook_overhead(model, probe, targets: list[str], args: argparse.Namespace, d
 
     ident, active = with_plan("1"), with_plan("1.001")
     frame = [FrameSpec()]
-    t = _side_by_side({"plain": lambda: probe.render(frame), "identity": lambda: ident.render(frame),
-                       "active": lambda: active.render(frame)}, args.repeats, device)
+    t = _side_by_side(
+        {
+            "plain": lambda: probe.render(frame),
+            "identity": lambda: ident.render(frame),
+            "active": lambda: active.render(frame),
+        },
+        args.repeats,
+        device,
+    )
     print(f"\n[1] hook overhead, 1 frame, 5 module targets: {', '.join(targets)}")
     print(f"    no plan             {t['plain'] * 1e3:9.2f} ms/frame")
-    print(f"    5 identity bends    {t['identity'] * 1e3:9.2f} ms/frame   overhead {100 * (t['identity'] / t['plain'] - 1):+.2f} %  (goal ≤ 2 %)")
-    print(f"    5 multiply bends    {t['active'] * 1e3:9.2f} ms/frame   overhead {100 * (t['active'] / t['plain'] - 1):+.2f} %")
+    print(
+        f"    5 identity bends    {t['identity'] * 1e3:9.2f} ms/frame   "
+        f"overhead {100 * (t['identity'] / t['plain'] - 1):+.2f} %  (goal ≤ 2 %)"
+    )
+    print(
+        f"    5 multiply bends    {t['active'] * 1e3:9.2f} ms/frame   "
+        f"overhead {100 * (t['active'] / t['plain'] - 1):+.2f} %"
+    )
 
 
 def _operator_costs(probe, args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> None:
@@ -140,39 +199,76 @@ def _operator_costs(probe, args: argparse.Namespace, device: torch.device, dtype
     from bendbridge.server.operators import get_operator
 
     mid = next(layer for layer in probe.layers if layer.name == "mid_block")
-    up = max((layer for layer in probe.layers if layer.kind == "ResnetBlock2D"), key=lambda layer: layer.shape[1] * layer.shape[2])
+    up = max(
+        (layer for layer in probe.layers if layer.kind == "ResnetBlock2D"),
+        key=lambda layer: layer.shape[1] * layer.shape[2],
+    )
     rows = 2 * args.batch if probe.guided else args.batch
     unet_call = _unet_call_time(probe, rows, args.repeats, device)
-    print(f"\n[2] operator cost per call, {rows} rows (a guided batch of {args.batch}); one U-Net call = {unet_call * 1e3:.2f} ms")
+    print(
+        f"\n[2] operator cost per call, {rows} rows (a guided batch of {args.batch}); "
+        f"one U-Net call = {unet_call * 1e3:.2f} ms"
+    )
     lat = (4, probe.height // probe.vae_factor, probe.width // probe.vae_factor)
-    cases = [("pointwise", "add", {"value": 1.0}, up.shape), ("pointwise", "noise", {"std": 0.5}, up.shape),
-             ("pointwise", "soft_threshold", {"r": 0.5}, up.shape), ("channel", "rotate_plane", {"angle": 1.0}, lat),
-             ("channel", "rotate_r6", {f"a{i}{j}": 0.3 for i, j in R6_PLANES}, lat),
-             ("channel", "rotate_plane", {"angle": 1.0}, up.shape), ("channel", "hadamard", {}, lat),
-             ("spatial", "rotate", {"degrees": 30.0}, up.shape), ("spatial", "scale", {"factor": 1.2}, up.shape),
-             ("morphological", "dilate", {"size": 3.0}, up.shape), ("morphological", "dilate", {"size": 5.0, "shape": "ellipse"}, mid.shape)]
+    cases = [
+        ("pointwise", "add", {"value": 1.0}, up.shape),
+        ("pointwise", "noise", {"std": 0.5}, up.shape),
+        ("pointwise", "soft_threshold", {"r": 0.5}, up.shape),
+        ("channel", "rotate_plane", {"angle": 1.0}, lat),
+        ("channel", "rotate_r6", {f"a{i}{j}": 0.3 for i, j in R6_PLANES}, lat),
+        ("channel", "rotate_plane", {"angle": 1.0}, up.shape),
+        ("channel", "hadamard", {}, lat),
+        ("spatial", "rotate", {"degrees": 30.0}, up.shape),
+        ("spatial", "scale", {"factor": 1.2}, up.shape),
+        ("morphological", "dilate", {"size": 3.0}, up.shape),
+        ("morphological", "dilate", {"size": 5.0, "shape": "ellipse"}, mid.shape),
+    ]
     for family, name, params, shape in cases:
         op = get_operator(name)
         x = torch.randn(rows, *shape, device=device, dtype=dtype)
         static = {k: v for k, v in params.items() if not op.spec.params[k].per_frame}
-        per = {k: torch.full((rows,), float(v), dtype=torch.float64, device=device) for k, v in params.items() if op.spec.params[k].per_frame}
-        ms = _side_by_side({"op": lambda: op.fn(x, **static, **per)}, args.repeats, device)["op"]
-        print(f"    {family:<14} {name:<15} {str(tuple(shape)):<18} {ms * 1e3:8.3f} ms  = {100 * ms / unet_call:6.2f} % of a U-Net call")
+        per = {
+            k: torch.full((rows,), float(v), dtype=torch.float64, device=device)
+            for k, v in params.items()
+            if op.spec.params[k].per_frame
+        }
+        ms = _side_by_side(
+            {"op": lambda op=op, x=x, static=static, per=per: op.fn(x, **static, **per)}, args.repeats, device
+        )["op"]
+        print(
+            f"    {family:<14} {name:<15} {str(tuple(shape)):<18} {ms * 1e3:8.3f} ms  "
+            f"= {100 * ms / unet_call:6.2f} % of a U-Net call"
+        )
 
 
 def _batched_speedup(model, probe, targets: list[str], args: argparse.Namespace, device: torch.device) -> None:
     from bendbridge.protocol.plan import BendPlan
     from bendbridge.server.render import FrameSpec, RenderConfig, Renderer
 
-    plan = BendPlan.from_specs(["rotate_plane:angle=0@latent:step=0", f"multiply:factor=1@{targets[0]}", "dilate:size=1@mid_block"])
+    plan = BendPlan.from_specs(
+        ["rotate_plane:angle=0@latent:step=0", f"multiply:factor=1@{targets[0]}", "dilate:size=1@mid_block"]
+    )
     r = Renderer(model, RenderConfig(probe.config.settings, plan, max_batch=args.batch))
-    frames = [FrameSpec(params={"rotate_plane": {"angle": 0.2 * i}, "multiply": {"factor": 1 + 0.05 * i}, "dilate": {"size": 1 + 2 * (i % 2)}})
-              for i in range(args.frames)]
+    frames = [
+        FrameSpec(
+            params={
+                "rotate_plane": {"angle": 0.2 * i},
+                "multiply": {"factor": 1 + 0.05 * i},
+                "dilate": {"size": 1 + 2 * (i % 2)},
+            }
+        )
+        for i in range(args.frames)
+    ]
     reps = max(1, args.repeats // 3)
-    t = _side_by_side({"batched": lambda: r.render(frames), "single": lambda: [r.render([f]) for f in frames]}, reps, device)
+    t = _side_by_side(
+        {"batched": lambda: r.render(frames), "single": lambda: [r.render([f]) for f in frames]}, reps, device
+    )
     print(f"\n[3] {args.frames} frames with different parameters")
     print(f"    one at a time       {args.frames / t['single']:8.2f} frames/s")
-    print(f"    batched (≤{args.batch})        {args.frames / t['batched']:8.2f} frames/s   speed-up ×{t['single'] / t['batched']:.2f}")
+    print(
+        f"    batched (≤{args.batch})        {args.frames / t['batched']:8.2f} frames/s   "
+        f"speed-up ×{t['single'] / t['batched']:.2f}"
+    )
 
 
 def _unet_call_time(r, rows: int, repeats: int, device: torch.device) -> float:

@@ -38,11 +38,13 @@ def main(argv: list[str] | None = None) -> int:
         # no bends: with sharing on, every step would be a cached prefix and only decoding would be timed
         r = Renderer(model, RenderConfig(settings, max_batch=8, share_prefix=False))
         if guidance is None:
-            print(f"model {model.name}: {r.width}x{r.height}, {r.steps} steps, guidance {r.guidance}, {device} "
-                  f"({torch.get_num_threads()} threads)")
+            print(
+                f"model {model.name}: {r.width}x{r.height}, {r.steps} steps, guidance {r.guidance}, {device} "
+                f"({torch.get_num_threads()} threads)"
+            )
         for b in (1, 8):
             frames = [FrameSpec(seed=i) for i in range(b)]
-            runs[(label, b)] = (lambda r=r, frames=frames: r.render(frames))
+            runs[(label, b)] = lambda r=r, frames=frames: r.render(frames)
     t = _side_by_side(runs, args.repeats, device)
     print(f"{'':<8}{'batch 1':>14}{'batch 8':>14}{'batch-8 speed-up':>20}")
     for label in ("cfg", "no-cfg"):

@@ -39,15 +39,34 @@ def main(argv: list[str] | None = None) -> int:
 
     url = f"tcp://127.0.0.1:{args.port}"
     out = tempfile.mkdtemp(prefix="bb-bench-")
-    cmd = [sys.executable, "-m", "bendbridge.tools.cli", "serve", "--bind", url, "--events", f"tcp://127.0.0.1:{args.port + 1}", "--output-root", out]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bendbridge.tools.cli",
+        "serve",
+        "--bind",
+        url,
+        "--events",
+        f"tcp://127.0.0.1:{args.port + 1}",
+        "--output-root",
+        out,
+    ]
     if args.model:
         cmd += ["--model", args.model]
-    proc = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         with RenderClient(url, timeout=120) as c:
             c.ping()
-            c.setup(SessionSetup(prompts=("a red circle",), output="bench", mode="live",
-                                 plan={"bend": [{"id": "spin", "op": "rotate_plane", "target": "latent", "params": {"angle": 0.0}}]}))
+            c.setup(
+                SessionSetup(
+                    prompts=("a red circle",),
+                    output="bench",
+                    mode="live",
+                    plan={"bend": [{"id": "spin", "op": "rotate_plane", "target": "latent", "params": {"angle": 0.0}}]},
+                )
+            )
             rtts = []
             for i in range(args.n + 200):
                 t = time.perf_counter()
@@ -55,8 +74,13 @@ def main(argv: list[str] | None = None) -> int:
                 c.expect(Heartbeat, ref=mid)
                 if i >= 200:  # warm-up excluded
                     rtts.append(time.perf_counter() - t)
-            ff = [encode(FeatureFrame(sample=i * 512, features={"rms": 0.1, "centroid": 1500.0, "flux": 0.2, "onset": 0.0}),
-                         session="bench") for i in range(args.features)]
+            ff = [
+                encode(
+                    FeatureFrame(sample=i * 512, features={"rms": 0.1, "centroid": 1500.0, "flux": 0.2, "onset": 0.0}),
+                    session="bench",
+                )
+                for i in range(args.features)
+            ]
             t = time.perf_counter()
             for data in ff:
                 c.send_raw(data)
@@ -72,9 +96,15 @@ def main(argv: list[str] | None = None) -> int:
         proc.terminate()
         proc.wait(10)
     print(f"loopback {url}, server in its own process")
-    print(f"param_update round trip ({args.n}): p50 {statistics.median(rtts) * 1e3:.3f} ms, p99 {_percentile(rtts, 99) * 1e3:.3f} ms, "
-          f"max {max(rtts) * 1e3:.3f} ms  (goal p99 < 1 ms)")
-    print(f"feature_frame throughput: {args.features / burst:,.0f} messages/s over {args.features} ({burst:.2f} s)  (goal ≥ 20,000/s)")
+    print(
+        f"param_update round trip ({args.n}): p50 {statistics.median(rtts) * 1e3:.3f} ms, "
+        f"p99 {_percentile(rtts, 99) * 1e3:.3f} ms, "
+        f"max {max(rtts) * 1e3:.3f} ms  (goal p99 < 1 ms)"
+    )
+    print(
+        f"feature_frame throughput: {args.features / burst:,.0f} messages/s over {args.features} ({burst:.2f} s)  "
+        "(goal ≥ 20,000/s)"
+    )
     print(f"codec alone: {codec * 1e6:.1f} µs per encode+decode of a feature frame")
     return 0
 

@@ -7,7 +7,13 @@ import importlib
 
 __all__ = ["add_commands", "BENCHMARKS"]
 
-BENCHMARKS = {"engine": "bendbridge.tools.bench_engine", "model": "bendbridge.tools.bench_model", "protocol": "bendbridge.tools.bench_protocol", "bounce": "bendbridge.tools.bench_bounce", "features": "bendbridge.tools.bench_features"}
+BENCHMARKS = {
+    "engine": "bendbridge.tools.bench_engine",
+    "model": "bendbridge.tools.bench_model",
+    "protocol": "bendbridge.tools.bench_protocol",
+    "bounce": "bendbridge.tools.bench_bounce",
+    "features": "bendbridge.tools.bench_features",
+}
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:

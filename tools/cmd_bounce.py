@@ -18,11 +18,19 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=None, help="frames per denoising pass (default 8)")
     p.add_argument("--frames", type=Path, default=None, help="also keep the PNG sequence (and manifest) in this folder")
     p.add_argument("--model", type=Path, default=None, help="diffusers folder (default: the embedded model)")
-    p.add_argument("--server", default=None, metavar="URL",
-                   help="render on a running 'bendbridge serve' (e.g. tcp://127.0.0.1:5555) instead of in this process")
-    p.add_argument("--keys", type=Path, default=None, help="CURVE key folder for a --server beyond loopback (bendbridge keys)")
+    p.add_argument(
+        "--server",
+        default=None,
+        metavar="URL",
+        help="render on a running 'bendbridge serve' (e.g. tcp://127.0.0.1:5555) instead of in this process",
+    )
+    p.add_argument(
+        "--keys", type=Path, default=None, help="CURVE key folder for a --server beyond loopback (bendbridge keys)"
+    )
     p.add_argument("--client", default="client", help="client key name in --keys")
-    p.add_argument("--server-timeout", type=float, default=300.0, help="seconds to wait for the next frame from --server")
+    p.add_argument(
+        "--server-timeout", type=float, default=300.0, help="seconds to wait for the next frame from --server"
+    )
     p.add_argument("--out", type=Path, required=True, help="video file: .mp4 (H.264 + AAC) or .mov (ProRes + PCM)")
 
 
@@ -37,7 +45,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run_bounce)
 
     p = sub.add_parser("demo", help="synthesise the demo song and bounce it to a video")
-    p.add_argument("--song-dir", type=Path, default=None, help="where the demo song, MIDI and config go (default: beside --out)")
+    p.add_argument(
+        "--song-dir", type=Path, default=None, help="where the demo song, MIDI and config go (default: beside --out)"
+    )
     _common(p)
     p.set_defaults(run=run_demo)
 
@@ -59,9 +69,27 @@ def local_rendering(model: Path | None):
 def _spec(args: argparse.Namespace, audio: Path, config: Path, midi: Path | None, rpp: Path | None, lanes: list[Path]):
     from bendbridge.bridge.bounce import BounceSpec
 
-    return BounceSpec(audio=audio, config=config, out=args.out, midi=midi, rpp=rpp, lanes=lanes, fps=args.fps, start=args.start,
-                      end=args.end, size=args.size, steps=args.steps, seed=args.seed, batch=args.batch, frames=args.frames, model=args.model,
-                      server=args.server, server_keys=args.keys, server_client=args.client, server_timeout=args.server_timeout)
+    return BounceSpec(
+        audio=audio,
+        config=config,
+        out=args.out,
+        midi=midi,
+        rpp=rpp,
+        lanes=lanes,
+        fps=args.fps,
+        start=args.start,
+        end=args.end,
+        size=args.size,
+        steps=args.steps,
+        seed=args.seed,
+        batch=args.batch,
+        frames=args.frames,
+        model=args.model,
+        server=args.server,
+        server_keys=args.keys,
+        server_client=args.client,
+        server_timeout=args.server_timeout,
+    )
 
 
 def _bounce(spec) -> object:
@@ -87,8 +115,10 @@ def run_demo(args: argparse.Namespace) -> int:
     paths = write_demo(folder)
     print(f"demo song, MIDI and config in {folder}")
     if paths["config"].read_text(encoding="utf-8") != bundled_config():
-        print(f"note: using the existing {paths['config']}, which differs from the bundled demo config "
-              f"(delete it to get the current one)")
+        print(
+            f"note: using the existing {paths['config']}, which differs from the bundled demo config "
+            f"(delete it to get the current one)"
+        )
     summary = _bounce(_spec(args, paths["audio"], paths["config"], paths["midi"], None, []))
     print(summary)
     return 0

@@ -15,7 +15,9 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", type=Path, default=None, help="diffusers Stable Diffusion folder (default: the embedded model)")
+    p.add_argument(
+        "--model", type=Path, default=None, help="diffusers Stable Diffusion folder (default: the embedded model)"
+    )
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: best available)")
 
 
@@ -27,10 +29,18 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("render", help="render one (bent) frame")
     _model_args(p)
-    p.add_argument("--prompt", required=True, action="append", help="prompt; repeat to interpolate with --prompt-weights")
+    p.add_argument(
+        "--prompt", required=True, action="append", help="prompt; repeat to interpolate with --prompt-weights"
+    )
     p.add_argument("--prompt-weights", default=None, help="comma-separated weights, one per --prompt")
     p.add_argument("--negative-prompt", default="")
-    p.add_argument("--bend", action="append", default=[], metavar="SPEC", help="e.g. rotate_plane:plane=0,1:angle=1.2@latent:step=0 (repeatable)")
+    p.add_argument(
+        "--bend",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="e.g. rotate_plane:plane=0,1:angle=1.2@latent:step=0 (repeatable)",
+    )
     p.add_argument("--plan", type=Path, default=None, help="bend plan file (.toml or .json); --bend specs are appended")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--noise-angle", type=float, default=0.0, help="radians along the circular noise walk")
@@ -54,14 +64,19 @@ def run_layers(args: argparse.Namespace) -> int:
     from bendbridge.server.model import load_model
     from bendbridge.server.render import RenderConfig, Renderer
 
-    settings = RenderSettings(("layers",)).override({"width": "--size", "height": "--size"}, width=args.size, height=args.size)
+    settings = RenderSettings(("layers",)).override(
+        {"width": "--size", "height": "--size"}, width=args.size, height=args.size
+    )
     model = load_model(args.model, args.device)
     r = Renderer(model, RenderConfig(settings))
     c = model.pipe.unet.config.in_channels
     h, w = r.height // r.vae_factor, r.width // r.vae_factor
     print(f"model: {model.name}  ({r.width}x{r.height} px, {r.steps} steps by default)")
     print(f"{'':>5}  {'latent:step=K':<48} {'latent':<22} ({c}, {h}, {w})   K in 0..{r.steps}")
-    print(f"{'':>5}  {'text[:word=W]':<48} {'text conditioning':<22} ({r.seq_len}, {model.pipe.text_encoder.config.hidden_size})")
+    print(
+        f"{'':>5}  {'text[:word=W]':<48} {'text conditioning':<22} "
+        f"({r.seq_len}, {model.pipe.text_encoder.config.hidden_size})"
+    )
     for info in r.layers:
         print(f"#{info.index:<4} {info.name:<48} {info.kind:<22} {info.shape}")
     return 0
@@ -80,9 +95,13 @@ def _prompt_weights(text: str | None, prompts: int) -> tuple[float, ...] | None:
     try:
         weights = tuple(float(v) for v in text.split(","))
     except ValueError:
-        raise BendbridgeError("--prompt-weights", f"{text!r}: expected comma-separated numbers, one per --prompt") from None
+        raise BendbridgeError(
+            "--prompt-weights", f"{text!r}: expected comma-separated numbers, one per --prompt"
+        ) from None
     if len(weights) != prompts or not all(math.isfinite(w) and w >= 0 for w in weights) or sum(weights) <= 0:
-        raise BendbridgeError("--prompt-weights", f"{text!r}: expected {prompts} finite weights ≥ 0 with a positive sum, one per --prompt")
+        raise BendbridgeError(
+            "--prompt-weights", f"{text!r}: expected {prompts} finite weights ≥ 0 with a positive sum, one per --prompt"
+        )
     return weights
 
 
@@ -92,11 +111,14 @@ def run_render(args: argparse.Namespace) -> int:
     from bendbridge.protocol.render import RenderSettings
 
     if args.out.suffix.lower() not in IMAGE_SUFFIXES:
-        raise BendbridgeError("--out", f"cannot write {args.out.name!r}: bendbridge writes {', '.join(IMAGE_SUFFIXES)} images")
+        raise BendbridgeError(
+            "--out", f"cannot write {args.out.name!r}: bendbridge writes {', '.join(IMAGE_SUFFIXES)} images"
+        )
     weights = _prompt_weights(args.prompt_weights, len(args.prompt))
     names = {"seed": "--seed", "width": "--width", "height": "--height", "steps": "--steps", "guidance": "--guidance"}
     settings = RenderSettings(tuple(args.prompt), args.negative_prompt).override(
-        names, seed=args.seed, width=args.width, height=args.height, steps=args.steps, guidance=args.guidance)
+        names, seed=args.seed, width=args.width, height=args.height, steps=args.steps, guidance=args.guidance
+    )
     plan = _plan(args)
     check_scheduler(args.scheduler, "--scheduler")
 
@@ -104,7 +126,8 @@ def run_render(args: argparse.Namespace) -> int:
     from bendbridge.server.render import FrameSpec, RenderConfig, Renderer
 
     res = Renderer(load_model(args.model, args.device), RenderConfig(settings, plan, scheduler=args.scheduler)).render(
-        [FrameSpec(noise_angle=args.noise_angle, prompt_weights=weights)])[0]
+        [FrameSpec(noise_angle=args.noise_angle, prompt_weights=weights)]
+    )[0]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(res.image).save(args.out)
     for f in res.faults:

@@ -13,7 +13,9 @@ __all__ = ["add_commands"]
 def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bridge", help="follow the DAW live (OSC, MIDI) and request frames ahead of the playhead")
     p.add_argument("--server", default="tcp://127.0.0.1:5555")
-    p.add_argument("--config", type=Path, required=True, help="bend config TOML ([render], [[bend]], [[param]], [[midi]])")
+    p.add_argument(
+        "--config", type=Path, required=True, help="bend config TOML ([render], [[bend]], [[param]], [[midi]])"
+    )
     p.add_argument("--output", default="live", help="session folder name under the server's output root")
     p.add_argument("--osc-port", type=int, default=9000, help="UDP port for REAPER/Ardour OSC (loopback)")
     p.add_argument("--osc-host", default="127.0.0.1")
@@ -43,7 +45,9 @@ def run_learn(args: argparse.Namespace) -> int:
 
     config = SessionConfig.load(args.config)
     bend, _, param = args.param.partition(".")
-    load_cc_mappings({"midi": [{"source": "cc:1:0", "bend": bend, "param": param}]}, config.plan)  # checks bend and param
+    load_cc_mappings(
+        {"midi": [{"source": "cc:1:0", "bend": bend, "param": param}]}, config.plan
+    )  # checks bend and param
     port = open_midi_input(args.port, args.virtual, args.midi_backend)
     print(f"move a control on {args.virtual or args.port} to map it to {args.param} …", flush=True)
     deadline = time.monotonic() + args.timeout
@@ -91,12 +95,20 @@ def run_bridge(args: argparse.Namespace) -> int:
     config = SessionConfig.load(args.config)
     mapping = load_mapping(config.tables, config.plan)
     router, clock = CcRouter(load_cc_mappings(config.tables, config.plan)), ClockFollower()
-    timeline = Timeline(FrameGrid(parse_fps(args.fps, "--fps") if args.fps else config.fps, 48_000), config.tempo, config.meter)
+    timeline = Timeline(
+        FrameGrid(parse_fps(args.fps, "--fps") if args.fps else config.fps, 48_000), config.tempo, config.meter
+    )
     lanes = {s.name: ValueLane() for p in mapping.params for s in p.sources if s.kind == "lane"}
     stop = threading.Event()
-    with RenderClient(args.server, keys=args.keys, client_name=args.client) as client, OscInput(args.osc_port, args.osc_host) as osc:
-        client.setup(SessionSetup.for_settings(config.rendering(), output=args.output, fps=timeline.grid.fps, plan=config.plan.to_dict(),
-                                               mode="live"))
+    with (
+        RenderClient(args.server, keys=args.keys, client_name=args.client) as client,
+        OscInput(args.osc_port, args.osc_host) as osc,
+    ):
+        client.setup(
+            SessionSetup.for_settings(
+                config.rendering(), output=args.output, fps=timeline.grid.fps, plan=config.plan.to_dict(), mode="live"
+            )
+        )
         if args.midi_in:
             _follow_midi(open_midi_input(args.midi_in, None, args.midi_backend), clock, router, stop)
 
@@ -107,7 +119,10 @@ def run_bridge(args: argparse.Namespace) -> int:
             return timeline.tempo.seconds_at(clock.beats) if args.clock else osc.transport.position()
 
         bridge = LiveBridge(client, timeline, mapping, playhead, args.lookahead, lanes=lanes, cc_values=router.by_bend)
-        print(f"bridge: OSC on udp://{args.osc_host}:{osc.port}, server {args.server}, lookahead {args.lookahead} s", flush=True)
+        print(
+            f"bridge: OSC on udp://{args.osc_host}:{osc.port}, server {args.server}, lookahead {args.lookahead} s",
+            flush=True,
+        )
         try:
             bridge.run(stop)
         except KeyboardInterrupt:

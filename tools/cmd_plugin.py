@@ -13,14 +13,24 @@ __all__ = ["add_commands"]
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("host-sim", help="play SONG (+ MIDI) block by block through the plugin stub, then bounce what it streamed")
+    p = sub.add_parser(
+        "host-sim", help="play SONG (+ MIDI) block by block through the plugin stub, then bounce what it streamed"
+    )
     p.add_argument("song", type=Path)
-    p.add_argument("--midi", type=Path, default=None, help="tempo map and CC lanes (sent as plugin parameter automation)")
+    p.add_argument(
+        "--midi", type=Path, default=None, help="tempo map and CC lanes (sent as plugin parameter automation)"
+    )
     p.add_argument("--config", type=Path, required=True, help="bend config TOML")
     p.add_argument("--out", type=Path, required=True, help="video file (.mp4 / .mov)")
-    p.add_argument("--block", type=int, action="append", default=None, help="block size (repeat to cycle through sizes)")
-    p.add_argument("--random-blocks", default=None, metavar="LO-HI", help="a random block size in [LO, HI] for every block")
-    p.add_argument("--realtime", action="store_true", help="pace the blocks in real time (default: as fast as possible)")
+    p.add_argument(
+        "--block", type=int, action="append", default=None, help="block size (repeat to cycle through sizes)"
+    )
+    p.add_argument(
+        "--random-blocks", default=None, metavar="LO-HI", help="a random block size in [LO, HI] for every block"
+    )
+    p.add_argument(
+        "--realtime", action="store_true", help="pace the blocks in real time (default: as fast as possible)"
+    )
     p.add_argument("--link", default="tcp://127.0.0.1:*", help="endpoint the bridge receives the plugin stream on")
     p.add_argument("--start", default=None)
     p.add_argument("--end", default=None)
@@ -37,7 +47,9 @@ def _block_sizes(args: argparse.Namespace):
         return BlockSizes(args.block or [512])
     lo, _, hi = args.random_blocks.partition("-")
     if not (lo.isdigit() and hi.isdigit() and 1 <= int(lo) <= int(hi) <= 1 << 20):
-        raise BendbridgeError("--random-blocks", f"{args.random_blocks!r}: expected LO-HI with 1 ≤ LO ≤ HI ≤ {1 << 20}, e.g. 32-2048")
+        raise BendbridgeError(
+            "--random-blocks", f"{args.random_blocks!r}: expected LO-HI with 1 ≤ LO ≤ HI ≤ {1 << 20}, e.g. 32-2048"
+        )
     return BlockSizes(random_range=(int(lo), int(hi)))
 
 
@@ -50,7 +62,9 @@ def run_host_sim(args: argparse.Namespace) -> int:
     from .cmd_bounce import local_rendering
 
     blocks = _block_sizes(args)
-    spec = BounceSpec(audio=args.song, config=args.config, out=args.out, start=args.start, end=args.end, model=args.model)
+    spec = BounceSpec(
+        audio=args.song, config=args.config, out=args.out, start=args.start, end=args.end, model=args.model
+    )
     spec.check()  # before the session is played
     host = HostSimulator(args.song, args.midi)
     with PluginReceiver(args.link) as rx:
@@ -58,8 +72,10 @@ def run_host_sim(args: argparse.Namespace) -> int:
         n = host.play(plugin, blocks, realtime=args.realtime)
         if not rx.done.wait(60):
             raise BendbridgeError("--link", "the plugin stream did not finish within 60 s")
-        print(f"played {n} blocks ({host.length / host.rate:.2f} s at {host.rate} Hz) through the plugin; "
-              f"{plugin.sent} messages sent, {plugin.dropped} dropped; jumps followed: {len(rx.jumps)}")
+        print(
+            f"played {n} blocks ({host.length / host.rate:.2f} s at {host.rate} Hz) through the plugin; "
+            f"{plugin.sent} messages sent, {plugin.dropped} dropped; jumps followed: {len(rx.jumps)}"
+        )
         session = rx.session(Path(tempfile.mkdtemp(prefix="bb-hostsim-")))
     spec.audio, spec.tempo, spec.meter, spec.extra_lanes = session.audio, session.tempo, session.meter, session.lanes
     summary = run_bounce(spec, local_rendering(args.model))

@@ -18,7 +18,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--events", default=DEFAULT_EVENTS, help=f"event endpoint, PUB (default {DEFAULT_EVENTS})")
     p.add_argument("--model", type=Path, default=None, help="diffusers folder (default: the embedded model)")
     p.add_argument("--device", default=None)
-    p.add_argument("--output-root", type=Path, default=Path("renders"), help="every file the server writes goes under here")
+    p.add_argument(
+        "--output-root", type=Path, default=Path("renders"), help="every file the server writes goes under here"
+    )
     p.add_argument("--max-batch", type=int, default=8)
     p.add_argument("--keys", type=Path, default=None, help="CURVE key folder (required to bind beyond loopback)")
     p.set_defaults(run=run_serve)
@@ -41,12 +43,23 @@ def run_serve(args: argparse.Namespace) -> int:
     from bendbridge.server.net.app import RenderServer, ServerConfig
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    config = ServerConfig(control=args.bind, events=args.events, model=args.model, device=args.device,
-                          output_root=args.output_root, max_batch=args.max_batch, keys=args.keys)
+    config = ServerConfig(
+        control=args.bind,
+        events=args.events,
+        model=args.model,
+        device=args.device,
+        output_root=args.output_root,
+        max_batch=args.max_batch,
+        keys=args.keys,
+    )
     server = RenderServer(config)
     w = server.welcome()
-    print(f"bendbridge server: control {server.control_endpoint}, events {server.events_endpoint}, model {w.model} on {w.device}, "
-          f"output root {server.root}, auth {w.auth}", flush=True)
+    print(
+        f"bendbridge server: control {server.control_endpoint}, events {server.events_endpoint}, "
+        f"model {w.model} on {w.device}, "
+        f"output root {server.root}, auth {w.auth}",
+        flush=True,
+    )
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -65,7 +78,10 @@ def run_ping(args: argparse.Namespace) -> int:
         except ServerTimeout as e:
             print(f"bendbridge ping: {e}")
             return 1
-    print(f"server {w.server} protocol {w.version} (package {w.package}), model {w.model}, device {w.device}, auth {w.auth}")
+    print(
+        f"server {w.server} protocol {w.version} (package {w.package}), "
+        f"model {w.model}, device {w.device}, auth {w.auth}"
+    )
     print(f"operators ({len(w.operators)}): {', '.join(w.operators)}")
     print(f"targets: {len(w.targets)} (latent, text and {len(w.targets) - 2} modules), max batch {w.max_batch}")
     print(f"round trip {rtt * 1e3:.2f} ms")

@@ -1,6 +1,6 @@
 """Regenerate the README's images: prompt sheet, operator sweep sheet, demo strip.
 
-    python -m tools.make_docs [--demo demo/demo.mp4]
+python -m tools.make_docs [--demo demo/demo.mp4]
 """
 
 from __future__ import annotations
@@ -18,10 +18,17 @@ from PIL import Image, ImageDraw
 __all__ = ["main", "PROMPTS"]
 
 PROMPTS = [
-    "a red circle on a blue background", "a yellow star on a purple background", "a green square on a white gradient background",
-    "a blue triangle on an orange checkered background", "a yellow sun over a purple sea", "a white ring in a starry night sky",
-    "pink stripes on a green background", "a small black diamond in the top left on a yellow background",
-    "a large orange cross on a cyan background", "a brown heart on a pink background", "a purple elephant dancing on the moon",
+    "a red circle on a blue background",
+    "a yellow star on a purple background",
+    "a green square on a white gradient background",
+    "a blue triangle on an orange checkered background",
+    "a yellow sun over a purple sea",
+    "a white ring in a starry night sky",
+    "pink stripes on a green background",
+    "a small black diamond in the top left on a yellow background",
+    "a large orange cross on a cyan background",
+    "a brown heart on a pink background",
+    "a purple elephant dancing on the moon",
     "a gray star in the bottom right on a red gradient background",
 ]
 
@@ -32,8 +39,12 @@ def prompt_sheet(out: Path, seed: int = 0) -> None:
     from bendbridge.server.render import FrameSpec, RenderConfig, Renderer
 
     r = Renderer(load_model(), RenderConfig(RenderSettings(tuple(PROMPTS), seed=seed), max_batch=12))
-    imgs = [res.image for res in r.render([FrameSpec(prompt_weights=tuple(float(i == j) for j in range(len(PROMPTS))))
-                                          for i in range(len(PROMPTS))])]
+    imgs = [
+        res.image
+        for res in r.render(
+            [FrameSpec(prompt_weights=tuple(float(i == j) for j in range(len(PROMPTS)))) for i in range(len(PROMPTS))]
+        )
+    ]
     h, w = imgs[0].shape[:2]
     cols, cap = 6, 30
     rows = (len(imgs) + cols - 1) // cols
@@ -66,7 +77,9 @@ def demo_strip(video: Path, out: Path, n: int = 8) -> None:
     if manifest.exists():
         beats = [json.loads(line)["beats"] for line in manifest.read_text().splitlines()]
         mid = len(beats) // 2
-        on_beat = next((i for i in range(mid, len(beats) - 2 * n) if math.floor(beats[i]) > math.floor(beats[i - 1])), None)
+        on_beat = next(
+            (i for i in range(mid, len(beats) - 2 * n) if math.floor(beats[i]) > math.floor(beats[i - 1])), None
+        )
         if on_beat is not None:
             rows.append([frames[on_beat - 2 + 2 * k] for k in range(n)])
     Image.fromarray(np.concatenate([np.concatenate(r, axis=1) for r in rows], axis=0)).save(out)
@@ -79,8 +92,19 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     args.docs.mkdir(exist_ok=True)
     prompt_sheet(args.docs / "prompts.png")
-    subprocess.run([sys.executable, "-m", "bendbridge.tools.cli", "sweep", "--config", str(args.docs / "sweep.toml"), "--out",
-                    str(args.docs / "sweep.png")], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bendbridge.tools.cli",
+            "sweep",
+            "--config",
+            str(args.docs / "sweep.toml"),
+            "--out",
+            str(args.docs / "sweep.png"),
+        ],
+        check=True,
+    )
     if args.demo:
         demo_strip(args.demo, args.docs / "demo_strip.png")
     return 0

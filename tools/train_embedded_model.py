@@ -66,7 +66,9 @@ class TrainConfig:
 
 # ----------------------------------------------------------------------------- tokenizer
 def _bytes_to_unicode() -> dict[int, str]:
-    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    keep = (
+        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    )
     cs = keep[:]
     n = 0
     for b in range(256):
@@ -93,7 +95,9 @@ def build_tokenizer(out_dir: Path):
     vocab = base + [v + "</w>" for v in base] + ["".join(m) for m in merges] + ["<|startoftext|>", "<|endoftext|>"]
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}, ensure_ascii=False))
-    (out_dir / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n", encoding="utf-8")
+    (out_dir / "merges.txt").write_text(
+        "#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n", encoding="utf-8"
+    )
     tok = CLIPTokenizer(str(out_dir / "vocab.json"), str(out_dir / "merges.txt"), model_max_length=MAX_TOKENS)
     tok.save_pretrained(out_dir)
     return CLIPTokenizer.from_pretrained(out_dir)
@@ -104,9 +108,15 @@ def make_vae(groups: int = 4):
     from diffusers import AutoencoderKL
 
     return AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, sample_size=scenes.IMAGE_SIZE,
-        down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
-        block_out_channels=(16, 32, 64), layers_per_block=1, norm_num_groups=groups,
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        sample_size=scenes.IMAGE_SIZE,
+        down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3,
+        block_out_channels=(16, 32, 64),
+        layers_per_block=1,
+        norm_num_groups=groups,
         mid_block_add_attention=False,
     )
 
@@ -114,32 +124,52 @@ def make_vae(groups: int = 4):
 def make_text_encoder():
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    cfg = CLIPTextConfig(
-        vocab_size=49408, hidden_size=128, intermediate_size=512, num_hidden_layers=4,
-        num_attention_heads=4, max_position_embeddings=MAX_TOKENS, projection_dim=128,
-        bos_token_id=49406, eos_token_id=49407, pad_token_id=49407,
+    text_config = CLIPTextConfig(
+        vocab_size=49408,
+        hidden_size=128,
+        intermediate_size=512,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        max_position_embeddings=MAX_TOKENS,
+        projection_dim=128,
+        bos_token_id=49406,
+        eos_token_id=49407,
+        pad_token_id=49407,
     )
-    return CLIPTextModel(cfg)
+    return CLIPTextModel(text_config)
 
 
 def make_unet():
     from diffusers import UNet2DConditionModel
 
     return UNet2DConditionModel(
-        sample_size=scenes.IMAGE_SIZE // 4, in_channels=4, out_channels=4,
-        block_out_channels=(32, 64, 64), layers_per_block=1, norm_num_groups=8,
+        sample_size=scenes.IMAGE_SIZE // 4,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(32, 64, 64),
+        layers_per_block=1,
+        norm_num_groups=8,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=128, attention_head_dim=4,
+        cross_attention_dim=128,
+        attention_head_dim=4,
     )
 
 
 def make_schedulers():
     from diffusers import DDIMScheduler, DDPMScheduler
 
-    common = dict(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085,
-                  beta_end=0.012, prediction_type="v_prediction", clip_sample=False)
-    return DDPMScheduler(**common), DDIMScheduler(**common, timestep_spacing="trailing", set_alpha_to_one=False, steps_offset=1)
+    common = dict(
+        num_train_timesteps=1000,
+        beta_schedule="scaled_linear",
+        beta_start=0.00085,
+        beta_end=0.012,
+        prediction_type="v_prediction",
+        clip_sample=False,
+    )
+    return DDPMScheduler(**common), DDIMScheduler(
+        **common, timestep_spacing="trailing", set_alpha_to_one=False, steps_offset=1
+    )
 
 
 # ----------------------------------------------------------------------------- stages
@@ -154,14 +184,14 @@ def _render_chunk(args: tuple[int, int]) -> tuple[np.ndarray, list[str]]:
     return np.stack(imgs), caps
 
 
-def stage_data(work: Path, cfg: TrainConfig) -> tuple[np.ndarray, list[str]]:
+def stage_data(work: Path, train: TrainConfig) -> tuple[np.ndarray, list[str]]:
     img_path, cap_path = work / "pool_images.npy", work / "pool_captions.json"
     if img_path.exists() and cap_path.exists():
         return np.load(img_path, mmap_mode="r"), json.loads(cap_path.read_text())
     from multiprocessing import Pool
 
     chunk = 500
-    jobs = [(i, min(chunk, cfg.pool_size - i)) for i in range(0, cfg.pool_size, chunk)]
+    jobs = [(i, min(chunk, train.pool_size - i)) for i in range(0, train.pool_size, chunk)]
     imgs, caps = [], []
     with Pool(max(1, os.cpu_count() or 1)) as pool:
         for a, c in tqdm(pool.imap(_render_chunk, jobs), total=len(jobs), desc="data"):
@@ -190,7 +220,7 @@ def _lr(step: int, total: int, base: float, warmup: int) -> float:
     return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p)))
 
 
-def stage_vae(work: Path, cfg: TrainConfig, images: np.ndarray, log) -> "torch.nn.Module":
+def stage_vae(work: Path, train: TrainConfig, images: np.ndarray, log) -> torch.nn.Module:
     from diffusers import AutoencoderKL
 
     final = work / "vae"
@@ -198,7 +228,7 @@ def stage_vae(work: Path, cfg: TrainConfig, images: np.ndarray, log) -> "torch.n
         return AutoencoderKL.from_pretrained(final)
     torch.manual_seed(SEED)
     vae = make_vae()
-    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
+    opt = torch.optim.AdamW(vae.parameters(), lr=train.vae_lr, weight_decay=0.0)
     ckpt, start = work / "vae.ckpt", 0
     if ckpt.exists():
         st = torch.load(ckpt, weights_only=True)
@@ -206,14 +236,14 @@ def stage_vae(work: Path, cfg: TrainConfig, images: np.ndarray, log) -> "torch.n
         opt.load_state_dict(st["opt"])
         start = int(st["step"])
     vae.train()
-    bar = tqdm(range(start, cfg.vae_steps), initial=start, total=cfg.vae_steps, desc="vae")
+    bar = tqdm(range(start, train.vae_steps), initial=start, total=train.vae_steps, desc="vae")
     for step in bar:
         rng = np.random.default_rng((SEED, 1, step))
-        idx = np.sort(rng.choice(len(images), cfg.vae_batch, replace=False))
+        idx = np.sort(rng.choice(len(images), train.vae_batch, replace=False))
         y0, x0 = rng.integers(0, scenes.IMAGE_SIZE - 64 + 1, 2) // 4 * 4
         x = _to_tensor(images[idx][:, y0 : y0 + 64, x0 : x0 + 64])
         for g in opt.param_groups:
-            g["lr"] = _lr(step, cfg.vae_steps, cfg.vae_lr, 100)
+            g["lr"] = _lr(step, train.vae_steps, train.vae_lr, 100)
         post = vae.encode(x).latent_dist
         rec = vae.decode(post.sample(generator=torch.Generator().manual_seed(step))).sample
         l1, mse = (rec - x).abs().mean(), F.mse_loss(rec, x)
@@ -226,7 +256,7 @@ def stage_vae(work: Path, cfg: TrainConfig, images: np.ndarray, log) -> "torch.n
         bar.set_postfix(l1=f"{l1.item():.4f}", kl=f"{kl.item():.3f}")
         if step % 25 == 0:
             log({"stage": "vae", "step": step, "l1": l1.item(), "mse": mse.item(), "kl": kl.item()})
-        if (step + 1) % cfg.checkpoint_every == 0:
+        if (step + 1) % train.checkpoint_every == 0:
             _save_ckpt(ckpt, model=vae.state_dict(), opt=opt.state_dict(), step=step + 1)
     vae.eval()
     with torch.no_grad():  # reconstruction sheet: originals above, reconstructions below
@@ -257,16 +287,26 @@ def _pipeline(vae, text_encoder, tokenizer, unet, scheduler):
     from diffusers import StableDiffusionPipeline
 
     return StableDiffusionPipeline(
-        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
     )
 
 
 SHEET_PROMPTS = [
-    "a red circle on a blue background", "a yellow star on a purple background",
-    "a green square on a white gradient background", "a blue triangle on an orange checkered background",
-    "a yellow sun over a purple sea", "a white ring in a starry night sky",
-    "pink stripes on a green background", "a small black diamond in the top left on a yellow background",
+    "a red circle on a blue background",
+    "a yellow star on a purple background",
+    "a green square on a white gradient background",
+    "a blue triangle on an orange checkered background",
+    "a yellow sun over a purple sea",
+    "a white ring in a starry night sky",
+    "pink stripes on a green background",
+    "a small black diamond in the top left on a yellow background",
 ]
 
 
@@ -274,19 +314,26 @@ SHEET_PROMPTS = [
 def write_sample_sheet(pipe, path: Path, steps: int = 6, guidance: float = 4.0) -> None:
     from PIL import Image
 
-    out = pipe(SHEET_PROMPTS, num_inference_steps=steps, guidance_scale=guidance, output_type="np",
-               generator=torch.Generator().manual_seed(0), height=scenes.IMAGE_SIZE, width=scenes.IMAGE_SIZE).images
+    out = pipe(
+        SHEET_PROMPTS,
+        num_inference_steps=steps,
+        guidance_scale=guidance,
+        output_type="np",
+        generator=torch.Generator().manual_seed(0),
+        height=scenes.IMAGE_SIZE,
+        width=scenes.IMAGE_SIZE,
+    ).images
     tiles = (np.clip(out, 0, 1) * 255).round().astype(np.uint8)
     Image.fromarray(np.concatenate(list(tiles), axis=1)).save(path)
 
 
-def stage_unet(work: Path, cfg: TrainConfig, latents: np.ndarray, captions: list[str], vae, tokenizer, log):
+def stage_unet(work: Path, train: TrainConfig, latents: np.ndarray, captions: list[str], vae, tokenizer, log):
     ddpm, ddim = make_schedulers()
     torch.manual_seed(SEED)
     unet, text = make_unet(), make_text_encoder()
     ema_u, ema_t = copy.deepcopy(unet).requires_grad_(False), copy.deepcopy(text).requires_grad_(False)
     params = list(unet.parameters()) + list(text.parameters())
-    opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=0.01)
+    opt = torch.optim.AdamW(params, lr=train.unet_lr, weight_decay=0.01)
     ckpt, start = work / "unet.ckpt", 0
     if ckpt.exists():
         st = torch.load(ckpt, weights_only=True)
@@ -294,31 +341,33 @@ def stage_unet(work: Path, cfg: TrainConfig, latents: np.ndarray, captions: list
             m.load_state_dict(st[k])
         opt.load_state_dict(st["opt"])
         start = int(st["step"])
-    if start >= cfg.unet_steps:
+    if start >= train.unet_steps:
         return ema_u, ema_t, ddim
-    ids = tokenizer(captions + [""], padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt").input_ids
+    ids = tokenizer(
+        captions + [""], padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt"
+    ).input_ids
     empty_ids, ids = ids[-1], ids[:-1]
     alphas = ddpm.alphas_cumprod
     snr = alphas / (1 - alphas)
-    weight = torch.clamp(snr, max=cfg.min_snr_gamma) / (snr + 1)  # min-SNR for v-prediction
+    weight = torch.clamp(snr, max=train.min_snr_gamma) / (snr + 1)  # min-SNR for v-prediction
     lat_all = torch.from_numpy(latents)
     (work / "samples").mkdir(exist_ok=True)
     unet.train()
     text.train()
-    bar = tqdm(range(start, cfg.unet_steps), initial=start, total=cfg.unet_steps, desc="unet")
+    bar = tqdm(range(start, train.unet_steps), initial=start, total=train.unet_steps, desc="unet")
     for step in bar:
         rng = np.random.default_rng((SEED, 2, step))
         g = torch.Generator().manual_seed(SEED * 100_000 + step)
-        idx = torch.from_numpy(rng.choice(len(lat_all), cfg.unet_batch, replace=False))
+        idx = torch.from_numpy(rng.choice(len(lat_all), train.unet_batch, replace=False))
         x0 = lat_all[idx].float() * vae.config.scaling_factor
         tok = ids[idx].clone()
-        tok[torch.from_numpy(rng.random(cfg.unet_batch) < cfg.caption_dropout)] = empty_ids
-        t = torch.randint(0, ddpm.config.num_train_timesteps, (cfg.unet_batch,), generator=g)
+        tok[torch.from_numpy(rng.random(train.unet_batch) < train.caption_dropout)] = empty_ids
+        t = torch.randint(0, ddpm.config.num_train_timesteps, (train.unet_batch,), generator=g)
         noise = torch.randn(x0.shape, generator=g)
         xt = ddpm.add_noise(x0, noise, t)
         target = ddpm.get_velocity(x0, noise, t)
         for grp in opt.param_groups:
-            grp["lr"] = _lr(step, cfg.unet_steps, cfg.unet_lr, cfg.warmup)
+            grp["lr"] = _lr(step, train.unet_steps, train.unet_lr, train.warmup)
         pred = unet(xt, t, text(tok).last_hidden_state).sample
         per = ((pred - target) ** 2).mean(dim=(1, 2, 3))
         loss = (per * weight[t]).mean()
@@ -326,7 +375,7 @@ def stage_unet(work: Path, cfg: TrainConfig, latents: np.ndarray, captions: list
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        d = min(cfg.ema_decay, (1 + step) / (10 + step))
+        d = min(train.ema_decay, (1 + step) / (10 + step))
         with torch.no_grad():
             for src, dst in ((unet, ema_u), (text, ema_t)):
                 for p, e in zip(src.parameters(), dst.parameters()):
@@ -334,28 +383,49 @@ def stage_unet(work: Path, cfg: TrainConfig, latents: np.ndarray, captions: list
         bar.set_postfix(loss=f"{loss.item():.4f}")
         if step % 25 == 0:
             log({"stage": "unet", "step": step, "loss": loss.item(), "lr": opt.param_groups[0]["lr"]})
-        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.unet_steps:
-            _save_ckpt(ckpt, unet=unet.state_dict(), text=text.state_dict(), ema_u=ema_u.state_dict(),
-                       ema_t=ema_t.state_dict(), opt=opt.state_dict(), step=step + 1)
-        if (step + 1) % cfg.sample_every == 0 or step + 1 == cfg.unet_steps:
-            write_sample_sheet(_pipeline(vae, ema_t, tokenizer, ema_u, ddim), work / "samples" / f"step_{step + 1:05d}.png")
+        if (step + 1) % train.checkpoint_every == 0 or step + 1 == train.unet_steps:
+            _save_ckpt(
+                ckpt,
+                unet=unet.state_dict(),
+                text=text.state_dict(),
+                ema_u=ema_u.state_dict(),
+                ema_t=ema_t.state_dict(),
+                opt=opt.state_dict(),
+                step=step + 1,
+            )
+        if (step + 1) % train.sample_every == 0 or step + 1 == train.unet_steps:
+            write_sample_sheet(
+                _pipeline(vae, ema_t, tokenizer, ema_u, ddim), work / "samples" / f"step_{step + 1:05d}.png"
+            )
     return ema_u, ema_t, ddim
 
 
-def stage_export(out: Path, vae, text, tokenizer, unet, scheduler, cfg: TrainConfig, tokenizer_dir: Path) -> None:
+def stage_export(out: Path, vae, text, tokenizer, unet, scheduler, train: TrainConfig, tokenizer_dir: Path) -> None:
     pipe = _pipeline(copy.deepcopy(vae), copy.deepcopy(text), tokenizer, copy.deepcopy(unet), scheduler)
     pipe.to(torch.float16)
     out.mkdir(parents=True, exist_ok=True)
     pipe.save_pretrained(out, safe_serialization=True)
     for name in ("vocab.json", "merges.txt"):  # recent transformers save only tokenizer.json; keep the BPE files
         shutil.copyfile(tokenizer_dir / name, out / "tokenizer" / name)
-    (out / "bendbridge.json").write_text(json.dumps({"steps": DEFAULT_STEPS, "guidance": DEFAULT_GUIDANCE,
-                                                      "size": scenes.IMAGE_SIZE}, indent=2))
-    (out / "training.json").write_text(json.dumps({
-        "seed": SEED, "pool_size": cfg.pool_size, "vae_steps": cfg.vae_steps, "unet_steps": cfg.unet_steps,
-        "unet_batch": cfg.unet_batch, "unet_lr": cfg.unet_lr, "ema_decay": cfg.ema_decay,
-        "prediction_type": "v_prediction", "image_size": scenes.IMAGE_SIZE,
-    }, indent=2))
+    (out / "bendbridge.json").write_text(
+        json.dumps({"steps": DEFAULT_STEPS, "guidance": DEFAULT_GUIDANCE, "size": scenes.IMAGE_SIZE}, indent=2)
+    )
+    (out / "training.json").write_text(
+        json.dumps(
+            {
+                "seed": SEED,
+                "pool_size": train.pool_size,
+                "vae_steps": train.vae_steps,
+                "unet_steps": train.unet_steps,
+                "unet_batch": train.unet_batch,
+                "unet_lr": train.unet_lr,
+                "ema_decay": train.ema_decay,
+                "prediction_type": "v_prediction",
+                "image_size": scenes.IMAGE_SIZE,
+            },
+            indent=2,
+        )
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -367,8 +437,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--pool-size", type=int, default=TrainConfig.pool_size)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = ap.parse_args(argv)
-    cfg = TrainConfig()
-    cfg.unet_steps, cfg.vae_steps, cfg.pool_size = args.unet_steps, args.vae_steps, args.pool_size
+    train = TrainConfig()
+    train.unet_steps, train.vae_steps, train.pool_size = args.unet_steps, args.vae_steps, args.pool_size
     torch.set_num_threads(args.threads)
     work: Path = args.work
     work.mkdir(parents=True, exist_ok=True)
@@ -379,14 +449,14 @@ def main(argv: list[str] | None = None) -> None:
         logf.write(json.dumps(rec) + "\n")
         logf.flush()
 
-    images, captions = stage_data(work, cfg)
+    images, captions = stage_data(work, train)
     tokenizer = build_tokenizer(work / "tokenizer")
-    vae = stage_vae(work, cfg, images, log)
+    vae = stage_vae(work, train, images, log)
     latents, scale = stage_latents(work, images, vae)
     vae.register_to_config(scaling_factor=scale)
     log({"stage": "latents", "scaling_factor": scale})
-    unet, text, ddim = stage_unet(work, cfg, latents, captions, vae, tokenizer, log)
-    stage_export(args.out, vae, text, tokenizer, unet, ddim, cfg, work / "tokenizer")
+    unet, text, ddim = stage_unet(work, train, latents, captions, vae, tokenizer, log)
+    stage_export(args.out, vae, text, tokenizer, unet, ddim, train, work / "tokenizer")
     print(f"exported to {args.out}")
 
 

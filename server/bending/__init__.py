@@ -4,4 +4,13 @@ from .binding import BoundBend, bind_plan
 from .engine import BendEngine, Fault, FrameParamError, install_hooks
 from .layers import LayerInfo, list_layers
 
-__all__ = ["BendEngine", "BoundBend", "Fault", "FrameParamError", "LayerInfo", "bind_plan", "install_hooks", "list_layers"]
+__all__ = [
+    "BendEngine",
+    "BoundBend",
+    "Fault",
+    "FrameParamError",
+    "LayerInfo",
+    "bind_plan",
+    "install_hooks",
+    "list_layers",
+]

@@ -39,31 +39,49 @@ def _resolve_module(name: str, layers: list[LayerInfo], where: str) -> LayerInfo
     if name.lstrip("#").isdigit():
         i = int(name.lstrip("#"))
         if not 0 <= i < len(layers):
-            raise PlanError(where, f"layer index {i} out of range; this model has layers #0-#{len(layers) - 1} (see 'bendbridge layers')")
+            raise PlanError(
+                where,
+                f"layer index {i} out of range; this model has layers #0-#{len(layers) - 1} (see 'bendbridge layers')",
+            )
         return layers[i]
     for info in layers:
         if info.name == name:
             return info
     near = hint(name, [info.name for info in layers], None)
-    raise PlanError(where, f"unknown layer {name!r}{near or ';'} run 'bendbridge layers' for the {len(layers)} bendable layers")
+    raise PlanError(
+        where, f"unknown layer {name!r}{near or ';'} run 'bendbridge layers' for the {len(layers)} bendable layers"
+    )
 
 
 def _check_channel_op(spec: OperatorSpec, params: dict, width: int, where: str) -> None:
     if spec.name == "rotate_plane":
         i, j = params["plane"]
         if not (0 <= i < width and 0 <= j < width and i != j):
-            raise PlanError(f"{where}.params.plane", f"({i}, {j}) is not a plane of {width} channels: two different indices in [0, {width - 1}]")
+            raise PlanError(
+                f"{where}.params.plane",
+                f"({i}, {j}) is not a plane of {width} channels: two different indices in [0, {width - 1}]",
+            )
     elif spec.name == "rotate_r6" and width != 4:
-        raise PlanError(f"{where}.channels", f"rotate_r6 acts on exactly 4 channels, the target gives {width}; select 4 with 'channels'")
+        raise PlanError(
+            f"{where}.channels",
+            f"rotate_r6 acts on exactly 4 channels, the target gives {width}; select 4 with 'channels'",
+        )
     elif spec.name == "hadamard" and width & (width - 1):
-        raise PlanError(f"{where}.channels", f"hadamard needs a power-of-two channel count, the target gives {width}; select channels")
+        raise PlanError(
+            f"{where}.channels",
+            f"hadamard needs a power-of-two channel count, the target gives {width}; select channels",
+        )
     elif spec.name == "reflect" and not 0 <= params["channel"] < width:
         raise PlanError(f"{where}.params.channel", f"{params['channel']} out of range [0, {width - 1}]")
     elif spec.name == "matrix" and len(params["m"]) != width:
-        raise PlanError(f"{where}.params.m", f"matrix is {len(params['m'])}×{len(params['m'])}, the target has {width} channels")
+        raise PlanError(
+            f"{where}.params.m", f"matrix is {len(params['m'])}×{len(params['m'])}, the target has {width} channels"
+        )
 
 
-def bind_plan(plan: BendPlan, layers: list[LayerInfo], *, latent_channels: int, text_dim: int, num_steps: int) -> list[BoundBend]:
+def bind_plan(
+    plan: BendPlan, layers: list[LayerInfo], *, latent_channels: int, text_dim: int, num_steps: int
+) -> list[BoundBend]:
     """Check ``plan`` against a model's layers and a step count; return the bound bends."""
     bound = []
     for i, b in enumerate(plan.bends):
@@ -74,7 +92,11 @@ def bind_plan(plan: BendPlan, layers: list[LayerInfo], *, latent_channels: int, 
         module = None
         if t.kind == "latent":
             if t.step is not None and t.step > num_steps:
-                raise PlanError(f"{where}.step", f"step {t.step} is past the last; allowed [0, {num_steps}] for {num_steps} steps ({num_steps} = final latent)")
+                raise PlanError(
+                    f"{where}.step",
+                    f"step {t.step} is past the last; allowed [0, {num_steps}] for {num_steps} steps "
+                    f"({num_steps} = final latent)",
+                )
             c, rank = latent_channels, 4
         elif t.kind == "text":
             c, rank = text_dim, 3
@@ -82,10 +104,15 @@ def bind_plan(plan: BendPlan, layers: list[LayerInfo], *, latent_channels: int, 
             info = _resolve_module(t.module or "", layers, f"{where}.target")
             module, c, rank = info.name, info.channels, 4
             if t.steps is not None and t.steps[0] >= num_steps:
-                raise PlanError(f"{where}.steps", f"range starts at step {t.steps[0]} but there are only {num_steps} steps [0, {num_steps - 1}]")
+                raise PlanError(
+                    f"{where}.steps",
+                    f"range starts at step {t.steps[0]} but there are only {num_steps} steps [0, {num_steps - 1}]",
+                )
         channels = b.channels
         if channels is not None and max(channels) >= c:
-            raise PlanError(f"{where}.channels", f"channel {max(channels)} out of range; the target has channels [0, {c - 1}]")
+            raise PlanError(
+                f"{where}.channels", f"channel {max(channels)} out of range; the target has channels [0, {c - 1}]"
+            )
         if b.channel_fraction is not None:
             k = max(1, round(b.channel_fraction * c))
             g = torch.Generator().manual_seed(b.seed)

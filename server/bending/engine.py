@@ -29,6 +29,7 @@ from .layers import first_tensor, replace_first_tensor
 
 __all__ = ["BendEngine", "FrameParamError", "Fault", "install_hooks"]
 
+
 class FrameParamError(PlanError):
     """A per-frame parameter value is unknown, non-finite or out of range."""
 
@@ -88,13 +89,17 @@ class BendEngine:
         for fi, fp in enumerate(frames):
             for bid, vals in fp.items():
                 if bid not in self._ids:
-                    raise FrameParamError(f"frames[{fi}].{bid}", f"no bend with id {bid!r}{hint(bid, self._ids, 'bends')}")
+                    raise FrameParamError(
+                        f"frames[{fi}].{bid}", f"no bend with id {bid!r}{hint(bid, self._ids, 'bends')}"
+                    )
                 spec = self._ids[bid].spec
                 for k in vals:
                     if spec.frame_param(k) is None:
                         per = spec.frame_params()
-                        raise FrameParamError(f"frames[{fi}].{bid}.{k}",
-                                              f"not a per-frame parameter of {spec.name!r}{hint(k, per, 'per-frame parameters')}")
+                        raise FrameParamError(
+                            f"frames[{fi}].{bid}.{k}",
+                            f"not a per-frame parameter of {spec.name!r}{hint(k, per, 'per-frame parameters')}",
+                        )
         return [self._resolve_bend(bb, frames) for bb in self.bound]
 
     def _resolve_bend(self, bb: BoundBend, frames: Sequence[FrameParams]) -> dict[str, list[Any]]:
@@ -160,7 +165,9 @@ class BendEngine:
             params[k] = torch.tensor([col[f] for f in frames], dtype=torch.float64).to(self.device)
         mixes = [per["mix"][f] for f in frames]
         mix = None if all(m == 1.0 for m in mixes) else torch.tensor(mixes, dtype=torch.float64).to(self.device)
-        return _RowState(torch.tensor(rows, dtype=torch.long, device=self.device), frames, params, mix, len(rows) == total)
+        return _RowState(
+            torch.tensor(rows, dtype=torch.long, device=self.device), frames, params, mix, len(rows) == total
+        )
 
     # ------------------------------------------------------------------ application
     def in_steps(self, bb: BoundBend) -> bool:
@@ -181,13 +188,18 @@ class BendEngine:
                 h, w = x.shape[-2:]
                 x0, y0, x1, y1 = b.region
                 r = torch.zeros(h, w, dtype=torch.bool)
-                r[int(y0 * h) : max(int(y0 * h) + 1, math.ceil(y1 * h)), int(x0 * w) : max(int(x0 * w) + 1, math.ceil(x1 * w))] = True
+                r[
+                    int(y0 * h) : max(int(y0 * h) + 1, math.ceil(y1 * h)),
+                    int(x0 * w) : max(int(x0 * w) + 1, math.ceil(x1 * w)),
+                ] = True
                 m &= r
             m = m.to(x.device)
             self._mask_cache[key] = m
         return m
 
-    def apply(self, bb: BoundBend, x: torch.Tensor, layout: str, token_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def apply(
+        self, bb: BoundBend, x: torch.Tensor, layout: str, token_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Bend the rows of ``x`` that ``bb`` touches in ``layout``; other rows are returned as is.
 
         ``x`` is [R, C, H, W] (latent/module) or [R, T, D] (text); ``token_mask`` [R, T] limits a
@@ -217,7 +229,9 @@ class BendEngine:
         if self.check_finite:
             # one reduction per tensor: a row's sum is non-finite iff it holds NaN/inf (or its
             # finite values overflow float32 when added up, which only values near 1e38 can do)
-            bad = ~torch.isfinite(y.flatten(1).sum(1, dtype=torch.float32)) & torch.isfinite(xc.flatten(1).sum(1, dtype=torch.float32))
+            bad = ~torch.isfinite(y.flatten(1).sum(1, dtype=torch.float32)) & torch.isfinite(
+                xc.flatten(1).sum(1, dtype=torch.float32)
+            )
             self._checks.append((bb.index, self.step, st.frames, bad))
         if bb.channels is not None:
             y = xs.index_copy(1, ch, y)
@@ -270,7 +284,10 @@ class BendEngine:
             elif t.shape[0] == self.batch:
                 layout = "frames"
             else:
-                raise RuntimeError(f"bend {bb.bend.id!r}: activation batch {t.shape[0]} matches neither {self.batch} frames nor {2 * self.batch} guided rows")
+                raise RuntimeError(
+                    f"bend {bb.bend.id!r}: activation batch {t.shape[0]} matches neither {self.batch} frames "
+                    f"nor {2 * self.batch} guided rows"
+                )
             y = self.apply(bb, t, layout)
             return None if y is t else replace_first_tensor(output, y)
 

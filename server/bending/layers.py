@@ -55,14 +55,19 @@ def replace_first_tensor(out: object, new: torch.Tensor) -> object:
 
 
 @torch.no_grad()
-def list_layers(unet: torch.nn.Module, *, seq_len: int = 77, height: int | None = None, width: int | None = None) -> list[LayerInfo]:
+def list_layers(
+    unet: torch.nn.Module, *, seq_len: int = 77, height: int | None = None, width: int | None = None
+) -> list[LayerInfo]:
     """Bendable modules of ``unet`` with their activation shapes for one latent of the given size.
 
     ``height``/``width`` are latent sizes (pixels / VAE factor); default: the U-Net's sample_size.
     """
     unet_config = unet.config
     if getattr(unet_config, "addition_embed_type", None):
-        raise BendbridgeError("--model", f"U-Net with addition_embed_type={unet_config.addition_embed_type!r} (SDXL-style) is not supported yet")
+        raise BendbridgeError(
+            "--model",
+            f"U-Net with addition_embed_type={unet_config.addition_embed_type!r} (SDXL-style) is not supported yet",
+        )
     size = unet_config.sample_size if isinstance(unet_config.sample_size, int) else unet_config.sample_size[0]
     h, w = height or size, width or size
     p = next(unet.parameters())
@@ -75,6 +80,7 @@ def list_layers(unet: torch.nn.Module, *, seq_len: int = 77, height: int | None 
             t = first_tensor(out)
             if t is not None and t.ndim == 4 and name not in shapes:
                 shapes[name] = tuple(t.shape[1:])
+
         return hook
 
     try:

@@ -33,12 +33,18 @@ class AdherenceReport:
         return self.both_right / self.n
 
     def summary(self) -> str:
-        return (f"{self.n} held-out prompts: foreground colour right {self.fg_right}/{self.n} ({100 * self.fg_right / self.n:.0f} %), "
-                f"background colour right {self.bg_right}/{self.bg_named} ({100 * self.bg_right / max(1, self.bg_named):.0f} %), "
-                f"both right {self.both_right}/{self.n} ({100 * self.both_rate:.0f} %)")
+        return (
+            f"{self.n} held-out prompts: "
+            f"foreground colour right {self.fg_right}/{self.n} ({100 * self.fg_right / self.n:.0f} %), "
+            f"background colour right {self.bg_right}/{self.bg_named} "
+            f"({100 * self.bg_right / max(1, self.bg_named):.0f} %), "
+            f"both right {self.both_right}/{self.n} ({100 * self.both_rate:.0f} %)"
+        )
 
 
-def measure_adherence(model: Any, n: int = 48, seed: int = 0, steps: int | None = None, guidance: float | None = None) -> AdherenceReport:
+def measure_adherence(
+    model: Any, n: int = 48, seed: int = 0, steps: int | None = None, guidance: float | None = None
+) -> AdherenceReport:
     """Render ``n`` held-out scenes on ``model`` (a LoadedModel) and classify their colours."""
     from bendbridge.protocol.render import RenderSettings
     from bendbridge.server.render import FrameSpec, RenderConfig, Renderer

@@ -292,7 +292,7 @@ def classify_colours(img: np.ndarray, style: str) -> tuple[str, str | None]:
         region = lab
     else:
         if style == "sea":
-            bg_region = lab[int(h * 0.82):]
+            bg_region = lab[int(h * 0.82) :]
             region = lab[: int(h * 0.62)]
             excluded = [_NAMES.index("white"), _NAMES.index("gray")]
             # the sky is pale, but a model may tint it: whatever covers a third of the sky's

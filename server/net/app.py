@@ -17,12 +17,28 @@ from typing import Any
 
 import zmq
 
-from bendbridge.protocol.errors import BendbridgeError
 from bendbridge.protocol import (
-    PACKAGE_VERSION, Bye, Error, FeatureFrame, FrameReady, FrameRequest, Heartbeat, Hello, Limits, Message, Packet,
-    ParamUpdate, ProtocolError, SessionSetup, Transport, Welcome, decode, encode, version_string,
+    PACKAGE_VERSION,
+    Bye,
+    Error,
+    FeatureFrame,
+    FrameReady,
+    FrameRequest,
+    Heartbeat,
+    Hello,
+    Limits,
+    Message,
+    Packet,
+    ParamUpdate,
+    ProtocolError,
+    SessionSetup,
+    Transport,
+    Welcome,
+    decode,
+    encode,
+    version_string,
 )
-
+from bendbridge.protocol.errors import BendbridgeError
 from bendbridge.protocol.security import DEFAULT_CONTROL, DEFAULT_EVENTS, SecurityError, is_loopback, load_server_keys
 from bendbridge.server.model import LoadedModel
 
@@ -49,8 +65,11 @@ class RenderServer:
     def __init__(self, config: ServerConfig, model: LoadedModel | None = None):
         for option, ep in (("--bind", config.control), ("--events", config.events)):
             if not is_loopback(ep) and config.keys is None:
-                raise SecurityError(option, f"refusing to bind {ep} without authentication: binding beyond loopback needs CURVE "
-                                            f"keys ('bendbridge keys --dir KEYS --client NAME', then --keys KEYS)")
+                raise SecurityError(
+                    option,
+                    f"refusing to bind {ep} without authentication: binding beyond loopback needs CURVE "
+                    f"keys ('bendbridge keys --dir KEYS --client NAME', then --keys KEYS)",
+                )
         server_keys = load_server_keys(config.keys) if config.keys is not None else None  # before the model loads
         self.config = config
         self.limits = Limits(max_bytes=config.max_message_bytes)
@@ -85,7 +104,10 @@ class RenderServer:
 
     def _bind(self) -> None:
         """Bind both sockets; the endpoints actually bound are kept (a ``*`` port resolves to a free one)."""
-        for option, sock, ep in (("--bind", self.control, self.config.control), ("--events", self.events, self.config.events)):
+        for option, sock, ep in (
+            ("--bind", self.control, self.config.control),
+            ("--events", self.events, self.config.events),
+        ):
             try:
                 sock.bind(ep)
             except zmq.ZMQError as e:
@@ -107,7 +129,9 @@ class RenderServer:
     def _send(self, client: bytes, msg: Message, session: str = "", pos: int = 0, rate: int = 48_000) -> None:
         self.seq += 1
         try:
-            self.control.send_multipart([client, encode(msg, session=session, seq=self.seq, pos=pos, rate=rate)], flags=zmq.NOBLOCK)
+            self.control.send_multipart(
+                [client, encode(msg, session=session, seq=self.seq, pos=pos, rate=rate)], flags=zmq.NOBLOCK
+            )
         except zmq.Again:
             log.warning("client %r not reachable; reply dropped", client)
 
@@ -126,11 +150,18 @@ class RenderServer:
             from bendbridge.server.render import RenderConfig, Renderer
 
             r = Renderer(self.model, RenderConfig())
-            targets = ("latent", "text") + tuple(l.name for l in r.layers)
-            self._welcome_cache = Welcome(server="bendbridge", version=version_string(), package=PACKAGE_VERSION,
-                                          model=self.model_name, device=str(r.device), targets=targets,
-                                          operators=tuple(operator_names()), max_batch=self.config.max_batch,
-                                          auth="curve" if self.config.keys else "none")
+            targets = ("latent", "text") + tuple(layer.name for layer in r.layers)
+            self._welcome_cache = Welcome(
+                server="bendbridge",
+                version=version_string(),
+                package=PACKAGE_VERSION,
+                model=self.model_name,
+                device=str(r.device),
+                targets=targets,
+                operators=tuple(operator_names()),
+                max_batch=self.config.max_batch,
+                auth="curve" if self.config.keys else "none",
+            )
         return self._welcome_cache
 
     # ------------------------------------------------------------------ dispatch
@@ -138,7 +169,10 @@ class RenderServer:
         self.stats["received"] += 1
         if len(frames) != 2:
             if frames:
-                self._error(frames[0], ProtocolError(None, f"expected one message frame, got {len(frames) - 1}", code="malformed"))
+                self._error(
+                    frames[0],
+                    ProtocolError(None, f"expected one message frame, got {len(frames) - 1}", code="malformed"),
+                )
             return
         client, data = frames
         try:
@@ -188,7 +222,11 @@ class RenderServer:
 
     def _setup(self, client: bytes, m: SessionSetup, ref: str) -> None:
         if m.model not in (None, "", "default", self.model_name):
-            raise ProtocolError("session_setup.model", f"model {m.model!r} is not loaded; this server has {self.model_name!r}", code="range")
+            raise ProtocolError(
+                "session_setup.model",
+                f"model {m.model!r} is not loaded; this server has {self.model_name!r}",
+                code="range",
+            )
         sid = m.output  # one session per output folder: re-sending the setup resumes it
         old = self.sessions.get(sid)
         if old is None or old.setup != m:
@@ -201,7 +239,9 @@ class RenderServer:
 
     def _report(self, client: bytes, s: RenderSession, fr: FrameReady) -> None:
         self._send(client, fr, s.sid, pos=fr.sample)
-        event = dataclasses.replace(fr, data=None) if fr.data is not None else fr  # subscribers get the path, not the bytes
+        event = (
+            dataclasses.replace(fr, data=None) if fr.data is not None else fr
+        )  # subscribers get the path, not the bytes
         self.events.send_multipart([s.sid.encode(), encode(event, session=s.sid, pos=fr.sample)])
 
     # ------------------------------------------------------------------ loop

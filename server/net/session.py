@@ -60,8 +60,16 @@ class RenderSession:
         return self.setup.mode == "live"
 
     def fingerprint(self, req: FrameRequest, params: dict) -> str:
-        return _digest({"setup": self.setup_digest, "frame": req.frame, "params": params, "seed": req.seed,
-                        "angle": req.noise_angle, "weights": req.prompt_weights})
+        return _digest(
+            {
+                "setup": self.setup_digest,
+                "frame": req.frame,
+                "params": params,
+                "seed": req.seed,
+                "angle": req.noise_angle,
+                "weights": req.prompt_weights,
+            }
+        )
 
     def update_params(self, params: dict[str, dict[str, Any]]) -> None:
         for bid, vals in params.items():
@@ -108,14 +116,28 @@ class RenderSession:
             return None
         self.resumed += 1
         data = self.store.path(e.frame).read_bytes() if self.setup.deliver == "png" else None
-        return FrameReady(frame=e.frame, sample=e.sample, hash=e.hash, timings={}, status="resumed",
-                          path=f"{self.setup.output}/{self.store.path(e.frame).name}", data=data)
+        return FrameReady(
+            frame=e.frame,
+            sample=e.sample,
+            hash=e.hash,
+            timings={},
+            status="resumed",
+            path=f"{self.setup.output}/{self.store.path(e.frame).name}",
+            data=data,
+        )
 
     def render(self, batch: list[Pending]) -> list[FrameReady]:
         """Render a batch (one denoising pass), write each frame, return their reports."""
         params = [self.effective_params(p.request) for p in batch]
-        specs = [FrameSpec(params=pp, seed=p.request.seed, noise_angle=p.request.noise_angle or 0.0,
-                           prompt_weights=p.request.prompt_weights) for p, pp in zip(batch, params)]
+        specs = [
+            FrameSpec(
+                params=pp,
+                seed=p.request.seed,
+                noise_angle=p.request.noise_angle or 0.0,
+                prompt_weights=p.request.prompt_weights,
+            )
+            for p, pp in zip(batch, params)
+        ]
         t0, started = time.perf_counter(), time.time()
         results = self.renderer.render(specs)
         per_frame = (time.perf_counter() - t0) / len(batch)
@@ -125,13 +147,27 @@ class RenderSession:
             t1 = time.perf_counter()
             status = res.status
             data = png_bytes(res.image)
-            e = self.store.write_png(data, dict(
-                **{k: getattr(req, k) for k in POSITION_FIELDS}, params=pp, seed=req.seed if req.seed is not None else self.setup.seed,
-                fingerprint=self.fingerprint(req, pp), status=status))
+            e = self.store.write_png(
+                data,
+                dict(
+                    **{k: getattr(req, k) for k in POSITION_FIELDS},
+                    params=pp,
+                    seed=req.seed if req.seed is not None else self.setup.seed,
+                    fingerprint=self.fingerprint(req, pp),
+                    status=status,
+                ),
+            )
             self.rendered += 1
-            out.append(FrameReady(frame=req.frame, sample=req.sample, hash=e.hash, status=status,
-                                  timings={"render": per_frame, "write": time.perf_counter() - t1, "queued": started - p.received},
-                                  path=f"{self.setup.output}/{self.store.path(req.frame).name}",
-                                  data=data if self.setup.deliver == "png" else None,
-                                  faults=tuple(str(f) for f in res.faults) or None))
+            out.append(
+                FrameReady(
+                    frame=req.frame,
+                    sample=req.sample,
+                    hash=e.hash,
+                    status=status,
+                    timings={"render": per_frame, "write": time.perf_counter() - t1, "queued": started - p.received},
+                    path=f"{self.setup.output}/{self.store.path(req.frame).name}",
+                    data=data if self.setup.deliver == "png" else None,
+                    faults=tuple(str(f) for f in res.faults) or None,
+                )
+            )
         return out

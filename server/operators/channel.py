@@ -18,9 +18,12 @@ from .spec import implements
 
 __all__ = ["plane_rotation_matrix", "r6_matrix", "hadamard_matrix", "apply_channel_matrix", "R6_PLANES"]
 
+
 def _check_plane(i: int, j: int, c: int) -> None:
     if not (0 <= i < c and 0 <= j < c and i != j):
-        raise OperatorError(None, f"plane ({i}, {j}) is not a plane of {c} channels; both indices must differ and lie in [0, {c - 1}]")
+        raise OperatorError(
+            None, f"plane ({i}, {j}) is not a plane of {c} channels; both indices must differ and lie in [0, {c - 1}]"
+        )
 
 
 def plane_rotation_matrix(angle: torch.Tensor, c: int, i: int, j: int) -> torch.Tensor:
@@ -47,7 +50,9 @@ def r6_matrix(angles: list[torch.Tensor]) -> torch.Tensor:
 def hadamard_matrix(c: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Normalised (orthonormal) Sylvester Hadamard matrix of size C (a power of two). -> [C, C]."""
     if c < 1 or c & (c - 1):
-        raise OperatorError(None, f"hadamard needs a power-of-two channel count (1, 2, 4, 8, …), got {c}; select channels to fit")
+        raise OperatorError(
+            None, f"hadamard needs a power-of-two channel count (1, 2, 4, 8, …), got {c}; select channels to fit"
+        )
     h = torch.ones(1, 1, dtype=torch.float64)
     while h.shape[0] < c:
         h = torch.cat([torch.cat([h, h], 1), torch.cat([h, -h], 1)], 0)

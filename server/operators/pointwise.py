@@ -103,7 +103,9 @@ def _rescale(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tenso
 
 
 @implements("gaussian")
-def _gaussian(x: torch.Tensor, value: torch.Tensor, sigma: torch.Tensor, cx: torch.Tensor, cy: torch.Tensor) -> torch.Tensor:
+def _gaussian(
+    x: torch.Tensor, value: torch.Tensor, sigma: torch.Tensor, cx: torch.Tensor, cy: torch.Tensor
+) -> torch.Tensor:
     # add value · exp(−d²/2σ²), a 2-D bump centred at (cx, cy) (fractions of width, height)
     h, w = x.shape[-2:]
     ys = (torch.arange(h, device=x.device, dtype=x.dtype) + 0.5) / h

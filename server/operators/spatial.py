@@ -18,6 +18,7 @@ from .spec import implements
 
 __all__ = ["affine", "dilate", "erode"]
 
+
 def affine(x: torch.Tensor, theta: torch.Tensor, padding: str = "zeros") -> torch.Tensor:
     """Resample ``x`` [B, C, H, W] through the output→input maps ``theta`` [B, 2, 3] (normalised coords)."""
     grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)

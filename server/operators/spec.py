@@ -55,13 +55,17 @@ def check_implementations() -> None:
     missing = sorted(set(CATALOGUE) - set(_IMPLEMENTATIONS))
     extra = sorted(set(_IMPLEMENTATIONS) - set(CATALOGUE))
     if missing or extra:
-        raise RuntimeError(f"operator implementations do not match the catalogue: missing {missing}, not in the catalogue {extra}")
+        raise RuntimeError(
+            f"operator implementations do not match the catalogue: missing {missing}, not in the catalogue {extra}"
+        )
     for name, fn in _IMPLEMENTATIONS.items():
         sig = inspect.signature(fn)
         takes = [p for p in list(sig.parameters)[1:] if sig.parameters[p].kind is not inspect.Parameter.VAR_KEYWORD]
         var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values())
         if not var_kw and set(takes) != set(CATALOGUE[name].params):
-            raise RuntimeError(f"operator {name!r} takes {takes}, the catalogue gives it {list(CATALOGUE[name].params)}")
+            raise RuntimeError(
+                f"operator {name!r} takes {takes}, the catalogue gives it {list(CATALOGUE[name].params)}"
+            )
 
 
 def get_operator(name: str, where: str | None = None) -> Operator:

@@ -57,7 +57,9 @@ class PrefixCache:
     def clear(self) -> None:
         self._items.clear()
 
-    def latents(self, keys: Sequence[Hashable], compute: Callable[[list[int]], tuple[torch.Tensor, Any]]) -> tuple[torch.Tensor, Any]:
+    def latents(
+        self, keys: Sequence[Hashable], compute: Callable[[list[int]], tuple[torch.Tensor, Any]]
+    ) -> tuple[torch.Tensor, Any]:
         """Latents [B, C, h, w] for ``keys`` and a scheduler positioned after the prefix.
 
         ``compute(rows)`` runs the prefix for the frames at ``rows`` (one per missing key) and

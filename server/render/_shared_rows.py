@@ -102,7 +102,10 @@ def row_sharing(keys: Sequence[Hashable], guided: bool, device: torch.device) ->
         return None
     b, k = len(keys), len(reps)
     # the computed rows are themselves a guided batch of k frames, so a row's slot maps the same way
-    return RowSharing(torch.tensor(guided_rows(reps, b, guided), device=device), torch.tensor(guided_rows(slot, k, guided), device=device))
+    return RowSharing(
+        torch.tensor(guided_rows(reps, b, guided), device=device),
+        torch.tensor(guided_rows(slot, k, guided), device=device),
+    )
 
 
 @contextmanager

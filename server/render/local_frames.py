@@ -26,7 +26,9 @@ class LocalFrames:
         self.batch = batch
         self.identity = render_identity(model.name, self.renderer.settings, plan)
 
-    def render(self, todo: Sequence[int], positions: Sequence[FramePosition], params: Sequence[FrameParams]) -> Iterator[RenderedFrame]:
+    def render(
+        self, todo: Sequence[int], positions: Sequence[FramePosition], params: Sequence[FrameParams]
+    ) -> Iterator[RenderedFrame]:
         for s in range(0, len(todo), self.batch):
             chunk = todo[s : s + self.batch]
             for i, res in zip(chunk, self.renderer.render([FrameSpec(params=params[i]) for i in chunk])):

@@ -22,12 +22,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from bendbridge.server.bending.binding import bind_plan
 from bendbridge.protocol.frames import FrameParams
-from bendbridge.server.bending.engine import BendEngine, Fault, install_hooks
-from bendbridge.server.bending.layers import LayerInfo, list_layers
 from bendbridge.protocol.plan import BendPlan, PlanError
 from bendbridge.protocol.render import RenderSettings
+from bendbridge.server.bending.binding import bind_plan
+from bendbridge.server.bending.engine import BendEngine, Fault, install_hooks
+from bendbridge.server.bending.layers import LayerInfo, list_layers
 from bendbridge.server.model import LoadedModel, ModelDefaults
 
 from ._prefix import PrefixCache, first_bent_step, shareable
@@ -100,13 +100,19 @@ class Renderer:
         self.seq_len = self.tokenizer.model_max_length
         self._layers: list[LayerInfo] | None = None
         self._emb: dict[str, torch.Tensor] = {}
-        self.bound = bind_plan(config.plan, self.layers if any(b.target.kind == "module" for b in config.plan.bends) else [],
-                               latent_channels=self.unet.config.in_channels,
-                               text_dim=self.text_encoder.config.hidden_size, num_steps=self.steps)
+        self.bound = bind_plan(
+            config.plan,
+            self.layers if any(b.target.kind == "module" for b in config.plan.bends) else [],
+            latent_channels=self.unet.config.in_channels,
+            text_dim=self.text_encoder.config.hidden_size,
+            num_steps=self.steps,
+        )
         self.engine = BendEngine(self.bound, self.device, check_finite=config.check_finite)
         self._word_masks = self._build_word_masks()
         self.timings: dict[str, float] = {"text": 0.0, "denoise": 0.0, "decode": 0.0}
-        self.prefix_steps = first_bent_step(self.bound, self.steps) if config.share_prefix and shareable(self.scheduler) else 0
+        self.prefix_steps = (
+            first_bent_step(self.bound, self.steps) if config.share_prefix and shareable(self.scheduler) else 0
+        )
         self.prefix = PrefixCache()
         self._stages = unet_stages(self.unet)
         self.split = self._split_point() if config.share_prefix else None
@@ -114,13 +120,19 @@ class Renderer:
     def _resolve(self, settings: RenderSettings, defaults: ModelDefaults) -> RenderSettings:
         """``settings`` with the model's defaults filled in; the size must suit the VAE and U-Net."""
         native = self.unet.config.sample_size * self.vae_factor
-        resolved = replace(settings, steps=settings.steps or defaults.steps,
-                           guidance=settings.guidance if settings.guidance is not None else defaults.guidance,
-                           width=settings.width or native, height=settings.height or native)
+        resolved = replace(
+            settings,
+            steps=settings.steps or defaults.steps,
+            guidance=settings.guidance if settings.guidance is not None else defaults.guidance,
+            width=settings.width or native,
+            height=settings.height or native,
+        )
         step = self.vae_factor * 4
         for name in ("width", "height"):
             if getattr(resolved, name) % step:
-                raise PlanError(f"render.{name}", f"{getattr(resolved, name)} is not a multiple of {step}, which this model needs")
+                raise PlanError(
+                    f"render.{name}", f"{getattr(resolved, name)} is not a multiple of {step}, which this model needs"
+                )
         return resolved
 
     def _split_point(self) -> SplitPoint | None:
@@ -139,7 +151,12 @@ class Renderer:
     @property
     def layers(self) -> list[LayerInfo]:
         if self._layers is None:
-            self._layers = list_layers(self.unet, seq_len=self.seq_len, height=self.height // self.vae_factor, width=self.width // self.vae_factor)
+            self._layers = list_layers(
+                self.unet,
+                seq_len=self.seq_len,
+                height=self.height // self.vae_factor,
+                width=self.width // self.vae_factor,
+            )
         return self._layers
 
     def _ids(self, text: str) -> list[int]:
@@ -160,7 +177,9 @@ class Renderer:
                     if ids[s : s + len(wid)] == wid:
                         m[p, s : s + len(wid)] = True
             if not m.any():
-                raise PlanError(f"bend[{bb.index}].word", f"{word!r} does not occur in any prompt: {list(self.prompts)}")
+                raise PlanError(
+                    f"bend[{bb.index}].word", f"{word!r} does not occur in any prompt: {list(self.prompts)}"
+                )
             masks[word] = m.to(self.device)
         return masks
 
@@ -182,7 +201,9 @@ class Renderer:
         for i, f in enumerate(frames):
             w = f.prompt_weights or (1.0,) + (0.0,) * (P - 1)
             if len(w) != P or not all(math.isfinite(v) and v >= 0 for v in w) or sum(w) <= 0:
-                raise PlanError(f"frames[{i}].prompt_weights", f"expected {P} finite weights ≥ 0 with a positive sum, got {w}")
+                raise PlanError(
+                    f"frames[{i}].prompt_weights", f"expected {P} finite weights ≥ 0 with a positive sum, got {w}"
+                )
             nz = [j for j, v in enumerate(w) if v > 0]
             if len(nz) == 1:
                 rows.append(embs[nz[0]])
@@ -238,7 +259,10 @@ class Renderer:
         sched = make_scheduler(self.scheduler, "default")
         sched.set_timesteps(self.steps, device=self.device)
         first = self.prefix_steps
-        keys = [(f.seed if f.seed is not None else self.settings.seed, float(f.noise_angle), f.prompt_weights) for f in frames]
+        keys = [
+            (f.seed if f.seed is not None else self.settings.seed, float(f.noise_angle), f.prompt_weights)
+            for f in frames
+        ]
         if first > 0:
             latents, sched = self.prefix.latents(keys, lambda rows: self._run_prefix(frames, rows, text, sched, first))
         else:
@@ -270,8 +294,9 @@ class Renderer:
             results.append(FrameResult(img, bool(nonfinite[i]), black, [f for f in faults if f.frame == i]))
         return results
 
-    def _run_prefix(self, frames: Sequence[FrameSpec], rows: list[int], text: torch.Tensor, sched: Any,
-                    first: int) -> tuple[torch.Tensor, Any]:
+    def _run_prefix(
+        self, frames: Sequence[FrameSpec], rows: list[int], text: torch.Tensor, sched: Any, first: int
+    ) -> tuple[torch.Tensor, Any]:
         """Unbent steps 0…first−1 for the frames at ``rows`` → their latents [R, C, h, w], scheduler."""
         txt = text.index_select(0, torch.tensor(guided_rows(rows, len(frames), self.guided), device=text.device))
         s = copy.deepcopy(sched)
@@ -285,8 +310,9 @@ class Renderer:
         """``_guided`` computing the stages before the split point once per distinct row."""
         assert self.split is not None
         with widening(self.unet, self._stages, self.split, sharing):
-            pred = self.unet(inp.index_select(0, sharing.compute), t,
-                             encoder_hidden_states=text.index_select(0, sharing.compute)).sample
+            pred = self.unet(
+                inp.index_select(0, sharing.compute), t, encoder_hidden_states=text.index_select(0, sharing.compute)
+            ).sample
         if pred.shape[0] != inp.shape[0]:  # the split stage never ran in this U-Net: compute every row
             return self._guided(inp, t, text)
         return self._guide(pred)

@@ -16,7 +16,12 @@ def make_scheduler(base: Any, name: str = "default") -> Any:
     """
     from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler, PNDMScheduler
 
-    classes = {"default": type(base), "ddim": DDIMScheduler, "euler": EulerDiscreteScheduler,
-               "dpm": DPMSolverMultistepScheduler, "pndm": PNDMScheduler}
+    classes = {
+        "default": type(base),
+        "ddim": DDIMScheduler,
+        "euler": EulerDiscreteScheduler,
+        "dpm": DPMSolverMultistepScheduler,
+        "pndm": PNDMScheduler,
+    }
     check_scheduler(name)
     return classes[name].from_config(base.config)

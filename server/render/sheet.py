@@ -37,8 +37,23 @@ from .renderer import FrameSpec, RenderConfig, Renderer
 
 __all__ = ["SweepRow", "SweepConfig", "load_sweep", "render_sheet"]
 
-_ROW_KEYS = {"label", "op", "target", "step", "steps", "word", "params", "sweep", "values", "branch", "channels",
-             "channel_fraction", "element_fraction", "region", "seed"}
+_ROW_KEYS = {
+    "label",
+    "op",
+    "target",
+    "step",
+    "steps",
+    "word",
+    "params",
+    "sweep",
+    "values",
+    "branch",
+    "channels",
+    "channel_fraction",
+    "element_fraction",
+    "region",
+    "seed",
+}
 
 
 @dataclass(frozen=True)
@@ -73,7 +88,11 @@ def load_sweep(path: str | Path) -> SweepConfig:
             if k not in r:
                 raise PlanError(f"row[{i}].{k}", "missing")
         vals = r["values"]
-        if not isinstance(vals, list) or not vals or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals):
+        if (
+            not isinstance(vals, list)
+            or not vals
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals)
+        ):
             raise PlanError(f"row[{i}].values", "expected a non-empty list of numbers")
         bend = {k: v for k, v in r.items() if k not in ("label", "sweep", "values")}
         bend["id"] = "swept"

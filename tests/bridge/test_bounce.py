@@ -16,8 +16,8 @@ import mido
 import numpy as np
 import pytest
 
-from bendbridge.server.render.local_frames import local_rendering
 from bendbridge.bridge.bounce import BounceError, BounceSpec, run_bounce
+from bendbridge.server.render.local_frames import local_rendering
 
 
 def spec(demo, out: Path, **kw) -> BounceSpec:
@@ -55,7 +55,9 @@ def decode(path: Path) -> tuple[list[F], list[np.ndarray], int, int]:
 
 def test_bounce_places_every_frame_and_the_audio_on_the_timeline(demo, tiny_model, tmp_path):
     out = tmp_path / "v.mp4"
-    s = run_bounce(spec(demo, out, fps="30000/1001", start="4:1", end="6:1"), local=local_rendering(tiny_model), progress=False)
+    s = run_bounce(
+        spec(demo, out, fps="30000/1001", start="4:1", end="6:1"), local=local_rendering(tiny_model), progress=False
+    )
     fps = F(30000, 1001)
     start, end = F(3 * 4 * 60, 100), F(4 * 4 * 60, 100) + F(4 * 60, 128)  # bar 4 at 100 BPM; bar 6 after the change
     n = math.ceil((end - start) * fps)
@@ -65,7 +67,7 @@ def test_bounce_places_every_frame_and_the_audio_on_the_timeline(demo, tiny_mode
     assert images[0].shape == (64, 64, 3)
     video_dur = n / fps
     assert abs(F(samples, rate) - video_dur) < 1 / fps  # AAC padding included
-    entries = [json.loads(l) for l in out.with_suffix(".manifest.jsonl").read_text().splitlines()]
+    entries = [json.loads(line) for line in out.with_suffix(".manifest.jsonl").read_text().splitlines()]
     assert [e["frame"] for e in entries] == list(range(n))
     for e in entries:
         t = start + e["frame"] / fps
@@ -82,16 +84,21 @@ def test_bounce_to_prores_mov_and_keeps_frames_on_request(demo, tiny_model, tmp_
     out = tmp_path / "v.mov"
     run_bounce(spec(demo, out, end="0.5", frames=tmp_path / "png"), local=local_rendering(tiny_model), progress=False)
     with av.open(str(out)) as c:
-        assert c.streams.video[0].codec_context.name == "prores" and c.streams.audio[0].codec_context.name.startswith("pcm")
+        assert c.streams.video[0].codec_context.name == "prores" and c.streams.audio[0].codec_context.name.startswith(
+            "pcm"
+        )
     assert len(list((tmp_path / "png").glob("frame_*.png"))) == 12
 
 
-@pytest.mark.parametrize("kw,match", [
-    ({"end": "99"}, r"--end: 99\.000 s is past the end of the audio"),
-    ({"start": "3", "end": "2"}, r"--end: the range is empty"),
-    ({"start": "x:y"}, r"--start: 'x:y': expected seconds"),
-    ({"fps": "0"}, r"frame rate 0 out of range"),
-])
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        ({"end": "99"}, r"--end: 99\.000 s is past the end of the audio"),
+        ({"start": "3", "end": "2"}, r"--end: the range is empty"),
+        ({"start": "x:y"}, r"--start: 'x:y': expected seconds"),
+        ({"fps": "0"}, r"frame rate 0 out of range"),
+    ],
+)
 def test_bad_ranges_are_named(demo, tiny_model, tmp_path, kw, match):
     with pytest.raises((BounceError, ValueError), match=match):
         run_bounce(spec(demo, tmp_path / "v.mp4", **kw), local=local_rendering(tiny_model), progress=False)
@@ -105,9 +112,30 @@ def test_a_killed_bounce_resumes_with_only_the_missing_frames_and_the_same_video
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 
     def cmd(out: Path, frames: Path) -> list[str]:
-        return [sys.executable, "-m", "bendbridge.tools.cli", "bounce", "--audio", str(demo["audio"]), "--midi", str(demo["midi"]),
-                "--config", str(demo["config"]), "--model", str(model), "--end", "4", "--batch", "4", "--steps", "4",
-                "--frames", str(frames), "--out", str(out)]
+        return [
+            sys.executable,
+            "-m",
+            "bendbridge.tools.cli",
+            "bounce",
+            "--audio",
+            str(demo["audio"]),
+            "--midi",
+            str(demo["midi"]),
+            "--config",
+            str(demo["config"]),
+            "--model",
+            str(model),
+            "--end",
+            "4",
+            "--batch",
+            "4",
+            "--steps",
+            "4",
+            "--frames",
+            str(frames),
+            "--out",
+            str(out),
+        ]
 
     clean = tmp_path / "clean.mp4"
     subprocess.run(cmd(clean, tmp_path / "clean_frames"), env=env, check=True, capture_output=True, timeout=600)
@@ -126,8 +154,8 @@ def test_a_killed_bounce_resumes_with_only_the_missing_frames_and_the_same_video
     assert f"{96 - done_before} rendered, {done_before} resumed" in r.stdout
     a, b = decode(clean), decode(out)
     assert a[0] == b[0] and all(np.array_equal(x, y) for x, y in zip(a[1], b[1])) and a[2] == b[2]
-    ma = [json.loads(l)["hash"] for l in clean.with_suffix(".manifest.jsonl").read_text().splitlines()]
-    mb = [json.loads(l)["hash"] for l in out.with_suffix(".manifest.jsonl").read_text().splitlines()]
+    ma = [json.loads(line)["hash"] for line in clean.with_suffix(".manifest.jsonl").read_text().splitlines()]
+    mb = [json.loads(line)["hash"] for line in out.with_suffix(".manifest.jsonl").read_text().splitlines()]
     assert ma == mb
 
 

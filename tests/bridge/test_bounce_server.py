@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bendbridge.server.render.local_frames import local_rendering
 from bendbridge.bridge.bounce import BounceError, BounceSpec, run_bounce
 from bendbridge.protocol.frames import FrameSourceError
+from bendbridge.server.render.local_frames import local_rendering
 
 
 def spec(demo, out: Path, **kw) -> BounceSpec:
@@ -27,13 +27,19 @@ def video_frames(path: Path) -> list[np.ndarray]:
 
 
 def manifest(path: Path) -> list[dict]:
-    return [json.loads(l) for l in path.with_suffix(".manifest.jsonl").read_text().splitlines()]
+    return [json.loads(line) for line in path.with_suffix(".manifest.jsonl").read_text().splitlines()]
 
 
 def test_a_bounce_through_a_server_matches_the_in_process_bounce(demo, tiny_model, tmp_path, start_server):
     srv = start_server(tiny_model, tmp_path / "server_root", max_batch=4)
-    remote = run_bounce(spec(demo, tmp_path / "remote.mp4", server=srv.url, frames=tmp_path / "remote_png"), progress=False)
-    local = run_bounce(spec(demo, tmp_path / "local.mp4", batch=4, frames=tmp_path / "local_png"), local=local_rendering(tiny_model), progress=False)
+    remote = run_bounce(
+        spec(demo, tmp_path / "remote.mp4", server=srv.url, frames=tmp_path / "remote_png"), progress=False
+    )
+    local = run_bounce(
+        spec(demo, tmp_path / "local.mp4", batch=4, frames=tmp_path / "local_png"),
+        local=local_rendering(tiny_model),
+        progress=False,
+    )
     assert remote.frames == local.frames == remote.rendered == 24
     a, b = video_frames(tmp_path / "remote.mp4"), video_frames(tmp_path / "local.mp4")
     assert len(a) == len(b) == 24
@@ -42,8 +48,9 @@ def test_a_bounce_through_a_server_matches_the_in_process_bounce(demo, tiny_mode
         y = np.asarray(Image.open(tmp_path / "local_png" / f"frame_{i:08d}.png"), np.int16)
         assert np.abs(x - y).max() <= 2
     ma, mb = manifest(tmp_path / "remote.mp4"), manifest(tmp_path / "local.mp4")
-    assert [(e["frame"], e["time"], e["sample"], e["bar_beat"], e["params"]) for e in ma] == \
-           [(e["frame"], e["time"], e["sample"], e["bar_beat"], e["params"]) for e in mb]
+    assert [(e["frame"], e["time"], e["sample"], e["bar_beat"], e["params"]) for e in ma] == [
+        (e["frame"], e["time"], e["sample"], e["bar_beat"], e["params"]) for e in mb
+    ]
     sessions = list((tmp_path / "server_root").iterdir())  # the server kept its own copy, under its root
     assert len(sessions) == 1 and sessions[0].name.startswith("bounce-remote-")
     assert len((sessions[0] / "manifest.jsonl").read_text().splitlines()) == 24
@@ -61,7 +68,9 @@ def test_a_bounce_survives_losing_its_server_and_resumes_on_another(demo, tiny_m
 
     first.server.render_once = stop_after_two_batches
     out, frames = tmp_path / "v.mp4", tmp_path / "png"
-    with pytest.raises(FrameSourceError, match=r"--server: no frame from .* within 3 s; the \d+ frames received are kept") as e:
+    with pytest.raises(
+        FrameSourceError, match=r"--server: no frame from .* within 3 s; the \d+ frames received are kept"
+    ) as e:
         run_bounce(spec(demo, out, server=first.url, frames=frames, server_timeout=3), progress=False)
     kept = len((frames / "manifest.jsonl").read_text().splitlines())
     assert f"the {kept} frames received" in str(e.value) and 8 <= kept < 24 and not out.exists()
@@ -73,7 +82,9 @@ def test_a_bounce_survives_losing_its_server_and_resumes_on_another(demo, tiny_m
 
 
 def test_no_server_at_the_url_is_a_clear_error(demo, tmp_path):
-    with pytest.raises(FrameSourceError, match=r"--server: no render server answers at tcp://127\.0\.0\.1:9 .*bendbridge serve"):
+    with pytest.raises(
+        FrameSourceError, match=r"--server: no render server answers at tcp://127\.0\.0\.1:9 .*bendbridge serve"
+    ):
         run_bounce(spec(demo, tmp_path / "v.mp4", server="tcp://127.0.0.1:9", server_timeout=1), progress=False)
 
 

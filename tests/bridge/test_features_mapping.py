@@ -8,7 +8,15 @@ import numpy as np
 import pytest
 from pedalboard.io import AudioFile
 
-from bendbridge.bridge.features import FeatureConfig, FeatureError, Smoothing, extract_features, load_audio, normalise, smooth
+from bendbridge.bridge.features import (
+    FeatureConfig,
+    FeatureError,
+    Smoothing,
+    extract_features,
+    load_audio,
+    normalise,
+    smooth,
+)
 from bendbridge.bridge.lanes import AutomationLane, LanePoint
 from bendbridge.bridge.mapping import MappingError, curve, load_mapping
 from bendbridge.bridge.tempo import TempoMap, TimeSignature, TimeSignatureMap
@@ -73,20 +81,42 @@ def test_smoothing_median_envelope_and_gate():
     assert env[6] == 5 and 0 < env[9] < 5 and env[10] < env[9]  # instant attack, exponential release
     gated = smooth(np.array([0.01, 0.02, 1.0]), Smoothing(gate=0.1), 24)
     assert list(gated) == [0, 0, 1.0]
-    assert list(normalise(np.array([2.0, 4.0, 3.0]))) == [0, 1, 0.5] and list(normalise(np.array([5.0, 15.0]), 0, 10)) == [0.5, 1.0]
+    assert list(normalise(np.array([2.0, 4.0, 3.0]))) == [0, 1, 0.5] and list(
+        normalise(np.array([5.0, 15.0]), 0, 10)
+    ) == [0.5, 1.0]
 
 
-PLAN = BendPlan.from_specs(["rotate_plane:plane=0,1:angle=0@latent:step=0:id=spin", "multiply:factor=1@mid_block:id=amp"])
+PLAN = BendPlan.from_specs(
+    ["rotate_plane:plane=0,1:angle=0@latent:step=0:id=spin", "multiply:factor=1@mid_block:id=amp"]
+)
 
 
 def test_mapping_sums_sources_through_curves_and_clamps_to_the_operator_range():
-    cfg = {"param": [
-        {"bend": "spin", "name": "angle", "base": 0.5, "source": [{"kind": "feature", "name": "centroid", "depth": 2.0},
-                                                                  {"kind": "const", "value": 1.0, "depth": 0.25}]},
-        {"bend": "amp", "name": "factor", "base": 9.0, "source": [{"kind": "lane", "name": "cc:1:74", "depth": 5, "curve": "s"}]},
-        {"bend": "amp", "name": "mix", "source": [{"kind": "lfo", "shape": "square", "rate": 1, "unit": "beats", "depth": -1}]},
-    ]}
-    m = load_mapping(cfg, PLAN, {"cc:1:74"})
+    config = {
+        "param": [
+            {
+                "bend": "spin",
+                "name": "angle",
+                "base": 0.5,
+                "source": [
+                    {"kind": "feature", "name": "centroid", "depth": 2.0},
+                    {"kind": "const", "value": 1.0, "depth": 0.25},
+                ],
+            },
+            {
+                "bend": "amp",
+                "name": "factor",
+                "base": 9.0,
+                "source": [{"kind": "lane", "name": "cc:1:74", "depth": 5, "curve": "s"}],
+            },
+            {
+                "bend": "amp",
+                "name": "mix",
+                "source": [{"kind": "lfo", "shape": "square", "rate": 1, "unit": "beats", "depth": -1}],
+            },
+        ]
+    }
+    m = load_mapping(config, PLAN, {"cc:1:74"})
     tl = Timeline(FrameGrid(F(4), 48_000), TempoMap.constant(120))
     pos = [tl.position(i) for i in range(4)]  # beats 0, 0.5, 1, 1.5
     lane = AutomationLane("cc:1:74", [LanePoint(F(0), 0.0, 0), LanePoint(F(2), 1.0)], "beats")
@@ -97,26 +127,64 @@ def test_mapping_sums_sources_through_curves_and_clamps_to_the_operator_range():
 
 
 def test_lfos_in_bars_follow_the_time_signature():
-    cfg = {"param": [{"bend": "spin", "name": "angle", "base": 0, "source": [{"kind": "lfo", "shape": "saw", "unit": "bars", "rate": 1}]}]}
-    m = load_mapping(cfg, PLAN)
+    config = {
+        "param": [
+            {
+                "bend": "spin",
+                "name": "angle",
+                "base": 0,
+                "source": [{"kind": "lfo", "shape": "saw", "unit": "bars", "rate": 1}],
+            }
+        ]
+    }
+    m = load_mapping(config, PLAN)
     tl = Timeline(FrameGrid(F(2), 48_000), TempoMap.constant(120), TimeSignatureMap([TimeSignature(1, 3, 4)]))
     out = m.resolve([tl.position(i) for i in range(4)], tl, {}, {})
     assert [o["spin"]["angle"] for o in out] == pytest.approx([0, 1 / 3, 2 / 3, 0])
 
 
-@pytest.mark.parametrize("cfg,match", [
-    ({"param": [{"bend": "spn", "name": "angle"}]}, r"param\[0\]\.bend: no bend with id 'spn'; did you mean spin"),
-    ({"param": [{"bend": "spin", "name": "angel"}]}, r"param\[0\]\.name: 'angel' is not a per-frame parameter of 'rotate_plane'; did you mean angle"),
-    ({"param": [{"bend": "spin", "name": "angle", "source": [{"kind": "feature", "name": "loudness"}]}]}, r"param\[0\]\.source\[0\]\.name: unknown feature 'loudness'"),
-    ({"param": [{"bend": "spin", "name": "angle", "source": [{"kind": "lane", "name": "cc:1:7"}]}]}, r"unknown lane 'cc:1:7'; did you mean cc:1:74"),
-    ({"param": [{"bend": "spin", "name": "angle", "source": [{"kind": "wobble"}]}]}, r"source\[0\]\.kind: 'wobble' is not valid"),
-    ({"param": [{"bend": "spin", "name": "angle", "source": [{"kind": "lfo", "shape": "sine", "rate": 0}]}]}, r"source\[0\]\.rate: 0 is out of range; allowed \(0, 64\]"),
-    ({"param": [{"bend": "spin", "name": "angle", "source": [{"kind": "feature", "name": "rms", "depth": float("nan")}]}]}, r"source\[0\]\.depth: nan is not finite"),
-    ({"smoothing": {"rms": {"relese": 0.3}}}, r"smoothing\.rms\.relese: unknown field"),
-])
-def test_bad_mappings_name_the_field(cfg, match):
+@pytest.mark.parametrize(
+    "config,match",
+    [
+        ({"param": [{"bend": "spn", "name": "angle"}]}, r"param\[0\]\.bend: no bend with id 'spn'; did you mean spin"),
+        (
+            {"param": [{"bend": "spin", "name": "angel"}]},
+            r"param\[0\]\.name: 'angel' is not a per-frame parameter of 'rotate_plane'; did you mean angle",
+        ),
+        (
+            {"param": [{"bend": "spin", "name": "angle", "source": [{"kind": "feature", "name": "loudness"}]}]},
+            r"param\[0\]\.source\[0\]\.name: unknown feature 'loudness'",
+        ),
+        (
+            {"param": [{"bend": "spin", "name": "angle", "source": [{"kind": "lane", "name": "cc:1:7"}]}]},
+            r"unknown lane 'cc:1:7'; did you mean cc:1:74",
+        ),
+        (
+            {"param": [{"bend": "spin", "name": "angle", "source": [{"kind": "wobble"}]}]},
+            r"source\[0\]\.kind: 'wobble' is not valid",
+        ),
+        (
+            {"param": [{"bend": "spin", "name": "angle", "source": [{"kind": "lfo", "shape": "sine", "rate": 0}]}]},
+            r"source\[0\]\.rate: 0 is out of range; allowed \(0, 64\]",
+        ),
+        (
+            {
+                "param": [
+                    {
+                        "bend": "spin",
+                        "name": "angle",
+                        "source": [{"kind": "feature", "name": "rms", "depth": float("nan")}],
+                    }
+                ]
+            },
+            r"source\[0\]\.depth: nan is not finite",
+        ),
+        ({"smoothing": {"rms": {"relese": 0.3}}}, r"smoothing\.rms\.relese: unknown field"),
+    ],
+)
+def test_bad_mappings_name_the_field(config, match):
     with pytest.raises(MappingError, match=match):
-        load_mapping(cfg, PLAN, {"cc:1:74"})
+        load_mapping(config, PLAN, {"cc:1:74"})
 
 
 def test_curves_map_the_unit_interval_onto_itself():

@@ -37,9 +37,13 @@ def test_absolute_cc_with_soft_takeover_waits_for_pickup():
 
 
 def test_relative_and_centred_modes_and_14_bit_and_nrpn_sources():
-    r = CcRouter([CcMapping("cc:1:20", "a", "x", 0, 1, mode="relative", step=0.1),
-                  CcMapping("cc14:2:1", "b", "y", -1, 1, mode="centred", takeover=False),
-                  CcMapping("nrpn:1:130", "c", "z", 0, 100, takeover=False)])
+    r = CcRouter(
+        [
+            CcMapping("cc:1:20", "a", "x", 0, 1, mode="relative", step=0.1),
+            CcMapping("cc14:2:1", "b", "y", -1, 1, mode="centred", takeover=False),
+            CcMapping("nrpn:1:130", "c", "z", 0, 100, takeover=False),
+        ]
+    )
     assert r.feed(cc(20, 2))["a"]["x"] == pytest.approx(0.7)  # starts mid-range, +2 ticks of 10 %
     assert r.feed(cc(20, 127))["a"]["x"] == pytest.approx(0.6)  # 127 = −1 in two's complement
     assert r.feed(cc(1, 64, ch=2))["b"]["y"] == 0.0  # MSB 64 = centre
@@ -49,10 +53,15 @@ def test_relative_and_centred_modes_and_14_bit_and_nrpn_sources():
     assert out["c"]["z"] == pytest.approx(100.0)
 
 
-@pytest.mark.parametrize("text,match", [
-    ("cc:1:200", r"CC 200 is out of range; allowed 0-127"), ("cc:17:1", r"channel 17 is out of range; allowed 1-16"),
-    ("cc14:1:40", r"out of range; allowed 0-31"), ("knob:1:1", r"expected cc:CHANNEL:NUMBER"),
-])
+@pytest.mark.parametrize(
+    "text,match",
+    [
+        ("cc:1:200", r"CC 200 is out of range; allowed 0-127"),
+        ("cc:17:1", r"channel 17 is out of range; allowed 1-16"),
+        ("cc14:1:40", r"out of range; allowed 0-31"),
+        ("knob:1:1", r"expected cc:CHANNEL:NUMBER"),
+    ],
+)
 def test_bad_cc_sources_are_named(text, match):
     with pytest.raises(ValueError, match=match):
         parse_cc_source(text)
@@ -126,14 +135,31 @@ def test_live_features_normalise_with_fixed_or_calibrated_ranges():
 
 def test_the_live_bridge_requests_frames_ahead_of_the_playhead_and_follows_seeks(tiny_model, tmp_path):
     plan = BendPlan.from_specs(["rotate_plane:angle=0@latent:step=0:id=spin"])
-    server = RenderServer(ServerConfig(control="tcp://127.0.0.1:*", events="tcp://127.0.0.1:*", output_root=tmp_path), tiny_model)
+    server = RenderServer(
+        ServerConfig(control="tcp://127.0.0.1:*", events="tcp://127.0.0.1:*", output_root=tmp_path), tiny_model
+    )
     stop = threading.Event()
     th = threading.Thread(target=server.serve_forever, args=(stop,), daemon=True)
     th.start()
     try:
         with RenderClient(server.control_endpoint) as c, OscInput(port=0) as osc:
-            c.setup(SessionSetup(prompts=("a red circle",), output="live", steps=2, guidance=1.0, plan=plan.to_dict(), mode="live"))
-            mapping = load_mapping({"param": [{"bend": "spin", "name": "angle", "source": [{"kind": "lane", "name": "/track/1/volume", "depth": 3.0}]}]}, plan)
+            c.setup(
+                SessionSetup(
+                    prompts=("a red circle",), output="live", steps=2, guidance=1.0, plan=plan.to_dict(), mode="live"
+                )
+            )
+            mapping = load_mapping(
+                {
+                    "param": [
+                        {
+                            "bend": "spin",
+                            "name": "angle",
+                            "source": [{"kind": "lane", "name": "/track/1/volume", "depth": 3.0}],
+                        }
+                    ]
+                },
+                plan,
+            )
             lane = ValueLane()
             tl = Timeline(FrameGrid(F(10), 48_000), TempoMap.constant(120))
             send = SimpleUDPClient("127.0.0.1", osc.port)
@@ -155,7 +181,7 @@ def test_the_live_bridge_requests_frames_ahead_of_the_playhead_and_follows_seeks
         assert set(got) == {0, 1, 2, 3, 4, 300, 301, 302, 303, 304}
         import json
 
-        lines = [json.loads(l) for l in (tmp_path / "live" / "manifest.jsonl").read_text().splitlines()]
+        lines = [json.loads(line) for line in (tmp_path / "live" / "manifest.jsonl").read_text().splitlines()]
         assert all(e["params"]["spin"]["angle"] == pytest.approx(1.5) for e in lines)
     finally:
         stop.set()

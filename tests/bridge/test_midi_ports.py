@@ -19,8 +19,11 @@ def jack():
         pytest.skip("jackd is not installed (.ci/run installs jackd2)")
     pytest.importorskip("rtmidi")
     name = f"bbtest{os.getpid()}"
-    proc = subprocess.Popen(["jackd", "-n", name, "-d", "dummy", "-r", "48000", "-p", "1024"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        ["jackd", "-n", name, "-d", "dummy", "-r", "48000", "-p", "1024"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     os.environ["JACK_DEFAULT_SERVER"] = name
     import mido
 
@@ -57,12 +60,37 @@ def _send_when_ready(be, port: str, messages, timeout: float = 20.0) -> None:
 def test_midi_learn_writes_the_next_moved_control_into_the_config(jack, tmp_path):
     import mido
 
-    cfg = tmp_path / "bend.toml"
-    cfg.write_text('[[bend]]\nid = "spin"\nop = "rotate_plane"\ntarget = "latent"\n')
-    proc = subprocess.Popen([sys.executable, "-m", "bendbridge.tools.cli", "midi-learn", "--config", str(cfg), "--param", "spin.angle",
-                             "--virtual", "bb-learn", "--midi-backend", BACKEND, "--mode", "relative", "--timeout", "30"],
-                            env={**os.environ}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _send_when_ready(jack, "bb-learn", [mido.Message("note_on", note=60), mido.Message("control_change", channel=3, control=74, value=12)])
+    config = tmp_path / "bend.toml"
+    config.write_text('[[bend]]\nid = "spin"\nop = "rotate_plane"\ntarget = "latent"\n')
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bendbridge.tools.cli",
+            "midi-learn",
+            "--config",
+            str(config),
+            "--param",
+            "spin.angle",
+            "--virtual",
+            "bb-learn",
+            "--midi-backend",
+            BACKEND,
+            "--mode",
+            "relative",
+            "--timeout",
+            "30",
+        ],
+        env={**os.environ},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    _send_when_ready(
+        jack,
+        "bb-learn",
+        [mido.Message("note_on", note=60), mido.Message("control_change", channel=3, control=74, value=12)],
+    )
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert "mapped cc:4:74 → spin.angle (relative)" in out
@@ -71,7 +99,7 @@ def test_midi_learn_writes_the_next_moved_control_into_the_config(jack, tmp_path
     from bendbridge.bridge.midi_live import load_cc_mappings
     from bendbridge.protocol.plan import BendPlan
 
-    d = tomllib.loads(cfg.read_text())
+    d = tomllib.loads(config.read_text())
     (m,) = load_cc_mappings(d, BendPlan.from_dict({"bend": d["bend"]}))
     assert (m.kind, m.channel, m.number, m.mode, m.bend, m.param) == ("cc", 4, 74, "relative", "spin", "angle")
 
@@ -83,7 +111,11 @@ def test_cc_and_clock_arrive_through_a_virtual_port(jack):
 
     port = open_midi_input(None, "bb-live", BACKEND)
     router, clock = CcRouter([CcMapping("cc:1:1", "amp", "factor", 0, 2, takeover=False)]), ClockFollower()
-    _send_when_ready(jack, "bb-live", [mido.Message("start")] + [mido.Message("clock")] * 48 + [mido.Message("control_change", control=1, value=127)])
+    _send_when_ready(
+        jack,
+        "bb-live",
+        [mido.Message("start")] + [mido.Message("clock")] * 48 + [mido.Message("control_change", control=1, value=127)],
+    )
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and router.values.get(("amp", "factor")) is None:
         for m in port.iter_pending():

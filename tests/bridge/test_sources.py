@@ -16,20 +16,25 @@ def write_midi(path, ppq=480):
     mid = mido.MidiFile(ticks_per_beat=ppq)
     meta, cc = mido.MidiTrack(), mido.MidiTrack()
     mid.tracks += [meta, cc]
-    meta += [mido.MetaMessage("set_tempo", tempo=500_000, time=0), mido.MetaMessage("time_signature", numerator=4, denominator=4, time=0),
-             mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(90), time=8 * ppq),
-             mido.MetaMessage("time_signature", numerator=3, denominator=4, time=0),
-             mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(150), time=6 * ppq)]
-    cc += [mido.Message("control_change", channel=0, control=74, value=0, time=0),
-           mido.Message("control_change", channel=0, control=74, value=127, time=4 * ppq),
-           mido.Message("control_change", channel=1, control=1, value=64, time=0),  # 14-bit MSB
-           mido.Message("control_change", channel=1, control=33, value=64, time=0),  # its LSB
-           mido.Message("control_change", channel=0, control=99, value=1, time=ppq),  # NRPN 1:2
-           mido.Message("control_change", channel=0, control=98, value=2, time=0),
-           mido.Message("control_change", channel=0, control=6, value=100, time=0),
-           mido.Message("control_change", channel=0, control=38, value=5, time=0),
-           mido.Message("control_change", channel=0, control=96, value=0, time=ppq),
-           mido.Message("pitchwheel", channel=2, pitch=8191, time=0)]
+    meta += [
+        mido.MetaMessage("set_tempo", tempo=500_000, time=0),
+        mido.MetaMessage("time_signature", numerator=4, denominator=4, time=0),
+        mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(90), time=8 * ppq),
+        mido.MetaMessage("time_signature", numerator=3, denominator=4, time=0),
+        mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(150), time=6 * ppq),
+    ]
+    cc += [
+        mido.Message("control_change", channel=0, control=74, value=0, time=0),
+        mido.Message("control_change", channel=0, control=74, value=127, time=4 * ppq),
+        mido.Message("control_change", channel=1, control=1, value=64, time=0),  # 14-bit MSB
+        mido.Message("control_change", channel=1, control=33, value=64, time=0),  # its LSB
+        mido.Message("control_change", channel=0, control=99, value=1, time=ppq),  # NRPN 1:2
+        mido.Message("control_change", channel=0, control=98, value=2, time=0),
+        mido.Message("control_change", channel=0, control=6, value=100, time=0),
+        mido.Message("control_change", channel=0, control=38, value=5, time=0),
+        mido.Message("control_change", channel=0, control=96, value=0, time=ppq),
+        mido.Message("pitchwheel", channel=2, pitch=8191, time=0),
+    ]
     mid.save(path)
 
 
@@ -52,7 +57,9 @@ def test_midi_cc_lanes_hold_values_and_decode_14_bit_and_nrpn(tmp_path):
     assert cc.value_at(0) == 0 and cc.value_at(F(39, 10)) == 0 and cc.value_at(4) == 1.0
     assert lanes["cc14:2:1"].value_at(10) == pytest.approx((64 * 128 + 64) / 16383)
     nrpn = lanes["nrpn:1:130"]
-    assert nrpn.value_at(5) == pytest.approx((100 * 128 + 5) / 16383) and nrpn.value_at(6) == pytest.approx((100 * 128 + 6) / 16383)
+    assert nrpn.value_at(5) == pytest.approx((100 * 128 + 5) / 16383) and nrpn.value_at(6) == pytest.approx(
+        (100 * 128 + 6) / 16383
+    )
     assert lanes["pitchbend:3"].value_at(7) == pytest.approx(1.0)
 
 
@@ -131,10 +138,10 @@ def test_rpp_envelopes_of_every_shape_become_lanes(tmp_path):
 
 def test_rpp_without_a_tempo_or_with_broken_chunks_is_named(tmp_path):
     f = tmp_path / "p.rpp"
-    f.write_text('<REAPER_PROJECT 0.1\n  <TRACK\n  >\n>\n')
+    f.write_text("<REAPER_PROJECT 0.1\n  <TRACK\n  >\n>\n")
     with pytest.raises(RppError, match=r"p\.rpp: the project has no TEMPO line"):
         read_rpp(f)
-    f.write_text('<REAPER_PROJECT 0.1\n  TEMPO 120 4 4\n  <TRACK\n')
+    f.write_text("<REAPER_PROJECT 0.1\n  TEMPO 120 4 4\n  <TRACK\n")
     with pytest.raises(RppError, match=r"chunk <TRACK> opened on line 3 is never closed"):
         read_rpp(f)
     f.write_text("hello")

@@ -15,7 +15,9 @@ from bendbridge.bridge.timeline import FrameGrid, Timeline, parse_fps
 settings.register_profile("bridge", max_examples=50, deadline=None)
 settings.load_profile("bridge")
 
-tempo_points = st.lists(st.tuples(st.fractions(0, 600, max_denominator=1000), st.integers(40, 240), st.booleans()), min_size=1, max_size=12)
+tempo_points = st.lists(
+    st.tuples(st.fractions(0, 600, max_denominator=1000), st.integers(40, 240), st.booleans()), min_size=1, max_size=12
+)
 
 
 @given(tempo_points, st.fractions(0, 900, max_denominator=10_000))
@@ -52,7 +54,9 @@ def test_a_linear_ramp_integrates_the_tempo():
 def test_time_signatures_give_bar_beat_tick_and_back():
     m = TimeSignatureMap([TimeSignature(1, 4, 4), TimeSignature(3, 7, 8), TimeSignature(5, 3, 4)])
     assert str(m.bar_beat(0)) == "1:1:000" and str(m.bar_beat(F(7, 2))) == "1:4:480"
-    assert str(m.bar_beat(8)) == "3:1:000" and str(m.bar_beat(F(23, 2))) == "4:1:000" and str(m.bar_beat(15)) == "5:1:000"
+    assert (
+        str(m.bar_beat(8)) == "3:1:000" and str(m.bar_beat(F(23, 2))) == "4:1:000" and str(m.bar_beat(15)) == "5:1:000"
+    )
     for b in [F(i, 8) for i in range(0, 200)]:
         bb = m.bar_beat(b)
         assert m.beats_of(bb.bar, bb.beat, bb.tick) <= b < m.beats_of(bb.bar, bb.beat, bb.tick + 1)
@@ -90,7 +94,9 @@ def test_bad_frame_rates_are_named():
 @pytest.mark.slow
 def test_three_hours_at_29_97_with_50_tempo_changes_places_every_frame_within_half_a_sample():
     rng = random.Random(3)
-    pts = [(0, 120, False)] + [(F(rng.randrange(1, 3 * 3600 * 1000), 1000), rng.randrange(60, 181), rng.random() < 0.5) for _ in range(50)]
+    pts = [(0, 120, False)] + [
+        (F(rng.randrange(1, 3 * 3600 * 1000), 1000), rng.randrange(60, 181), rng.random() < 0.5) for _ in range(50)
+    ]
     tl = Timeline(FrameGrid(F(30000, 1001), 48_000), TempoMap.from_points(pts))
     n = tl.grid.count(3 * 3600)
     assert n == 323_677

@@ -10,19 +10,24 @@ import numpy as np
 import pytest
 from pedalboard.io import AudioFile
 
-from bendbridge.server.render.local_frames import local_rendering
 from bendbridge.bridge.bounce import BounceSpec, run_bounce
 from bendbridge.bridge.plugin_link import PluginReceiver
 from bendbridge.plugin_stub.contract import ParameterEvent, TransportInfo
 from bendbridge.plugin_stub.host import BlockSizes, HostSimulator
 from bendbridge.plugin_stub.streaming import StreamingPlugin
+from bendbridge.server.render.local_frames import local_rendering
 
 
 @pytest.fixture(scope="module")
 def offline(demo, tiny_model, tmp_path_factory):
     out = tmp_path_factory.mktemp("offline") / "v.mp4"
-    run_bounce(BounceSpec(audio=demo["audio"], config=demo["config"], midi=demo["midi"], out=out, start="4:3", end="5:3", steps=4),
-               local=local_rendering(tiny_model), progress=False)
+    run_bounce(
+        BounceSpec(
+            audio=demo["audio"], config=demo["config"], midi=demo["midi"], out=out, start="4:3", end="5:3", steps=4
+        ),
+        local=local_rendering(tiny_model),
+        progress=False,
+    )
     return out
 
 
@@ -38,12 +43,15 @@ def record(demo, blocks: BlockSizes, folder: Path, **play):
 
 
 def manifest(path: Path) -> list[dict]:
-    return [json.loads(l) for l in path.with_suffix(".manifest.jsonl").read_text().splitlines()]
+    return [json.loads(line) for line in path.with_suffix(".manifest.jsonl").read_text().splitlines()]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("blocks", [BlockSizes([64]), BlockSizes([512]), BlockSizes([4096]), BlockSizes(random_range=(1, 3000), seed=5)],
-                         ids=["64", "512", "4096", "random"])
+@pytest.mark.parametrize(
+    "blocks",
+    [BlockSizes([64]), BlockSizes([512]), BlockSizes([4096]), BlockSizes(random_range=(1, 3000), seed=5)],
+    ids=["64", "512", "4096", "random"],
+)
 def test_frames_and_manifest_through_the_plugin_equal_the_offline_bounce(demo, offline, tiny_model, tmp_path, blocks):
     session, n, _ = record(demo, blocks, tmp_path / "rec")
     with AudioFile(str(demo["audio"])) as f:
@@ -51,12 +59,31 @@ def test_frames_and_manifest_through_the_plugin_equal_the_offline_bounce(demo, o
     with AudioFile(str(session.audio)) as f:
         assert np.array_equal(f.read(f.frames), original)  # every sample, whatever the block size
     out = tmp_path / "v.mp4"
-    run_bounce(BounceSpec(audio=session.audio, config=demo["config"], out=out, start="4:3", end="5:3", steps=4, tempo=session.tempo,
-                          meter=session.meter, extra_lanes=session.lanes), local=local_rendering(tiny_model), progress=False)
+    run_bounce(
+        BounceSpec(
+            audio=session.audio,
+            config=demo["config"],
+            out=out,
+            start="4:3",
+            end="5:3",
+            steps=4,
+            tempo=session.tempo,
+            meter=session.meter,
+            extra_lanes=session.lanes,
+        ),
+        local=local_rendering(tiny_model),
+        progress=False,
+    )
     a, b = manifest(offline), manifest(out)
     assert len(a) == len(b) > 20
     for x, y in zip(a, b):
-        assert (x["frame"], x["sample"], x["time"], x["bar_beat"], x["hash"]) == (y["frame"], y["sample"], y["time"], y["bar_beat"], y["hash"])
+        assert (x["frame"], x["sample"], x["time"], x["bar_beat"], x["hash"]) == (
+            y["frame"],
+            y["sample"],
+            y["time"],
+            y["bar_beat"],
+            y["hash"],
+        )
         assert x["params"] == y["params"]
 
 
@@ -81,8 +108,9 @@ def test_the_audio_thread_never_blocks_when_the_bridge_is_gone():
 def test_loops_and_seeks_are_followed(demo, tmp_path):
     host = HostSimulator(demo["audio"], demo["midi"])
     r = host.rate
-    session, n, rx = record(demo, BlockSizes([1000]), tmp_path / "rec", end=6 * r, seeks={2 * r: 4 * r},
-                            loop=(r // 2, r, 2))
+    session, n, rx = record(
+        demo, BlockSizes([1000]), tmp_path / "rec", end=6 * r, seeks={2 * r: 4 * r}, loop=(r // 2, r, 2)
+    )
     assert (r, r // 2) in rx.jumps and (2 * r, 4 * r) in rx.jumps
     assert rx.transports[-1].sample < 6 * r <= rx.position
     with AudioFile(str(session.audio)) as f:

@@ -14,15 +14,48 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bendbridge.protocol import (
-    MESSAGES, AudioBlock, Bye, Error, FeatureFrame, FrameReady, FrameRequest, Heartbeat, Hello, Limits, ParamUpdate, Preview,
-    ProtocolError, SessionSetup, Transport, VersionError, Welcome, decode, encode,
+    MESSAGES,
+    AudioBlock,
+    Bye,
+    Error,
+    FeatureFrame,
+    FrameReady,
+    FrameRequest,
+    Heartbeat,
+    Hello,
+    Limits,
+    ParamUpdate,
+    Preview,
+    ProtocolError,
+    SessionSetup,
+    Transport,
+    VersionError,
+    Welcome,
+    decode,
+    encode,
 )
 
 EXAMPLES = [
     Hello(client="test"),
-    Welcome(server="s", version="1.0", package="0.1.0", model="embedded", device="cpu", targets=("latent", "mid_block"), operators=("add",)),
-    SessionSetup(prompts=("a red circle",), output="take1", fps_num=30000, fps_den=1001, plan={"bend": [{"op": "add", "target": "latent"}]}),
-    FrameRequest(frame=7, sample=7 * 2000, seconds=0.29, beats=0.58, bar=1, beat=1.58, params={"spin": {"angle": 1.0}}, seed=3),
+    Welcome(
+        server="s",
+        version="1.0",
+        package="0.1.0",
+        model="embedded",
+        device="cpu",
+        targets=("latent", "mid_block"),
+        operators=("add",),
+    ),
+    SessionSetup(
+        prompts=("a red circle",),
+        output="take1",
+        fps_num=30000,
+        fps_den=1001,
+        plan={"bend": [{"op": "add", "target": "latent"}]},
+    ),
+    FrameRequest(
+        frame=7, sample=7 * 2000, seconds=0.29, beats=0.58, bar=1, beat=1.58, params={"spin": {"angle": 1.0}}, seed=3
+    ),
     ParamUpdate(params={"spin": {"angle": 0.5, "mix": 1.0}}),
     FeatureFrame(sample=1024, features={"rms": 0.3, "centroid": 1200.0}),
     Transport(playing=True, sample=96000, tempo=128.0, ts_num=7, ts_den=8),
@@ -42,8 +75,15 @@ def test_every_message_type_has_an_example():
 @pytest.mark.parametrize("msg", EXAMPLES, ids=lambda m: m.TYPE)
 def test_every_message_round_trips_with_its_envelope(msg):
     p = decode(encode(msg, session="sess", seq=9, pos=123456, rate=44100, msg_id="m-1", wall=1700000000.5))
-    assert (p.envelope.type, p.envelope.id, p.envelope.seq, p.envelope.session, p.envelope.pos, p.envelope.rate, p.envelope.wall) == \
-        (msg.TYPE, "m-1", 9, "sess", 123456, 44100, 1700000000.5)
+    assert (
+        p.envelope.type,
+        p.envelope.id,
+        p.envelope.seq,
+        p.envelope.session,
+        p.envelope.pos,
+        p.envelope.rate,
+        p.envelope.wall,
+    ) == (msg.TYPE, "m-1", 9, "sess", 123456, 44100, 1700000000.5)
     if isinstance(msg, Preview):
         assert np.array_equal(p.message.image, msg.image) and p.message.image.dtype == np.uint8
     elif isinstance(msg, AudioBlock):
@@ -53,8 +93,15 @@ def test_every_message_round_trips_with_its_envelope(msg):
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.integers(0, 2**40), st.integers(0, 2**62), st.dictionaries(st.text(min_size=1, max_size=10), st.dictionaries(
-    st.text(min_size=1, max_size=10), st.floats(allow_nan=False, allow_infinity=False), max_size=4), max_size=4))
+@given(
+    st.integers(0, 2**40),
+    st.integers(0, 2**62),
+    st.dictionaries(
+        st.text(min_size=1, max_size=10),
+        st.dictionaries(st.text(min_size=1, max_size=10), st.floats(allow_nan=False, allow_infinity=False), max_size=4),
+        max_size=4,
+    ),
+)
 def test_frame_requests_round_trip_exactly(frame, sample, params):
     m = FrameRequest(frame=frame, sample=sample, params=params)
     assert decode(encode(m)).message == m
@@ -88,16 +135,28 @@ def test_unknown_fields_are_refused_unless_the_peer_is_a_newer_minor_version():
     assert decode(msgpack.packb(d)).message == Bye(reason="x")
 
 
-@pytest.mark.parametrize("body,match", [
-    ({"frame": -1, "sample": 0, "params": {}}, r"frame_request\.frame: -1 is out of range; allowed \[0, "),
-    ({"frame": 1, "sample": 0, "params": {"b": {"x": float("nan")}}}, r"frame_request\.params\.b\.x: nan is not finite"),
-    ({"frame": 1, "sample": 0, "params": {"b": {"x": float("inf")}}}, r"frame_request\.params\.b\.x: inf is not finite"),
-    ({"frame": 1.5, "sample": 0, "params": {}}, r"frame_request\.frame: expected int"),
-    ({"frame": 1, "params": {}}, r"frame_request\.sample: missing"),
-    ({"frame": 1, "sample": 0, "params": {"b": {"m": [[1, 2], [3]]}}}, r"frame_request\.params\.b\.m: a matrix value must be a square"),
-    ({"frame": 1, "sample": 0, "params": [1, 2]}, r"frame_request\.params: expected a map"),
-    ({"frame": 1, "sample": 0, "params": {}, "seconds": 1e300}, r"frame_request\.seconds: 1e\+300 is out of range"),
-])
+@pytest.mark.parametrize(
+    "body,match",
+    [
+        ({"frame": -1, "sample": 0, "params": {}}, r"frame_request\.frame: -1 is out of range; allowed \[0, "),
+        (
+            {"frame": 1, "sample": 0, "params": {"b": {"x": float("nan")}}},
+            r"frame_request\.params\.b\.x: nan is not finite",
+        ),
+        (
+            {"frame": 1, "sample": 0, "params": {"b": {"x": float("inf")}}},
+            r"frame_request\.params\.b\.x: inf is not finite",
+        ),
+        ({"frame": 1.5, "sample": 0, "params": {}}, r"frame_request\.frame: expected int"),
+        ({"frame": 1, "params": {}}, r"frame_request\.sample: missing"),
+        (
+            {"frame": 1, "sample": 0, "params": {"b": {"m": [[1, 2], [3]]}}},
+            r"frame_request\.params\.b\.m: a matrix value must be a square",
+        ),
+        ({"frame": 1, "sample": 0, "params": [1, 2]}, r"frame_request\.params: expected a map"),
+        ({"frame": 1, "sample": 0, "params": {}, "seconds": 1e300}, r"frame_request\.seconds: 1e\+300 is out of range"),
+    ],
+)
 def test_bad_fields_on_decode_name_the_field_and_the_allowed_range(body, match):
     d = _raw(Heartbeat(), type="frame_request", body=body)
     with pytest.raises(ProtocolError, match=match):
@@ -151,7 +210,23 @@ def test_protocol_package_never_imports_torch_or_pickle():
 def test_fuzz_ten_thousand_malformed_packets_only_ever_raise_protocol_errors():
     rng = random.Random(1234)
     seeds = [encode(m) for m in EXAMPLES]
-    weird = [None, True, -1, 2**64 - 1, -(2**63), 1.5, math.nan, math.inf, "", "x" * 5000, b"\x00" * 10, [], {}, [1, [2, [3]]], {"a": {"b": None}}]
+    weird = [
+        None,
+        True,
+        -1,
+        2**64 - 1,
+        -(2**63),
+        1.5,
+        math.nan,
+        math.inf,
+        "",
+        "x" * 5000,
+        b"\x00" * 10,
+        [],
+        {},
+        [1, [2, [3]]],
+        {"a": {"b": None}},
+    ]
     ok = bad = 0
     for i in range(10_000):
         kind = i % 5

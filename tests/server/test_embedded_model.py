@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
 import pytest
 
 from bendbridge.server.embedded import scenes
 from bendbridge.server.model import EMBEDDED_MODEL
 
-pytestmark = pytest.mark.skipif(not (EMBEDDED_MODEL / "model_index.json").exists(), reason="embedded model not exported")
+pytestmark = pytest.mark.skipif(
+    not (EMBEDDED_MODEL / "model_index.json").exists(), reason="embedded model not exported"
+)
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +25,9 @@ def test_the_folder_loads_with_plain_diffusers_offline():
     from diffusers import StableDiffusionPipeline
 
     assert os.environ.get("HF_HUB_OFFLINE") == "1"
-    p = StableDiffusionPipeline.from_pretrained(EMBEDDED_MODEL, safety_checker=None, requires_safety_checker=False, local_files_only=True)
+    p = StableDiffusionPipeline.from_pretrained(
+        EMBEDDED_MODEL, safety_checker=None, requires_safety_checker=False, local_files_only=True
+    )
     assert p.unet.config.in_channels == 4 and p.vae.config.latent_channels == 4
     assert 2 ** (len(p.vae.config.block_out_channels) - 1) == 4  # ×4 down-sampling
     size = sum(f.stat().st_size for f in EMBEDDED_MODEL.rglob("*") if f.is_file())

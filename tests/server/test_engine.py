@@ -8,8 +8,8 @@ import torch
 
 from bendbridge.protocol.operators import OperatorSpec, ParamSpec
 from bendbridge.protocol.plan import BendPlan, PlanError
-from bendbridge.server.bending import BendEngine, FrameParamError, bind_plan, install_hooks
 from bendbridge.protocol.render import RENDER_FIELDS, RenderSettings
+from bendbridge.server.bending import BendEngine, FrameParamError, bind_plan, install_hooks
 from bendbridge.server.model import LoadedModel
 from bendbridge.server.render import FrameSpec, RenderConfig, Renderer
 
@@ -32,9 +32,15 @@ def _hook_count(unet) -> int:
 
 def test_identity_plan_is_bit_identical_to_no_plan(tiny_pipe):
     identity = [
-        "add:value=0@mid_block", "multiply:factor=1@up_blocks.0.resnets.0:steps=0-1", "rotate_plane:angle=0@latent:step=0",
-        "rotate:degrees=0@down_blocks.1", "dilate:size=1@conv_in", "weight:delta=0@text:word=red",
-        "rotate_r6@latent:step=3", "noise:std=0@mid_block.resnets.0", "translate:tx=0:ty=0@up_blocks.1",
+        "add:value=0@mid_block",
+        "multiply:factor=1@up_blocks.0.resnets.0:steps=0-1",
+        "rotate_plane:angle=0@latent:step=0",
+        "rotate:degrees=0@down_blocks.1",
+        "dilate:size=1@conv_in",
+        "weight:delta=0@text:word=red",
+        "rotate_r6@latent:step=3",
+        "noise:std=0@mid_block.resnets.0",
+        "translate:tx=0:ty=0@up_blocks.1",
         "hadamard@latent:step=1:mix=0",
     ]
     plain = images(renderer(tiny_pipe).render([FrameSpec(seed=s) for s in (0, 1)]))
@@ -52,10 +58,23 @@ def test_a_real_bend_changes_the_frame_and_the_same_seed_gives_the_same_frame(ti
 
 
 def test_per_sample_parameters_in_one_batch_match_rendering_each_frame_alone(tiny_pipe):
-    specs = ["rotate_plane:angle=0@latent:step=1", "multiply:factor=1@mid_block:steps=0-1", "dilate:size=1@up_blocks.0",
-             "weight:delta=0@text:word=red"]
-    frames = [FrameSpec(params={"rotate_plane": {"angle": a}, "multiply": {"factor": f}, "dilate": {"size": k}, "weight": {"delta": d}})
-              for a, f, k, d in [(0.0, 1.0, 1, 0.0), (0.8, 1.5, 3, 1.0), (2.0, 0.5, 1, -0.5), (0.0, 1.0, 5, 2.0)]]
+    specs = [
+        "rotate_plane:angle=0@latent:step=1",
+        "multiply:factor=1@mid_block:steps=0-1",
+        "dilate:size=1@up_blocks.0",
+        "weight:delta=0@text:word=red",
+    ]
+    frames = [
+        FrameSpec(
+            params={
+                "rotate_plane": {"angle": a},
+                "multiply": {"factor": f},
+                "dilate": {"size": k},
+                "weight": {"delta": d},
+            }
+        )
+        for a, f, k, d in [(0.0, 1.0, 1, 0.0), (0.8, 1.5, 3, 1.0), (2.0, 0.5, 1, -0.5), (0.0, 1.0, 5, 2.0)]
+    ]
     r = renderer(tiny_pipe, specs, max_batch=8)
     together = images(r.render(frames))
     alone = images([r.render([f])[0] for f in frames])
@@ -97,7 +116,9 @@ def test_a_failing_render_leaves_no_hooks_behind(tiny_pipe):
 
 def test_module_bends_act_only_during_their_step_range(tiny_pipe):
     plain = images(renderer(tiny_pipe).render([FrameSpec()]))
-    with pytest.raises(PlanError, match=r"bend\[0\]\.steps: range starts at step 3 but there are only 3 steps \[0, 2\]"):
+    with pytest.raises(
+        PlanError, match=r"bend\[0\]\.steps: range starts at step 3 but there are only 3 steps \[0, 2\]"
+    ):
         renderer(tiny_pipe, ["multiply:factor=3@mid_block:steps=3-9"])
     early = images(renderer(tiny_pipe, ["multiply:factor=3@mid_block:steps=0-0"]).render([FrameSpec()]))
     late = images(renderer(tiny_pipe, ["multiply:factor=3@mid_block:steps=2-2"]).render([FrameSpec()]))
@@ -105,11 +126,16 @@ def test_module_bends_act_only_during_their_step_range(tiny_pipe):
 
 
 def test_cfg_branches_bend_different_rows(tiny_pipe):
-    outs = {b: images(renderer(tiny_pipe, [f"multiply:factor=2@mid_block:branch={b}"]).render([FrameSpec()])) for b in ("both", "cond", "uncond")}
+    outs = {
+        b: images(renderer(tiny_pipe, [f"multiply:factor=2@mid_block:branch={b}"]).render([FrameSpec()]))
+        for b in ("both", "cond", "uncond")
+    }
     assert len({o.tobytes() for o in outs.values()}) == 3
     # without guidance there is no unconditional branch: an uncond bend does nothing
     no_cfg_plain = images(renderer(tiny_pipe, guidance=1.0).render([FrameSpec()]))
-    no_cfg_uncond = images(renderer(tiny_pipe, ["multiply:factor=2@mid_block:branch=uncond"], guidance=1.0).render([FrameSpec()]))
+    no_cfg_uncond = images(
+        renderer(tiny_pipe, ["multiply:factor=2@mid_block:branch=uncond"], guidance=1.0).render([FrameSpec()])
+    )
     assert np.array_equal(no_cfg_plain, no_cfg_uncond)
 
 
@@ -123,8 +149,14 @@ def test_channel_subsets_leave_other_channels_untouched(tiny_pipe):
 
 
 def test_region_and_element_subsets_and_mix(tiny_pipe):
-    r = renderer(tiny_pipe, ["add:value=1@latent:step=0:region=0,0,0.5,1", "add:value=1@latent:step=1:element_fraction=0.25:seed=3",
-                             "add:value=2@latent:step=2:mix=0.25"])
+    r = renderer(
+        tiny_pipe,
+        [
+            "add:value=1@latent:step=0:region=0,0,0.5,1",
+            "add:value=1@latent:step=1:element_fraction=0.25:seed=3",
+            "add:value=2@latent:step=2:mix=0.25",
+        ],
+    )
     x = torch.zeros(1, 4, 16, 16)
     r.engine.set_frames([{}], guided=False)
     a = r.engine.bend_latent(x, 0, "frames")
@@ -142,12 +174,16 @@ def test_word_weighting_touches_only_the_words_tokens(tiny_pipe):
     out = r.engine.bend_text(emb, "cond", masks)
     changed = (out != emb).any(-1)[0]
     ids = tiny_pipe.tokenizer(PROMPT[0]).input_ids
-    assert changed.nonzero().flatten().tolist() == [ids.index(tiny_pipe.tokenizer("circle", add_special_tokens=False).input_ids[0])]
+    assert changed.nonzero().flatten().tolist() == [
+        ids.index(tiny_pipe.tokenizer("circle", add_special_tokens=False).input_ids[0])
+    ]
 
 
 def test_prompt_interpolation_and_noise_walk_are_per_frame(tiny_pipe):
     r = renderer(tiny_pipe, prompts=("a red circle", "a blue square"))
-    a, b, mid = images(r.render([FrameSpec(prompt_weights=(1, 0)), FrameSpec(prompt_weights=(0, 1)), FrameSpec(prompt_weights=(1, 1))]))
+    a, b, mid = images(
+        r.render([FrameSpec(prompt_weights=(1, 0)), FrameSpec(prompt_weights=(0, 1)), FrameSpec(prompt_weights=(1, 1))])
+    )
     assert not np.array_equal(a, b) and not np.array_equal(mid, a)
     n0, n1 = images(r.render([FrameSpec(noise_angle=0.0), FrameSpec(noise_angle=0.5)]))
     assert np.array_equal(n0, a) and not np.array_equal(n1, a)
@@ -160,13 +196,25 @@ def test_word_missing_from_every_prompt_is_an_error(tiny_pipe):
         renderer(tiny_pipe, ["weight:delta=1@text:word=banana"])
 
 
-@pytest.mark.parametrize("params,match", [
-    ({"nope": {"factor": 2}}, r"frames\[0\]\.nope: no bend with id 'nope'"),
-    ({"multiply": {"size": 2}}, r"frames\[0\]\.multiply\.size: not a per-frame parameter of 'multiply'.*factor, mix"),
-    ({"multiply": {"factor": float("nan")}}, r"frames\[0\]\.multiply\.factor: nan is not finite; allowed a number in \[-10, 10\]"),
-    ({"multiply": {"factor": 1e6}}, r"frames\[0\]\.multiply\.factor: 1000000\.0 is out of range; allowed \[-10, 10\]"),
-    ({"multiply": {"mix": 2}}, r"frames\[0\]\.multiply\.mix: 2 is out of range; allowed \[0, 1\]"),
-])
+@pytest.mark.parametrize(
+    "params,match",
+    [
+        ({"nope": {"factor": 2}}, r"frames\[0\]\.nope: no bend with id 'nope'"),
+        (
+            {"multiply": {"size": 2}},
+            r"frames\[0\]\.multiply\.size: not a per-frame parameter of 'multiply'.*factor, mix",
+        ),
+        (
+            {"multiply": {"factor": float("nan")}},
+            r"frames\[0\]\.multiply\.factor: nan is not finite; allowed a number in \[-10, 10\]",
+        ),
+        (
+            {"multiply": {"factor": 1e6}},
+            r"frames\[0\]\.multiply\.factor: 1000000\.0 is out of range; allowed \[-10, 10\]",
+        ),
+        ({"multiply": {"mix": 2}}, r"frames\[0\]\.multiply\.mix: 2 is out of range; allowed \[0, 1\]"),
+    ],
+)
 def test_bad_frame_parameters_name_the_field_and_range(tiny_pipe, params, match):
     r = renderer(tiny_pipe, ["multiply:factor=1@mid_block"])
     with pytest.raises(FrameParamError, match=match):
@@ -183,7 +231,9 @@ def test_unknown_layer_suggests_the_nearest_names(tiny_pipe):
 def test_binding_checks_steps_and_channels_against_the_model(tiny_pipe):
     with pytest.raises(PlanError, match=r"bend\[0\]\.step: step 7 is past the last; allowed \[0, 3\]"):
         renderer(tiny_pipe, ["add:value=1@latent:step=7"])
-    with pytest.raises(PlanError, match=r"bend\[0\]\.channels: channel 9 out of range; the target has channels \[0, 3\]"):
+    with pytest.raises(
+        PlanError, match=r"bend\[0\]\.channels: channel 9 out of range; the target has channels \[0, 3\]"
+    ):
         renderer(tiny_pipe, ["add:value=1@latent:channels=9"])
     with pytest.raises(PlanError, match=r"rotate_r6 acts on exactly 4 channels"):
         renderer(tiny_pipe, ["rotate_r6@mid_block"])
@@ -193,12 +243,12 @@ def test_binding_checks_steps_and_channels_against_the_model(tiny_pipe):
 
 def test_layers_by_index_and_name_are_the_same_module(tiny_pipe):
     r = renderer(tiny_pipe)
-    mid = next(l for l in r.layers if l.name == "mid_block")
+    mid = next(layer for layer in r.layers if layer.name == "mid_block")
     a = images(renderer(tiny_pipe, ["multiply:factor=2@mid_block"]).render([FrameSpec()]))
     b = images(renderer(tiny_pipe, [f"multiply:factor=2@#{mid.index}"]).render([FrameSpec()]))
     assert np.array_equal(a, b)
-    assert all(len(l.shape) == 3 for l in r.layers)
-    assert [l.index for l in r.layers] == list(range(len(r.layers)))
+    assert all(len(layer.shape) == 3 for layer in r.layers)
+    assert [layer.index for layer in r.layers] == list(range(len(r.layers)))
 
 
 def test_nan_producing_bends_are_reported_with_operator_and_value(tiny_pipe):

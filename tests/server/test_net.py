@@ -20,22 +20,47 @@ import zmq
 from PIL import Image
 
 from bendbridge.bridge.client import RenderClient, ServerError, ServerTimeout
-from bendbridge.protocol import Bye, Error, FrameReady, FrameRequest, Heartbeat, Hello, ParamUpdate, SessionSetup, Welcome, decode, encode
-from bendbridge.server.net.app import RenderServer, ServerConfig
+from bendbridge.protocol import (
+    Bye,
+    FrameReady,
+    FrameRequest,
+    Heartbeat,
+    Hello,
+    ParamUpdate,
+    SessionSetup,
+    Welcome,
+    decode,
+    encode,
+)
 from bendbridge.protocol.output import OutputStore, OutsideRootError
 from bendbridge.protocol.security import SecurityError, make_keys
+from bendbridge.server.net.app import RenderServer, ServerConfig
 
-PLAN = {"bend": [{"id": "spin", "op": "rotate_plane", "target": "latent", "step": 0, "params": {"angle": 0.0}},
-                 {"id": "amp", "op": "multiply", "target": "mid_block", "params": {"factor": 1.0}}]}
+PLAN = {
+    "bend": [
+        {"id": "spin", "op": "rotate_plane", "target": "latent", "step": 0, "params": {"angle": 0.0}},
+        {"id": "amp", "op": "multiply", "target": "mid_block", "params": {"factor": 1.0}},
+    ]
+}
 
 
 def setup_msg(output: str = "take1", mode: str = "offline", **kw) -> SessionSetup:
-    return SessionSetup(prompts=("a red circle on a blue background",), output=output, steps=2, guidance=2.0, plan=PLAN, mode=mode, **kw)
+    return SessionSetup(
+        prompts=("a red circle on a blue background",), output=output, steps=2, guidance=2.0, plan=PLAN, mode=mode, **kw
+    )
 
 
 def request(i: int, **kw) -> FrameRequest:
-    return FrameRequest(frame=i, sample=i * 2000, seconds=i / 24, beats=i / 12, bar=1, beat=1 + i / 12,
-                        params={"spin": {"angle": 0.1 * i}, "amp": {"factor": 1 + 0.05 * i}}, **kw)
+    return FrameRequest(
+        frame=i,
+        sample=i * 2000,
+        seconds=i / 24,
+        beats=i / 12,
+        bar=1,
+        beat=1 + i / 12,
+        params={"spin": {"angle": 0.1 * i}, "amp": {"factor": 1 + 0.05 * i}},
+        **kw,
+    )
 
 
 @pytest.fixture
@@ -60,7 +85,7 @@ def manifest_lines(folder: Path) -> int:
 
 def frames_are_intact(folder: Path) -> int:
     """Every PNG decodes and matches its manifest hash; returns the manifest line count."""
-    lines = [json.loads(l) for l in (folder / "manifest.jsonl").read_text().splitlines()]
+    lines = [json.loads(line) for line in (folder / "manifest.jsonl").read_text().splitlines()]
     last = {e["frame"]: e for e in lines}
     for e in last.values():
         data = (folder / f"frame_{e['frame']:08d}.png").read_bytes()
@@ -91,7 +116,7 @@ def test_a_session_renders_frames_to_files_with_a_manifest_and_events(running, t
     assert sorted(got) == list(range(6)) and all(f.status == "ok" for f in got.values())
     folder = tmp_path / "out" / "take1"
     assert frames_are_intact(folder) == 6
-    manifest = [json.loads(l) for l in (folder / "manifest.jsonl").read_text().splitlines()]
+    manifest = [json.loads(line) for line in (folder / "manifest.jsonl").read_text().splitlines()]
     assert {m["frame"]: m["params"]["spin"]["angle"] for m in manifest} == pytest.approx({i: 0.1 * i for i in range(6)})
     assert {m["sample"] for m in manifest} == {i * 2000 for i in range(6)}
     assert len({m["hash"] for m in manifest}) == 6  # different parameters, different frames
@@ -116,7 +141,9 @@ def test_bad_frame_parameters_are_refused_by_field_and_nothing_is_rendered(runni
     with RenderClient(running.url) as c:
         c.setup(setup_msg())
         c.send(FrameRequest(frame=0, sample=0, params={"amp": {"factor": 1e6}}))
-        with pytest.raises(ServerError, match=r"frames\[0\]\.amp\.factor: 1000000\.0 is out of range; allowed \[-10, 10\]"):
+        with pytest.raises(
+            ServerError, match=r"frames\[0\]\.amp\.factor: 1000000\.0 is out of range; allowed \[-10, 10\]"
+        ):
             c.expect(FrameReady)
         c.send(FrameRequest(frame=0, sample=0, params={"nope": {"x": 1.0}}))
         with pytest.raises(ServerError, match=r"no bend with id 'nope'"):
@@ -141,7 +168,9 @@ def test_a_client_vanishing_mid_session_loses_no_frame(running, tmp_path):
     c.setup(setup_msg("gone"))
     for i in range(8):
         c.send(request(i))
-    c.sock.close(linger=5000)  # vanish without reading a single reply (once the requests have left: LINGER 0 could drop them)
+    c.sock.close(
+        linger=5000
+    )  # vanish without reading a single reply (once the requests have left: LINGER 0 could drop them)
     folder = tmp_path / "out" / "gone"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and manifest_lines(folder) < 8:
@@ -161,15 +190,34 @@ def test_live_mode_drops_late_frames_and_newest_parameters_win(running, tmp_path
         c.send(request(1, deadline=time.time() + 60))
         fr = c.expect(FrameReady).message
     assert fr.status == "ok"
-    (entry,) = [json.loads(l) for l in (tmp_path / "out" / "live" / "manifest.jsonl").read_text().splitlines()]
+    (entry,) = [json.loads(line) for line in (tmp_path / "out" / "live" / "manifest.jsonl").read_text().splitlines()]
     assert entry["params"]["spin"]["angle"] == 2.5 and entry["params"]["amp"]["factor"] == pytest.approx(1.05)
     assert running.server.sessions["live"].dropped == 1
 
 
 def test_fuzz_ten_thousand_malformed_messages_then_a_valid_request_is_served(running, tmp_path):
     rng = random.Random(7)
-    good = [encode(m) for m in (Hello(client="f"), request(3), Bye(), Heartbeat(), ParamUpdate(params={"spin": {"angle": 1.0}}))]
-    weird = [None, True, -1, 2**64 - 1, 1.5, math.nan, math.inf, -math.inf, "", "x" * 3000, b"\0" * 64, [], {}, [[[[1]]]], {"a": None}]
+    good = [
+        encode(m)
+        for m in (Hello(client="f"), request(3), Bye(), Heartbeat(), ParamUpdate(params={"spin": {"angle": 1.0}}))
+    ]
+    weird = [
+        None,
+        True,
+        -1,
+        2**64 - 1,
+        1.5,
+        math.nan,
+        math.inf,
+        -math.inf,
+        "",
+        "x" * 3000,
+        b"\0" * 64,
+        [],
+        {},
+        [[[[1]]]],
+        {"a": None},
+    ]
     with RenderClient(running.url, timeout=30) as c:
         c.setup(setup_msg("fuzz"))
         c.send(request(0))
@@ -242,7 +290,10 @@ def test_outputs_stay_under_the_output_root(tmp_path):
     with pytest.raises(OutsideRootError):
         OutputStore(tmp_path, "../escape")
     store = OutputStore(tmp_path, "ok")
-    e = store.write_frame(np.zeros((8, 8, 3), np.uint8), dict(frame=3, sample=0, seconds=0.0, beats=0.0, bar=1, beat=1.0, params={}, seed=0, fingerprint="f"))
+    e = store.write_frame(
+        np.zeros((8, 8, 3), np.uint8),
+        dict(frame=3, sample=0, seconds=0.0, beats=0.0, bar=1, beat=1.0, params={}, seed=0, fingerprint="f"),
+    )
     assert store.path(3).parent == tmp_path.resolve() / "ok" and OutputStore(tmp_path, "ok").finished(3, "f") == e
 
 
@@ -266,8 +317,22 @@ def test_a_killed_server_restarts_and_resumes_from_its_manifest(tiny_pipe, tmp_p
     (model / "bendbridge.json").write_text(json.dumps({"steps": 2, "guidance": 2.0, "size": 64}))
     port = 20000 + os.getpid() % 20000
     url = f"tcp://127.0.0.1:{port}"
-    cmd = [sys.executable, "-m", "bendbridge.tools.cli", "serve", "--bind", url, "--events", f"tcp://127.0.0.1:{port + 1}",
-           "--model", str(model), "--output-root", str(tmp_path / "out"), "--max-batch", "2"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bendbridge.tools.cli",
+        "serve",
+        "--bind",
+        url,
+        "--events",
+        f"tcp://127.0.0.1:{port + 1}",
+        "--model",
+        str(model),
+        "--output-root",
+        str(tmp_path / "out"),
+        "--max-batch",
+        "2",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 
     def start():

@@ -30,9 +30,36 @@ def run(name: str, x: torch.Tensor, **params):
 
 
 def test_registry_has_every_family_of_the_papers():
-    need = {"add", "subtract", "multiply", "noise", "threshold", "soft_threshold", "invert", "negate", "power", "log",
-            "absolute", "clamp", "rescale", "gaussian", "rotate_plane", "rotate_r6", "reflect", "hadamard", "matrix",
-            "rotate", "scale", "translate", "flip", "dilate", "erode", "gradient", "open", "close"}
+    need = {
+        "add",
+        "subtract",
+        "multiply",
+        "noise",
+        "threshold",
+        "soft_threshold",
+        "invert",
+        "negate",
+        "power",
+        "log",
+        "absolute",
+        "clamp",
+        "rescale",
+        "gaussian",
+        "rotate_plane",
+        "rotate_r6",
+        "reflect",
+        "hadamard",
+        "matrix",
+        "rotate",
+        "scale",
+        "translate",
+        "flip",
+        "dilate",
+        "erode",
+        "gradient",
+        "open",
+        "close",
+    }
     assert need <= set(CATALOGUE)
 
 
@@ -138,13 +165,25 @@ def test_morphology_sizes_may_differ_per_sample():
     assert torch.equal(batched[0], x[0])
 
 
-@pytest.mark.parametrize("name,params", [
-    ("add", {"value": (0.5, -2.0, 3.0)}), ("multiply", {"factor": (2.0, 0.0, -1.0)}), ("threshold", {"r": (0.1, 0.5, 1.0)}),
-    ("soft_threshold", {"r": (0.1, 0.5, 1.0)}), ("power", {"p": (0.5, 2.0, 3.0)}), ("clamp", {"lo": (-1, -0.5, 0), "hi": (1, 0.5, 2)}),
-    ("rotate_plane", {"angle": (0.3, 1.0, 2.0)}), ("rotate", {"degrees": (10.0, 45.0, 90.0)}),
-    ("scale", {"factor": (1.2, 0.5, 2.0)}), ("translate", {"tx": (0.1, -0.2, 0.25), "ty": (0.0, 0.1, -0.3)}),
-    ("gaussian", {"value": (1.0, 2.0, -1.0), "sigma": (0.2, 0.1, 0.3), "cx": (0.5, 0.2, 0.8), "cy": (0.5, 0.5, 0.1)}),
-])
+@pytest.mark.parametrize(
+    "name,params",
+    [
+        ("add", {"value": (0.5, -2.0, 3.0)}),
+        ("multiply", {"factor": (2.0, 0.0, -1.0)}),
+        ("threshold", {"r": (0.1, 0.5, 1.0)}),
+        ("soft_threshold", {"r": (0.1, 0.5, 1.0)}),
+        ("power", {"p": (0.5, 2.0, 3.0)}),
+        ("clamp", {"lo": (-1, -0.5, 0), "hi": (1, 0.5, 2)}),
+        ("rotate_plane", {"angle": (0.3, 1.0, 2.0)}),
+        ("rotate", {"degrees": (10.0, 45.0, 90.0)}),
+        ("scale", {"factor": (1.2, 0.5, 2.0)}),
+        ("translate", {"tx": (0.1, -0.2, 0.25), "ty": (0.0, 0.1, -0.3)}),
+        (
+            "gaussian",
+            {"value": (1.0, 2.0, -1.0), "sigma": (0.2, 0.1, 0.3), "cx": (0.5, 0.2, 0.8), "cy": (0.5, 0.5, 0.1)},
+        ),
+    ],
+)
 def test_per_sample_parameters_equal_one_sample_at_a_time(name, params):
     x = _x()
     batched = run(name, x, **{k: _p(*v) for k, v in params.items()})
@@ -155,9 +194,15 @@ def test_per_sample_parameters_equal_one_sample_at_a_time(name, params):
 
 def test_nan_traps_of_the_research_code_are_finite():
     x = torch.tensor([[[[0.0, -0.0, 1e-30, -2.0]]]])
-    for name, params in [("soft_threshold", {"r": _p(0.0)}), ("invert", {"r": _p(0.0)}), ("log", {"base": _p(1.0)}),
-                         ("log", {"base": _p(0.01)}), ("power", {"p": _p(0.0)}), ("power", {"p": _p(0.5)}),
-                         ("rescale", {"lo": _p(-1.0), "hi": _p(1.0)})]:
+    for name, params in [
+        ("soft_threshold", {"r": _p(0.0)}),
+        ("invert", {"r": _p(0.0)}),
+        ("log", {"base": _p(1.0)}),
+        ("log", {"base": _p(0.01)}),
+        ("power", {"p": _p(0.0)}),
+        ("power", {"p": _p(0.5)}),
+        ("rescale", {"lo": _p(-1.0), "hi": _p(1.0)}),
+    ]:
         y = run(name, x, **params)
         assert torch.isfinite(y).all(), (name, params, y)
     assert torch.equal(run("soft_threshold", x, r=_p(0.0))[0, 0, 0, :2], torch.zeros(2))
@@ -234,7 +279,11 @@ def test_every_operator_gives_the_same_result_on_channels_last_activations(name)
     params = {}
     for k, p in spec.params.items():
         if p.kind == "float":
-            v = p.default if p.identity is None or p.default != p.identity else (p.lo if p.lo is not None and p.lo != p.identity else p.identity + 0.5)
+            v = (
+                p.default
+                if p.identity is None or p.default != p.identity
+                else (p.lo if p.lo is not None and p.lo != p.identity else p.identity + 0.5)
+            )
             params[k] = _p(v, v)
         elif p.kind == "matrix":
             params[k] = torch.eye(4, dtype=torch.float64).flip(0).expand(2, 4, 4)

@@ -15,7 +15,9 @@ PROMPTS = ("a red circle on a blue background", "a yellow star on a purple backg
 
 def renderer(pipe, specs, **kw) -> Renderer:
     """A renderer on the tiny pipeline: render settings and RenderConfig options from ``kw``."""
-    settings = {"steps": 4, "guidance": 3.0, "prompts": PROMPTS} | {k: kw.pop(k) for k in list(kw) if k in RENDER_FIELDS}
+    settings = {"steps": 4, "guidance": 3.0, "prompts": PROMPTS} | {
+        k: kw.pop(k) for k in list(kw) if k in RENDER_FIELDS
+    }
     return Renderer(LoadedModel(pipe), RenderConfig(RenderSettings(**settings), BendPlan.from_specs(list(specs)), **kw))
 
 
@@ -37,7 +39,10 @@ def test_the_unbent_prefix_is_denoised_once_and_gives_the_same_images(tiny_pipe,
 
 
 def test_a_later_batch_reuses_the_cached_prefix(tiny_pipe, unet_calls):
-    r = renderer(tiny_pipe, ["multiply:factor=1@up_blocks.0:steps=2-3:id=spin_free", "rotate_plane:angle=0@latent:step=3:id=spin"])
+    r = renderer(
+        tiny_pipe,
+        ["multiply:factor=1@up_blocks.0:steps=2-3:id=spin_free", "rotate_plane:angle=0@latent:step=3:id=spin"],
+    )
     assert r.prefix_steps == 2  # the module bend starts at step 2
     r.render(spins(4))
     unet_calls.calls.clear()
@@ -48,21 +53,32 @@ def test_a_later_batch_reuses_the_cached_prefix(tiny_pipe, unet_calls):
 
 def test_each_seed_angle_and_prompt_mix_gets_its_own_prefix(tiny_pipe):
     r = renderer(tiny_pipe, ["rotate_plane:angle=0@latent:step=2:id=spin"])
-    frames = [FrameSpec(seed=0), FrameSpec(seed=1), FrameSpec(seed=0, noise_angle=0.5), FrameSpec(seed=0, prompt_weights=(1.0, 1.0)),
-              FrameSpec(seed=1)]
+    frames = [
+        FrameSpec(seed=0),
+        FrameSpec(seed=1),
+        FrameSpec(seed=0, noise_angle=0.5),
+        FrameSpec(seed=0, prompt_weights=(1.0, 1.0)),
+        FrameSpec(seed=1),
+    ]
     shared = [x.image for x in r.render(frames)]
-    alone = [renderer(tiny_pipe, ["rotate_plane:angle=0@latent:step=2:id=spin"], share_prefix=False).render([f])[0].image for f in frames]
+    alone = [
+        renderer(tiny_pipe, ["rotate_plane:angle=0@latent:step=2:id=spin"], share_prefix=False).render([f])[0].image
+        for f in frames
+    ]
     assert r.prefix.computed == 4
     assert all(np.abs(x.astype(int) - y.astype(int)).max() <= 2 for x, y in zip(shared, alone))
     assert np.array_equal(shared[1], shared[4])
 
 
-@pytest.mark.parametrize("specs,kw", [
-    (["weight:delta=0.5@text:word=red"], {}),  # text bends change the conditioning from step 0
-    (["rotate_plane:angle=1@latent:step=0"], {}),
-    (["rotate_plane:angle=1@latent:step=2"], {"scheduler": "dpm"}),  # multistep history is per sample
-    (["rotate_plane:angle=1@latent:step=2"], {"share_prefix": False}),
-])
+@pytest.mark.parametrize(
+    "specs,kw",
+    [
+        (["weight:delta=0.5@text:word=red"], {}),  # text bends change the conditioning from step 0
+        (["rotate_plane:angle=1@latent:step=0"], {}),
+        (["rotate_plane:angle=1@latent:step=2"], {"scheduler": "dpm"}),  # multistep history is per sample
+        (["rotate_plane:angle=1@latent:step=2"], {"share_prefix": False}),
+    ],
+)
 def test_sharing_is_off_when_a_bend_acts_from_the_start_or_the_scheduler_keeps_history(tiny_pipe, specs, kw):
     assert renderer(tiny_pipe, specs, **kw).prefix_steps == 0
 

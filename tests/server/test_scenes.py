@@ -27,9 +27,13 @@ def test_held_out_combinations_are_never_drawn_for_training():
 def test_captions_follow_the_grammar():
     s = scenes.Scene("red", "star", "blue", "gradient")
     assert scenes.caption(s) == "a red star on a blue gradient background"
-    assert scenes.caption(scenes.Scene("yellow", "circle", "purple", "sea")) == "a yellow sun in the sky over a purple sea"
-    assert scenes.caption(scenes.Scene("orange", "ring", None, "night", say_position=True, position="top left")) == \
-        "an orange ring in the top left in a starry night sky"
+    assert (
+        scenes.caption(scenes.Scene("yellow", "circle", "purple", "sea")) == "a yellow sun in the sky over a purple sea"
+    )
+    assert (
+        scenes.caption(scenes.Scene("orange", "ring", None, "night", say_position=True, position="top left"))
+        == "an orange ring in the top left in a starry night sky"
+    )
     assert scenes.render_scene(s).shape == (128, 128, 3)
 
 

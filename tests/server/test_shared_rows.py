@@ -17,7 +17,9 @@ PROMPTS = ("a red circle on a blue background", "a yellow star on a purple backg
 
 def renderer(pipe, specs, **kw) -> Renderer:
     """A renderer on the tiny pipeline: render settings and RenderConfig options from ``kw``."""
-    settings = {"steps": 3, "guidance": 3.0, "prompts": PROMPTS} | {k: kw.pop(k) for k in list(kw) if k in RENDER_FIELDS}
+    settings = {"steps": 3, "guidance": 3.0, "prompts": PROMPTS} | {
+        k: kw.pop(k) for k in list(kw) if k in RENDER_FIELDS
+    }
     return Renderer(LoadedModel(pipe), RenderConfig(RenderSettings(**settings), BendPlan.from_specs(list(specs)), **kw))
 
 
@@ -30,16 +32,23 @@ def turns(n: int) -> list[FrameSpec]:
 
 
 def assert_same_images(a, b) -> None:
-    assert all(np.abs(x.image.astype(int) - y.image.astype(int)).max() <= 2 for x, y in zip(a, b))  # batch-size rounding
+    assert all(
+        np.abs(x.image.astype(int) - y.image.astype(int)).max() <= 2 for x, y in zip(a, b)
+    )  # batch-size rounding
 
 
-@pytest.mark.parametrize("target,split", [
-    ("up_blocks.1", SplitPoint(4, at_input=False)),  # a whole block: widened at its output
-    ("up_blocks.0.resnets.1", SplitPoint(3, at_input=True)),  # nested: widened at the block's input
-    ("down_blocks.1", SplitPoint(1, at_input=False)),  # a down block's output carries skip connections
-    ("mid_block", SplitPoint(2, at_input=False)),
-])
-def test_the_first_bent_step_computes_the_stages_before_the_bend_once_and_gives_the_same_images(tiny_pipe, unet_calls, target, split):
+@pytest.mark.parametrize(
+    "target,split",
+    [
+        ("up_blocks.1", SplitPoint(4, at_input=False)),  # a whole block: widened at its output
+        ("up_blocks.0.resnets.1", SplitPoint(3, at_input=True)),  # nested: widened at the block's input
+        ("down_blocks.1", SplitPoint(1, at_input=False)),  # a down block's output carries skip connections
+        ("mid_block", SplitPoint(2, at_input=False)),
+    ],
+)
+def test_the_first_bent_step_computes_the_stages_before_the_bend_once_and_gives_the_same_images(
+    tiny_pipe, unet_calls, target, split
+):
     spec = f"rotate:degrees=0@{target}:id=amp"  # a spatial turn survives the group norms after any block
     shared, unshared = renderer(tiny_pipe, [spec]), renderer(tiny_pipe, [spec], share_prefix=False)
     assert shared.split == split
@@ -75,12 +84,18 @@ def test_sharing_starts_after_the_shared_prefix_and_works_without_guidance(tiny_
     assert_same_images(a, renderer(tiny_pipe, [spec], guidance=1.0, share_prefix=False).render(amps(4)))
 
 
-@pytest.mark.parametrize("specs", [
-    ["multiply:factor=1@up_blocks.1:id=amp", "rotate_plane:angle=1@latent:step=0"],  # the latent differs before the U-Net
-    ["multiply:factor=1@up_blocks.1:id=amp", "weight:delta=0.5@text:word=red"],  # so does the text
-    ["multiply:factor=1@conv_in:id=amp"],  # bent before the first stage
-    ["rotate_plane:angle=1@latent:step=1"],  # no module bend
-])
+@pytest.mark.parametrize(
+    "specs",
+    [
+        [
+            "multiply:factor=1@up_blocks.1:id=amp",
+            "rotate_plane:angle=1@latent:step=0",
+        ],  # the latent differs before the U-Net
+        ["multiply:factor=1@up_blocks.1:id=amp", "weight:delta=0.5@text:word=red"],  # so does the text
+        ["multiply:factor=1@conv_in:id=amp"],  # bent before the first stage
+        ["rotate_plane:angle=1@latent:step=1"],  # no module bend
+    ],
+)
 def test_no_rows_are_shared_when_they_differ_before_the_first_stage(tiny_pipe, specs):
     assert renderer(tiny_pipe, specs).split is None
 
@@ -117,5 +132,13 @@ def test_row_sharing_maps_each_guided_row_to_its_starts_row():
 
 
 def test_stages_follow_the_unets_execution_order(tiny_pipe):
-    assert unet_stages(tiny_pipe.unet) == ["down_blocks.0", "down_blocks.1", "mid_block", "up_blocks.0", "up_blocks.1",
-                                           "conv_norm_out", "conv_act", "conv_out"]
+    assert unet_stages(tiny_pipe.unet) == [
+        "down_blocks.0",
+        "down_blocks.1",
+        "mid_block",
+        "up_blocks.0",
+        "up_blocks.1",
+        "conv_norm_out",
+        "conv_act",
+        "conv_out",
+    ]

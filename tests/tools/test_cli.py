@@ -10,7 +10,9 @@ from PIL import Image
 
 from bendbridge.server.model import EMBEDDED_MODEL
 
-needs_model = pytest.mark.skipif(not (EMBEDDED_MODEL / "model_index.json").exists(), reason="embedded model not exported")
+needs_model = pytest.mark.skipif(
+    not (EMBEDDED_MODEL / "model_index.json").exists(), reason="embedded model not exported"
+)
 
 
 def bb(*args: str) -> subprocess.CompletedProcess:
@@ -18,7 +20,9 @@ def bb(*args: str) -> subprocess.CompletedProcess:
     import os
 
     env = {**os.environ, **env}
-    return subprocess.run([sys.executable, "-m", "bendbridge.tools.cli", *args], capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "bendbridge.tools.cli", *args], capture_output=True, text=True, env=env, timeout=300
+    )
 
 
 @needs_model
@@ -32,18 +36,30 @@ def test_layers_lists_latent_text_and_module_targets():
 @needs_model
 def test_render_writes_a_png_of_the_model_size(tmp_path):
     out = tmp_path / "x.png"
-    r = bb("render", "--prompt", "a red circle on a blue background", "--bend", "rotate_plane:plane=0,1:angle=1.2@latent:step=0",
-           "--bend", "dilate:size=3@mid_block:steps=0-2", "--out", str(out))
+    r = bb(
+        "render",
+        "--prompt",
+        "a red circle on a blue background",
+        "--bend",
+        "rotate_plane:plane=0,1:angle=1.2@latent:step=0",
+        "--bend",
+        "dilate:size=3@mid_block:steps=0-2",
+        "--out",
+        str(out),
+    )
     assert r.returncode == 0, r.stderr
     assert Image.open(out).size == (128, 128)
 
 
 @needs_model
-@pytest.mark.parametrize("spec,match", [
-    ("rotat:angle=1@latent", "unknown operator 'rotat'; did you mean rotate"),
-    ("add:value=1@mid_blok", "unknown layer 'mid_blok'; did you mean mid_block"),
-    ("multiply:factor=50@latent", "bend[0].params.factor: 50 is out of range; allowed [-10, 10]"),
-])
+@pytest.mark.parametrize(
+    "spec,match",
+    [
+        ("rotat:angle=1@latent", "unknown operator 'rotat'; did you mean rotate"),
+        ("add:value=1@mid_blok", "unknown layer 'mid_blok'; did you mean mid_block"),
+        ("multiply:factor=50@latent", "bend[0].params.factor: 50 is out of range; allowed [-10, 10]"),
+    ],
+)
 def test_bad_bends_exit_2_with_a_message_naming_the_field(tmp_path, spec, match):
     r = bb("render", "--prompt", "x", "--bend", spec, "--out", str(tmp_path / "x.png"))
     assert r.returncode == 2 and match in r.stderr
@@ -58,8 +74,11 @@ def test_missing_model_folder_is_a_clear_error(tmp_path):
 @needs_model
 def test_sweep_renders_a_labelled_contact_sheet(tmp_path):
     cfg = tmp_path / "sweep.toml"
-    cfg.write_text('prompt = "a yellow star on a purple background"\n\n[[row]]\nop = "rotate_plane"\ntarget = "latent"\nstep = 0\n'
-                   'sweep = "angle"\nvalues = [0.0, 1.5, 3.0]\n\n[[row]]\nop = "dilate"\ntarget = "mid_block"\nsweep = "size"\nvalues = [1, 3]\n')
+    cfg.write_text(
+        'prompt = "a yellow star on a purple background"\n\n[[row]]\nop = "rotate_plane"\ntarget = "latent"\nstep = 0\n'
+        'sweep = "angle"\nvalues = [0.0, 1.5, 3.0]\n\n'
+        '[[row]]\nop = "dilate"\ntarget = "mid_block"\nsweep = "size"\nvalues = [1, 3]\n'
+    )
     out = tmp_path / "sheet.png"
     r = bb("sweep", "--config", str(cfg), "--out", str(out))
     assert r.returncode == 0, r.stderr
