@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
+from bendbridge.protocol.errors import BendbridgeError
+
 __all__ = ["OscTransport", "OscInput"]
 
 _LANE = re.compile(r"^/track/\d+/(volume|pan|fx/\d+/fxparam/\d+/value)$")
@@ -94,7 +96,10 @@ class OscInput:
         self.transport = transport or OscTransport()
         d = Dispatcher()
         d.set_default_handler(self.transport.handle)
-        self.server = ThreadingOSCUDPServer((host, port), d)
+        try:
+            self.server = ThreadingOSCUDPServer((host, port), d)
+        except OSError as e:
+            raise BendbridgeError("--osc-port", f"cannot listen on udp://{host}:{port}: {e.strerror}") from None
         self.port = self.server.server_address[1]
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True, name="osc-input")
 

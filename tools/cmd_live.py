@@ -93,24 +93,27 @@ def run_bridge(args: argparse.Namespace) -> int:
     from bendbridge.protocol import SessionSetup
 
     config = SessionConfig.load(args.config)
+    settings = config.rendering()
     mapping = load_mapping(config.tables, config.plan)
     router, clock = CcRouter(load_cc_mappings(config.tables, config.plan)), ClockFollower()
     timeline = Timeline(
         FrameGrid(parse_fps(args.fps, "--fps") if args.fps else config.fps, 48_000), config.tempo, config.meter
     )
     lanes = {s.name: ValueLane() for p in mapping.params for s in p.sources if s.kind == "lane"}
+    port = open_midi_input(args.midi_in, None, args.midi_backend) if args.midi_in else None
     stop = threading.Event()
     with (
         RenderClient(args.server, keys=args.keys, client_name=args.client) as client,
         OscInput(args.osc_port, args.osc_host) as osc,
     ):
+        client.ping()  # no server answering is reported within the client's timeout, not the setup's
         client.setup(
             SessionSetup.for_settings(
-                config.rendering(), output=args.output, fps=timeline.grid.fps, plan=config.plan.to_dict(), mode="live"
+                settings, output=args.output, fps=timeline.grid.fps, plan=config.plan.to_dict(), mode="live"
             )
         )
-        if args.midi_in:
-            _follow_midi(open_midi_input(args.midi_in, None, args.midi_backend), clock, router, stop)
+        if port is not None:
+            _follow_midi(port, clock, router, stop)
 
         def playhead():
             for name, lane in lanes.items():
