@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -99,11 +101,12 @@ def load_model(
     dev = torch.device(device) if device is not None else default_device()
     if dtype is None:
         dtype = torch.float16 if dev.type == "cuda" else torch.float32
-    pipe = _from_pretrained(path)
-    pipe.unet.to(dev, dtype)
-    pipe.text_encoder.to(dev, dtype)
-    # SD's VAE overflows in fp16; keep it in fp32 where the folder asks for that
-    pipe.vae.to(dev, torch.float32 if getattr(pipe.vae.config, "force_upcast", False) else dtype)
+    with _quiet_hub_libraries():
+        pipe = _from_pretrained(path)
+        pipe.unet.to(dev, dtype)
+        pipe.text_encoder.to(dev, dtype)
+        # SD's VAE overflows in fp16; keep it in fp32 where the folder asks for that
+        pipe.vae.to(dev, torch.float32 if getattr(pipe.vae.config, "force_upcast", False) else dtype)
     for m in (pipe.unet, pipe.vae, pipe.text_encoder):
         m.eval().requires_grad_(False)
     if channels_last:
@@ -126,31 +129,38 @@ def _check_folder(path: Path) -> None:
         )
 
 
-def _from_pretrained(path: Path) -> Any:
-    """``StableDiffusionPipeline.from_pretrained`` offline, without a safety checker, quietly."""
+@contextmanager
+def _quiet_hub_libraries() -> Iterator[None]:
+    """diffusers and transformers log only errors and show no progress bars inside the block."""
     from transformers.utils import logging as tlog
 
     tlog.set_verbosity_error()  # importing the pipeline warns about optional image processors
-    from diffusers import StableDiffusionPipeline
     from diffusers.utils import logging as dlog
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     levels = dlog.get_verbosity(), tlog.get_verbosity()
     for log in (dlog, tlog):
         log.set_verbosity_error()
         log.disable_progress_bar()
     try:
-        pipe = StableDiffusionPipeline.from_pretrained(
-            path, safety_checker=None, feature_extractor=None, requires_safety_checker=False, local_files_only=True
-        )
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ModelError(
-            "--model", f"{str(path)!r}: cannot load it as a Stable Diffusion pipeline ({type(e).__name__}: {e})"[:600]
-        ) from None
+        yield
     finally:
         dlog.set_verbosity(levels[0])
         tlog.set_verbosity(levels[1])
         dlog.enable_progress_bar()
         tlog.enable_progress_bar()
+
+
+def _from_pretrained(path: Path) -> Any:
+    """``StableDiffusionPipeline.from_pretrained`` offline, without a safety checker."""
+    from diffusers import StableDiffusionPipeline
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        pipe = StableDiffusionPipeline.from_pretrained(
+            path, safety_checker=None, feature_extractor=None, requires_safety_checker=False, local_files_only=True
+        )
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        message = f"{str(path)!r}: cannot load it as a Stable Diffusion pipeline ({type(e).__name__}: {e})"
+        raise ModelError("--model", message[:600]) from None
     pipe.set_progress_bar_config(disable=True)
     return pipe

@@ -3,8 +3,13 @@ a render server on loopback in a thread."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -156,3 +161,69 @@ def start_server():
     yield start
     for s in started:
         s.close()
+
+
+class ServerProcess:
+    """``bendbridge serve`` in its own process on free loopback ports (bound with ``*``, read back)."""
+
+    def __init__(self, model: Path, root: Path, *options: str):
+        cmd = [
+            sys.executable,
+            "-m",
+            "bendbridge.tools.cli",
+            "serve",
+            "--bind",
+            "tcp://127.0.0.1:*",
+            "--events",
+            "tcp://127.0.0.1:*",
+            "--model",
+            str(model),
+            "--output-root",
+            str(root),
+            *options,
+        ]
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.url = self._read_endpoint()
+
+    def _read_endpoint(self) -> str:
+        seen = []
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            seen.append(line)
+            m = re.search(r"control (tcp://127\.0\.0\.1:\d+)", line)
+            if m:
+                return m[1]
+            if not line and self.proc.poll() is not None:
+                break
+        self.proc.kill()
+        raise AssertionError(f"the server did not start: {''.join(seen)}")
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(30)
+
+
+@pytest.fixture
+def saved_tiny_model(tiny_pipe, tmp_path) -> Path:
+    """``tiny_pipe`` saved as a diffusers folder whose defaults are 2 steps, guidance 2, 64 px."""
+    model = tmp_path / "tiny_model"
+    tiny_pipe.save_pretrained(model)
+    (model / "bendbridge.json").write_text(json.dumps({"steps": 2, "guidance": 2.0, "size": 64}))
+    return model
+
+
+@pytest.fixture
+def server_process():
+    """``server_process(model_dir, root, *serve options)`` → a running ServerProcess, killed after the test."""
+    started: list[ServerProcess] = []
+
+    def start(model: Path, root: Path, *options: str) -> ServerProcess:
+        started.append(ServerProcess(model, root, *options))
+        return started[-1]
+
+    yield start
+    for s in started:
+        if s.proc.poll() is None:
+            s.kill()

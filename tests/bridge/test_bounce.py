@@ -53,6 +53,7 @@ def decode(path: Path) -> tuple[list[F], list[np.ndarray], int, int]:
     return times, images, samples, rate
 
 
+@pytest.mark.slow
 def test_bounce_places_every_frame_and_the_audio_on_the_timeline(demo, tiny_model, tmp_path):
     out = tmp_path / "v.mp4"
     s = run_bounce(

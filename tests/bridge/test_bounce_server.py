@@ -56,6 +56,7 @@ def test_a_bounce_through_a_server_matches_the_in_process_bounce(demo, tiny_mode
     assert len((sessions[0] / "manifest.jsonl").read_text().splitlines()) == 24
 
 
+@pytest.mark.slow
 def test_a_bounce_survives_losing_its_server_and_resumes_on_another(demo, tiny_model, tmp_path, start_server):
     first = start_server(tiny_model, tmp_path / "root_a", max_batch=4)
     render_once = first.server.render_once

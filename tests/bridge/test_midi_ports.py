@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import time
+import uuid
 
 import pytest
 
@@ -18,7 +19,7 @@ def jack():
     if shutil.which("jackd") is None:
         pytest.skip("jackd is not installed (.ci/run installs jackd2)")
     pytest.importorskip("rtmidi")
-    name = f"bbtest{os.getpid()}"
+    name = f"bbtest-{uuid.uuid4().hex[:8]}"
     proc = subprocess.Popen(
         ["jackd", "-n", name, "-d", "dummy", "-r", "48000", "-p", "1024"],
         stdout=subprocess.DEVNULL,
@@ -57,6 +58,7 @@ def _send_when_ready(be, port: str, messages, timeout: float = 20.0) -> None:
     out.close()
 
 
+@pytest.mark.slow
 def test_midi_learn_writes_the_next_moved_control_into_the_config(jack, tmp_path):
     import mido
 

@@ -4,13 +4,9 @@ diffusers, transformers or safetensors fails."""
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import av
 import pytest
@@ -80,42 +76,6 @@ def test_importing_the_mapping_loads_no_torch_at_all():
     assert "bendbridge.bridge.mapping" in imported and not {m for m in imported if m.split(".")[0] == "torch"}
 
 
-def start_server_process(model: Path, root: Path) -> tuple[subprocess.Popen, str]:
-    """``bendbridge serve`` on free loopback ports; returns the process and its control endpoint."""
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bendbridge.tools.cli",
-            "serve",
-            "--bind",
-            "tcp://127.0.0.1:*",
-            "--events",
-            "tcp://127.0.0.1:*",
-            "--model",
-            str(model),
-            "--output-root",
-            str(root),
-            "--max-batch",
-            "4",
-        ],
-        env=ENV,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        m = re.search(r"control (tcp://127\.0\.0\.1:\d+)", line)
-        if m:
-            return proc, m[1]
-        if not line and proc.poll() is not None:
-            break
-    proc.kill()
-    raise AssertionError(f"the server did not start: {proc.stdout.read()}")
-
-
 CLI = "from bendbridge.tools.cli import main\nsys.exit(main(sys.argv[1:]))\n"
 
 
@@ -124,18 +84,13 @@ def demo_song(demo) -> list[str]:
 
 
 @pytest.mark.slow
-def test_a_bounce_runs_without_torch_against_a_server_in_another_process(demo, tiny_model, tmp_path):
-    model = tmp_path / "tiny"
-    tiny_model.pipe.save_pretrained(model)
-    (model / "bendbridge.json").write_text(json.dumps({"steps": 2, "guidance": 2.0, "size": 64}))
-    server, url = start_server_process(model, tmp_path / "server_root")
+def test_a_bounce_runs_without_torch_against_a_server_in_another_process(
+    demo, saved_tiny_model, tmp_path, server_process
+):
+    server = server_process(saved_tiny_model, tmp_path / "server_root", "--max-batch", "4")
     out = tmp_path / "v.mp4"
-    try:
-        args = ["bounce", *demo_song(demo), "--end", "1", "--steps", "4", "--server", url, "--out", str(out)]
-        r = run_without_render_side(CLI, *args)
-    finally:
-        server.terminate()
-        server.wait(30)
+    args = ["bounce", *demo_song(demo), "--end", "1", "--steps", "4", "--server", server.url, "--out", str(out)]
+    r = run_without_render_side(CLI, *args)
     assert r.returncode == 0, r.stderr
     assert "bounced 24 frames (24 rendered, 0 resumed)" in r.stdout
     with av.open(str(out)) as c:

@@ -7,7 +7,6 @@ import json
 import math
 import os
 import random
-import signal
 import subprocess
 import sys
 import time
@@ -195,6 +194,7 @@ def test_live_mode_drops_late_frames_and_newest_parameters_win(running, tmp_path
     assert running.server.sessions["live"].dropped == 1
 
 
+@pytest.mark.slow
 def test_fuzz_ten_thousand_malformed_messages_then_a_valid_request_is_served(running, tmp_path):
     rng = random.Random(7)
     good = [
@@ -311,55 +311,27 @@ def test_reopening_a_folder_removes_temporaries_left_by_a_crashed_writer_only(tm
 
 
 @pytest.mark.slow
-def test_a_killed_server_restarts_and_resumes_from_its_manifest(tiny_pipe, tmp_path):
-    model = tmp_path / "tiny_model"
-    tiny_pipe.save_pretrained(model)
-    (model / "bendbridge.json").write_text(json.dumps({"steps": 2, "guidance": 2.0, "size": 64}))
-    port = 20000 + os.getpid() % 20000
-    url = f"tcp://127.0.0.1:{port}"
-    cmd = [
-        sys.executable,
-        "-m",
-        "bendbridge.tools.cli",
-        "serve",
-        "--bind",
-        url,
-        "--events",
-        f"tcp://127.0.0.1:{port + 1}",
-        "--model",
-        str(model),
-        "--output-root",
-        str(tmp_path / "out"),
-        "--max-batch",
-        "2",
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-
+def test_a_killed_server_restarts_and_resumes_from_its_manifest(saved_tiny_model, tmp_path, server_process):
     def start():
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        with RenderClient(url, timeout=60) as c:
+        server = server_process(saved_tiny_model, tmp_path / "out", "--max-batch", "2")
+        with RenderClient(server.url, timeout=60) as c:
             c.ping()
-        return proc
+        return server
 
     n = 12
-    proc = start()
-    try:
-        with RenderClient(url, timeout=60) as c:
-            c.setup(setup_msg("resume"))
-            for i in range(n):
-                c.send(request(i))
-            first = collect(c, 3)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-        proc = start()
-        with RenderClient(url, timeout=60) as c:
-            c.setup(setup_msg("resume"))
-            for i in range(n):
-                c.send(request(i))
-            second = collect(c, n, timeout=120)
-    finally:
-        proc.kill()
-        proc.wait(10)
+    server = start()
+    with RenderClient(server.url, timeout=60) as c:
+        c.setup(setup_msg("resume"))
+        for i in range(n):
+            c.send(request(i))
+        first = collect(c, 3)
+    server.kill()  # SIGKILL: no chance to tidy up
+    server = start()  # on new free ports
+    with RenderClient(server.url, timeout=60) as c:
+        c.setup(setup_msg("resume"))
+        for i in range(n):
+            c.send(request(i))
+        second = collect(c, n, timeout=120)
     assert set(first) <= {f for f, m in second.items() if m.status == "resumed"}
     assert {m.status for m in second.values()} <= {"ok", "resumed"}
     assert frames_are_intact(tmp_path / "out" / "resume") == n  # every frame rendered exactly once

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from bendbridge.server.embedded import scenes
 
 
+@pytest.mark.slow
 def test_the_colour_classifier_is_right_on_ground_truth_scenes():
     rng = np.random.default_rng(11)
     ok = 0

@@ -25,6 +25,7 @@ def bb(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 @needs_model
 def test_layers_lists_latent_text_and_module_targets():
     r = bb("layers")
@@ -33,6 +34,7 @@ def test_layers_lists_latent_text_and_module_targets():
     assert "mid_block " in r.stdout and "#0 " in r.stdout
 
 
+@pytest.mark.slow
 @needs_model
 def test_render_writes_a_png_of_the_model_size(tmp_path):
     out = tmp_path / "x.png"
@@ -60,17 +62,20 @@ def test_render_writes_a_png_of_the_model_size(tmp_path):
         ("multiply:factor=50@latent", "bend[0].params.factor: 50 is out of range; allowed [-10, 10]"),
     ],
 )
+@pytest.mark.slow
 def test_bad_bends_exit_2_with_a_message_naming_the_field(tmp_path, spec, match):
     r = bb("render", "--prompt", "x", "--bend", spec, "--out", str(tmp_path / "x.png"))
     assert r.returncode == 2 and match in r.stderr
     assert not (tmp_path / "x.png").exists()
 
 
+@pytest.mark.slow
 def test_missing_model_folder_is_a_clear_error(tmp_path):
     r = bb("layers", "--model", str(tmp_path / "nope"))
     assert r.returncode == 2 and "does not exist" in r.stderr
 
 
+@pytest.mark.slow
 @needs_model
 def test_sweep_renders_a_labelled_contact_sheet(tmp_path):
     cfg = tmp_path / "sweep.toml"

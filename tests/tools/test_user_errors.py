@@ -1,0 +1,299 @@
+"""Every mistake a user can make on the command line ends in one line naming the field and what is
+allowed, with exit status 2 — never a traceback, and before any long work.
+
+The list below is the catalogue of mistakes we thought of; add to it when you find another.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bendbridge.server.model import EMBEDDED_MODEL
+from bendbridge.tools.cli import main
+
+BAD_RANGE = '[[bend]]\nop = "multiply"\ntarget = "mid_block"\nparams = { factor = 99 }\n'
+
+
+def config(tmp: Path, text: str, prompts: bool = True) -> str:
+    path = tmp / f"config{len(list(tmp.glob('config*.toml')))}.toml"
+    path.write_text(('[render]\nprompts = ["a red circle"]\n' if prompts else "") + text)
+    return str(path)
+
+
+def bounce(
+    demo,
+    tmp: Path,
+    *extra: str,
+    config_file: str | None = None,
+    out: str = "v.mp4",
+    audio: str | None = None,
+    midi: str | None = None,
+) -> list[str]:
+    return [
+        "bounce",
+        "--audio",
+        audio or str(demo["audio"]),
+        "--midi",
+        midi or str(demo["midi"]),
+        "--config",
+        config_file or str(demo["config"]),
+        "--out",
+        str(tmp / out),
+        *extra,
+    ]
+
+
+def not_a(tmp: Path, name: str, content: bytes = b"this is not what it says it is") -> str:
+    path = tmp / name
+    path.write_bytes(content)
+    return str(path)
+
+
+# (what the user got wrong, the command line, what the one line must say)
+MISTAKES = [
+    (
+        "video extension",
+        lambda d, t: bounce(d, t, out="x.avi"),
+        "--out: cannot write 'x.avi': bendbridge writes .mp4 (H.264 + AAC), .mov (ProRes + PCM, for editors)",
+    ),
+    ("demo video extension", lambda d, t: ["demo", "--out", str(t / "x.webm")], "--out: cannot write 'x.webm'"),
+    ("missing audio", lambda d, t: bounce(d, t, audio=str(t / "no.wav")), "--audio: no such file"),
+    ("audio that is not audio", lambda d, t: bounce(d, t, audio=not_a(t, "song.wav")), "song.wav: cannot read audio"),
+    ("missing config", lambda d, t: bounce(d, t, config_file=str(t / "none.toml")), "--config: no such file"),
+    (
+        "config not TOML",
+        lambda d, t: bounce(d, t, config_file=not_a(t, "c.toml", b"[render\nprompts=")),
+        "not valid TOML",
+    ),
+    (
+        "unknown render field",
+        lambda d, t: bounce(d, t, config_file=config(t, "[render]\nsed = 1\n", prompts=False)),
+        "render.sed: unknown field; did you mean seed",
+    ),
+    (
+        "unknown table",
+        lambda d, t: bounce(d, t, config_file=config(t, "[rendr]\n")),
+        "rendr: unknown table; did you mean render",
+    ),
+    ("no prompts", lambda d, t: bounce(d, t, config_file=config(t, "", prompts=False)), "render.prompts:"),
+    (
+        "negative seed in the config",
+        lambda d, t: bounce(d, t, config_file=config(t, '[render]\nprompts = ["x"]\nseed = -1\n', prompts=False)),
+        "render.seed: -1 is out of range",
+    ),
+    (
+        "unknown operator",
+        lambda d, t: bounce(d, t, config_file=config(t, '[[bend]]\nop = "rotat"\ntarget = "latent"\n')),
+        "bend[0].op: unknown operator 'rotat'; did you mean rotate",
+    ),
+    (
+        "parameter out of range",
+        lambda d, t: bounce(d, t, config_file=config(t, BAD_RANGE)),
+        "bend[0].params.factor: 99 is out of range; allowed [-10, 10]",
+    ),
+    (
+        "mapping to an unknown lane",
+        lambda d, t: bounce(
+            d,
+            t,
+            config_file=config(
+                t,
+                '[[bend]]\nid = "a"\nop = "add"\ntarget = "latent"\n[[param]]\nbend = "a"\nname = "value"\n'
+                '[[param.source]]\nkind = "lane"\nname = "cc:1:7"\n',
+            ),
+        ),
+        "param[0].source[0].name: unknown lane 'cc:1:7'",
+    ),
+    ("both tempo sources", lambda d, t: bounce(d, t, "--rpp", str(d["midi"])), "--midi: give either --midi or --rpp"),
+    (
+        "MIDI file that is not MIDI",
+        lambda d, t: bounce(d, t, midi=not_a(t, "x.mid")),
+        "not a readable Standard MIDI File",
+    ),
+    ("zero frame rate", lambda d, t: bounce(d, t, "--fps", "0"), "--fps: frame rate 0 out of range"),
+    ("frame rate as text", lambda d, t: bounce(d, t, "--fps", "fast"), "--fps: frame rate 'fast': expected a number"),
+    ("empty range", lambda d, t: bounce(d, t, "--start", "3", "--end", "2"), "--end: the range is empty"),
+    ("range past the song", lambda d, t: bounce(d, t, "--end", "999"), "--end: 999.000 s is past the end of the audio"),
+    (
+        "position that is neither seconds nor bar:beat",
+        lambda d, t: bounce(d, t, "--start", "x:y"),
+        "--start: 'x:y': expected seconds",
+    ),
+    ("image size too small", lambda d, t: bounce(d, t, "--size", "8"), "--size: 8 is out of range; allowed [16, 4096]"),
+    (
+        "image size the model cannot take",
+        lambda d, t: bounce(d, t, "--size", "100", "--end", "0.2"),
+        "render.width: 100 is not a multiple of 16, which this model needs",
+    ),
+    ("no steps", lambda d, t: bounce(d, t, "--steps", "0"), "--steps: 0 is out of range; allowed [1, 1000]"),
+    ("negative seed", lambda d, t: bounce(d, t, "--seed", "-1"), "--seed: -1 is out of range"),
+    ("empty batch", lambda d, t: bounce(d, t, "--batch", "0"), "--batch: 0 is out of range; allowed [1, 1024]"),
+    (
+        "server and a local model",
+        lambda d, t: bounce(d, t, "--server", "tcp://127.0.0.1:9", "--model", str(t)),
+        "--model: a bounce through --server renders with the server's model",
+    ),
+    (
+        "server address that is not one",
+        lambda d, t: bounce(d, t, "--server", "my-gpu-box"),
+        "--server: cannot connect to 'my-gpu-box'",
+    ),
+    (
+        "no server timeout",
+        lambda d, t: bounce(d, t, "--server", "tcp://127.0.0.1:9", "--server-timeout", "0"),
+        "--server-timeout: 0.0 is out of range",
+    ),
+    ("missing lane file", lambda d, t: bounce(d, t, "--lanes", str(t / "lanes.csv")), "--lanes: no such file"),
+    (
+        "lane file without a header",
+        lambda d, t: bounce(d, t, "--lanes", not_a(t, "lanes.csv", b"1,2\n")),
+        "lanes.csv: line 1: expected a header",
+    ),
+    (
+        "video beside a file, not a folder",
+        lambda d, t: bounce(d, t, out=f"{not_a(t, 'file')}/v.mp4"),
+        "cannot create the folder",
+    ),
+    (
+        "image format",
+        lambda d, t: ["render", "--prompt", "x", "--out", str(t / "x.gif")],
+        "--out: cannot write 'x.gif'",
+    ),
+    (
+        "prompt weights as text",
+        lambda d, t: ["render", "--prompt", "x", "--prompt-weights", "a,b", "--out", str(t / "x.png")],
+        "--prompt-weights: 'a,b': expected comma-separated numbers",
+    ),
+    (
+        "prompt weights for other prompts",
+        lambda d, t: ["render", "--prompt", "x", "--prompt-weights", "1,1", "--out", str(t / "x.png")],
+        "--prompt-weights: '1,1': expected 1 finite weights",
+    ),
+    (
+        "unknown scheduler",
+        lambda d, t: ["render", "--prompt", "x", "--scheduler", "fast", "--out", str(t / "x.png")],
+        "--scheduler: 'fast' is not valid; allowed: default, ddim",
+    ),
+    (
+        "missing plan file",
+        lambda d, t: ["render", "--prompt", "x", "--plan", str(t / "p.toml"), "--out", str(t / "x.png")],
+        "p.toml: no such plan file",
+    ),
+    (
+        "bad bend spec",
+        lambda d, t: ["render", "--prompt", "x", "--bend", "add:value=1", "--out", str(t / "x.png")],
+        "expected OP[:param=value…]@TARGET",
+    ),
+    (
+        "render steps",
+        lambda d, t: ["render", "--prompt", "x", "--steps", "0", "--out", str(t / "x.png")],
+        "--steps: 0 is out of range",
+    ),
+    ("model folder that does not exist", lambda d, t: ["layers", "--model", str(t / "nope")], "--model: model folder"),
+    ("model folder that is not a pipeline", lambda d, t: ["layers", "--model", str(t)], "has no model_index.json"),
+    (
+        "missing sweep file",
+        lambda d, t: ["sweep", "--config", str(t / "s.toml"), "--out", str(t / "s.png")],
+        "no such sweep file",
+    ),
+    (
+        "binding beyond loopback without keys",
+        lambda d, t: ["serve", "--bind", "tcp://0.0.0.0:5555"],
+        "--bind: refusing to bind tcp://0.0.0.0:5555 without authentication",
+    ),
+    ("endpoint that is not one", lambda d, t: ["serve", "--bind", "localhost:5555"], "expected tcp://HOST:PORT"),
+    (
+        "missing key folder",
+        lambda d, t: ["serve", "--bind", "tcp://0.0.0.0:5555", "--keys", str(t / "keys")],
+        "--keys:",
+    ),
+    ("server batch", lambda d, t: ["serve", "--max-batch", "0"], "--max-batch: 0 is out of range"),
+    (
+        "client key name",
+        lambda d, t: ["keys", "--dir", str(t / "k"), "--client", "my laptop"],
+        "--client: 'my laptop': letters",
+    ),
+    ("client keys missing", lambda d, t: ["ping", "--keys", str(t), "--client", "me"], "--keys:"),
+    (
+        "live config missing",
+        lambda d, t: ["bridge", "--config", str(t / "live.toml")],
+        "live.toml: no such config file",
+    ),
+    (
+        "live frame rate",
+        lambda d, t: ["bridge", "--config", str(d["config"]), "--fps", "0"],
+        "--fps: frame rate 0 out of range",
+    ),
+    (
+        "MIDI learn for an unknown bend",
+        lambda d, t: ["midi-learn", "--config", str(d["config"]), "--param", "spn.angle"],
+        "midi[0].bend: no bend with id 'spn'; did you mean spin",
+    ),
+    (
+        "MIDI learn for a parameter that is not per frame",
+        lambda d, t: ["midi-learn", "--config", str(d["config"]), "--param", "spin.plane"],
+        "'plane' is not a per-frame parameter",
+    ),
+    (
+        "random block sizes",
+        lambda d, t: [
+            "host-sim",
+            str(d["audio"]),
+            "--config",
+            str(d["config"]),
+            "--out",
+            str(t / "v.mp4"),
+            "--random-blocks",
+            "big",
+        ],
+        "--random-blocks: 'big': expected LO-HI",
+    ),
+    (
+        "host-sim video extension",
+        lambda d, t: ["host-sim", str(d["audio"]), "--config", str(d["config"]), "--out", str(t / "v.mkv")],
+        "--out: cannot write 'v.mkv'",
+    ),
+]
+
+
+@pytest.mark.parametrize("what,argv,says", MISTAKES, ids=[m[0] for m in MISTAKES])
+def test_a_mistake_is_one_line_and_exit_status_2(what, argv, says, demo, tmp_path, capsys):
+    if (
+        any(a in ("render", "layers", "sweep") for a in argv(demo, tmp_path)[:1])
+        and not (EMBEDDED_MODEL / "model_index.json").exists()
+    ):
+        pytest.skip("embedded model not exported")
+    code = main(argv(demo, tmp_path))
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert code == 2, err
+    assert len(lines) == 1 and lines[0].startswith("bendbridge ") and ": error: " in lines[0], err
+    assert says in lines[0]
+
+
+def test_a_wrong_video_extension_is_refused_at_once_without_the_render_side(demo, tmp_path):
+    """``bounce --out x.avi`` exits 2 with one line before reading the song or importing torch."""
+    blocked = (
+        "import sys\nclass B:\n    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('torch', 'diffusers', 'transformers'):\n"
+        "            raise ModuleNotFoundError(name, name=name)\n"
+        "sys.meta_path.insert(0, B())\nfrom bendbridge.tools.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+    )
+    t = time.perf_counter()
+    r = subprocess.run(
+        [sys.executable, "-c", blocked, *bounce(demo, tmp_path, out="x.avi")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        timeout=60,
+    )
+    elapsed = time.perf_counter() - t
+    print(f"bounce --out x.avi answered in {elapsed:.2f} s")
+    assert r.returncode == 2 and r.stdout == "" and r.stderr.count("\n") == 1
+    assert "bendbridge bounce: error: --out: cannot write 'x.avi'" in r.stderr and "Traceback" not in r.stderr
