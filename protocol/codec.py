@@ -132,8 +132,20 @@ def encode_packet(packet: Packet) -> bytes:
     return msgpack.packb(d, default=_default, use_bin_type=True)
 
 
-def decode(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Packet:
-    """Parse and validate one packet; raises ProtocolError (VersionError for another major)."""
+_UNPACK_ERRORS = (
+    ValueError,
+    TypeError,
+    msgpack.exceptions.ExtraData,
+    msgpack.exceptions.FormatError,
+    msgpack.exceptions.StackError,
+    RecursionError,
+    OverflowError,
+    UnicodeDecodeError,
+)
+
+
+def _unpack(data: bytes, limits: Limits) -> dict[str, Any]:
+    """The packet's top-level map, within ``limits``; anything else is a ProtocolError."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise ProtocolError(None, "packet must be bytes", code="malformed")
     if len(data) > limits.max_bytes:
@@ -152,19 +164,15 @@ def decode(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Packet:
         )
     except ProtocolError:
         raise
-    except (
-        ValueError,
-        TypeError,
-        msgpack.exceptions.ExtraData,
-        msgpack.exceptions.FormatError,
-        msgpack.exceptions.StackError,
-        RecursionError,
-        OverflowError,
-        UnicodeDecodeError,
-    ) as e:
+    except _UNPACK_ERRORS as e:
         raise ProtocolError(None, f"not a msgpack packet ({type(e).__name__})", code="malformed") from None
     if not isinstance(d, dict):
         raise ProtocolError(None, f"packet must be a map, got {type(d).__name__}", code="malformed")
+    return d
+
+
+def _version(d: dict[str, Any]) -> tuple[int, int]:
+    """The packet's [major, minor]; another major version is a VersionError."""
     v = d.get("v")
     if not (isinstance(v, list) and len(v) == 2 and all(isinstance(x, int) and not isinstance(x, bool) for x in v)):
         raise ProtocolError("v", "expected [major, minor] protocol version", code="version")
@@ -174,8 +182,15 @@ def decode(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Packet:
             f"protocol {v[0]}.{v[1]} is not supported; "
             f"this peer speaks {version_string()} (major {PROTOCOL_VERSION[0]})",
         )
+    return v[0], v[1]
+
+
+def decode(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Packet:
+    """Parse and validate one packet; raises ProtocolError (VersionError for another major)."""
+    d = _unpack(data, limits)
+    v = _version(d)
     extra = [k for k in d if k not in _ENVELOPE_KEYS]
-    newer = v[1] > PROTOCOL_VERSION[1]
+    newer = v[1] > PROTOCOL_VERSION[1]  # a newer minor may add fields this peer does not know
     if extra and not newer:
         raise ProtocolError(
             str(extra[0])[:40],
@@ -192,7 +207,7 @@ def decode(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Packet:
             pos=d.get("pos", 0),
             rate=d.get("rate", 48_000),
             wall=d.get("wall", 0.0),
-            v=(v[0], v[1]),
+            v=v,
         )
     except TypeError as e:
         raise ProtocolError("envelope", f"bad envelope ({e})", code="malformed") from None

@@ -65,13 +65,20 @@ class Field:
 
 
 def _number(v: Any, f: Field, where: str, integer: bool) -> int | float:
-    if integer and (isinstance(v, bool) or not isinstance(v, int)):  # the wire is typed: 3.0 is not an int
-        raise ProtocolError(where, f"expected {f.describe()}, got {type(v).__name__} {v!r:.60}", code="type")
     lo, hi = (f.lo, f.hi) if f.lo is not None else (_INT64 if integer else (None, None))
+    if integer:
+        if type(v) is int and (lo is None or lo <= v) and (hi is None or v <= hi):  # the common case, inline
+            return v
+        if isinstance(v, bool) or not isinstance(v, int):  # the wire is typed: 3.0 is not an int
+            raise ProtocolError(where, f"expected {f.describe()}, got {type(v).__name__} {v!r:.60}", code="type")
+    elif type(v) is float and math.isfinite(v) and (lo is None or lo <= v) and (hi is None or v <= hi):
+        return v
     return finite_number(v, where, lo, hi, integer=integer, error=ProtocolError)
 
 
 def _finite_float(v: Any, where: str) -> float:
+    if type(v) is float and math.isfinite(v):  # the common case, checked inline
+        return v
     return finite_number(v, where, error=ProtocolError)
 
 

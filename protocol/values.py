@@ -39,18 +39,23 @@ def finite_number(
     (TOML and msgpack may write 3 as 3.0) and returned as an int. Anything else raises ``error``
     naming ``where`` and the allowed range, with code ``type`` or ``range``.
     """
-    kind = "an integer" if integer else "a number"
-    bounds = bounds_text(lo, hi, lo_open=lo_open)
-    allowed = (
-        f"{kind} in {bounds}" if lo is not None and hi is not None else kind if bounds == "any" else f"{kind} {bounds}"
-    )
+    # messages are built only for a value that fails: this runs for every number of every packet
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise error(where, f"expected {allowed}, got {value!r:.60}", code="type")
+        raise error(where, f"expected {_allowed(lo, hi, integer, lo_open)}, got {value!r:.60}", code="type")
     if isinstance(value, float) and not math.isfinite(value):
-        raise error(where, f"{value} is not finite; allowed {allowed}", code="range")
+        raise error(where, f"{value} is not finite; allowed {_allowed(lo, hi, integer, lo_open)}", code="range")
     if integer and value != int(value):
-        raise error(where, f"expected {allowed}, got {value!r}", code="type")
+        raise error(where, f"expected {_allowed(lo, hi, integer, lo_open)}, got {value!r}", code="type")
     number = int(value) if integer else float(value)
     if (lo is not None and (number < lo or (lo_open and number == lo))) or (hi is not None and number > hi):
-        raise error(where, f"{value!r} is out of range; allowed {bounds}", code="range")
+        raise error(where, f"{value!r} is out of range; allowed {bounds_text(lo, hi, lo_open=lo_open)}", code="range")
     return number
+
+
+def _allowed(lo: float | None, hi: float | None, integer: bool, lo_open: bool) -> str:
+    """``"an integer in [0, 10]"``, ``"a number ≥ 0"`` or ``"a number"``, for error messages."""
+    kind = "an integer" if integer else "a number"
+    bounds = bounds_text(lo, hi, lo_open=lo_open)
+    if lo is not None and hi is not None:
+        return f"{kind} in {bounds}"
+    return kind if bounds == "any" else f"{kind} {bounds}"

@@ -15,7 +15,7 @@ parameters:
 Rendering is timed (not file I/O), interleaved batch by batch (ABBA) and repeated; the script also checks that both
 paths give the same images (within a few uint8 levels of batched-kernel rounding).
 
-    python -m tools.bench_bounce [--frames 32] [--batch 8] [--model DIR] [--config BEND.toml]
+    bendbridge bench bounce [--frames 32] [--batch 8] [--model DIR] [--config BEND.toml]
 """
 
 from __future__ import annotations

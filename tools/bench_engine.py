@@ -9,7 +9,7 @@ Runs are interleaved (A, B, A, B, …) and medians compared, so machine noise hi
 ``--unet sd15`` builds a random-weight pipeline of Stable Diffusion 1.5's size (the real cost,
 no download); the default is the embedded model.
 
-    python -m tools.bench_engine [--model DIR | --unet sd15] [--device cuda] [--size 512]
+    bendbridge bench engine [--model DIR | --unet sd15] [--device cuda] [--size 512]
 """
 
 from __future__ import annotations
@@ -150,7 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     settings = RenderSettings(
         ("a red circle on a blue background",), width=args.size, height=args.size, steps=args.steps
     )
-    probe = Renderer(model, RenderConfig(settings, max_batch=args.batch))
+    # no prefix sharing anywhere here: with no bends every step would be a cached prefix, and the
+    # hook overhead and batching are measured on whole denoising passes
+    probe = Renderer(model, RenderConfig(settings, max_batch=args.batch, share_prefix=False))
     print(
         f"device {device} ({_device_text(device)}), "
         f"model {'SD-1.5-size random U-Net' if args.unet == 'sd15' else model.name}, "
@@ -169,7 +171,7 @@ def _hook_overhead(model, probe, targets: list[str], args: argparse.Namespace, d
 
     def with_plan(factor: str) -> Renderer:
         plan = BendPlan.from_specs([f"multiply:factor={factor}@{t}" for t in targets])
-        return Renderer(model, RenderConfig(probe.config.settings, plan, max_batch=args.batch))
+        return Renderer(model, RenderConfig(probe.config.settings, plan, max_batch=args.batch, share_prefix=False))
 
     ident, active = with_plan("1"), with_plan("1.001")
     frame = [FrameSpec()]
@@ -248,7 +250,7 @@ def _batched_speedup(model, probe, targets: list[str], args: argparse.Namespace,
     plan = BendPlan.from_specs(
         ["rotate_plane:angle=0@latent:step=0", f"multiply:factor=1@{targets[0]}", "dilate:size=1@mid_block"]
     )
-    r = Renderer(model, RenderConfig(probe.config.settings, plan, max_batch=args.batch))
+    r = Renderer(model, RenderConfig(probe.config.settings, plan, max_batch=args.batch, share_prefix=False))
     frames = [
         FrameSpec(
             params={

@@ -3,7 +3,7 @@
 Synthesises (or reads ``--audio``) a song, then times, separately: decoding + resampling the
 file (pedalboard), and extracting every feature at every frame of a 24 fps grid.
 
-    python -m tools.bench_features [--audio SONG] [--seconds 180] [--fps 24]
+    bendbridge bench features [--audio SONG] [--seconds 180] [--fps 24]
 """
 
 from __future__ import annotations

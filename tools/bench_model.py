@@ -1,7 +1,7 @@
 """Seconds per frame of the embedded model (or ``--model DIR``): batch 1 and batch 8, with and
 without classifier-free guidance, measured interleaved in one run.
 
-    python -m tools.bench_model [--model DIR] [--steps N] [--repeats R]
+    bendbridge bench model [--model DIR] [--steps N] [--repeats R]
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Regenerate the README's images: prompt sheet, operator sweep sheet, demo strip.
 
-python -m tools.make_docs [--demo demo/demo.mp4]
+python -m bendbridge.tools.make_docs [--demo demo/demo.mp4]
 """
 
 from __future__ import annotations

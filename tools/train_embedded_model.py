@@ -17,7 +17,7 @@ transformers' format, so loading the model never needs open_clip.
 
 Usage::
 
-    python -m tools.train_embedded_model --work runs/embedded --out server/embedded/model
+    python -m bendbridge.tools.train_embedded_model --work runs/embedded --out server/embedded/model
 """
 
 from __future__ import annotations
@@ -327,17 +327,41 @@ def write_sample_sheet(pipe, path: Path, steps: int = 6, guidance: float = 4.0) 
     Image.fromarray(np.concatenate(list(tiles), axis=1)).save(path)
 
 
+def _unet_batch(
+    step: int, latents: torch.Tensor, ids: torch.Tensor, empty_ids: torch.Tensor, train: TrainConfig, ddpm, vae
+):
+    """Step ``step``'s training batch, drawn from seeds fixed by the step (so a resumed run draws the
+    same): noisy latents x_t, timesteps t, caption tokens (some dropped for guidance), v-targets."""
+    rng = np.random.default_rng((SEED, 2, step))
+    g = torch.Generator().manual_seed(SEED * 100_000 + step)
+    idx = torch.from_numpy(rng.choice(len(latents), train.unet_batch, replace=False))
+    x0 = latents[idx].float() * vae.config.scaling_factor
+    tok = ids[idx].clone()
+    tok[torch.from_numpy(rng.random(train.unet_batch) < train.caption_dropout)] = empty_ids
+    t = torch.randint(0, ddpm.config.num_train_timesteps, (train.unet_batch,), generator=g)
+    noise = torch.randn(x0.shape, generator=g)
+    return ddpm.add_noise(x0, noise, t), t, tok, ddpm.get_velocity(x0, noise, t)
+
+
+@torch.no_grad()
+def _ema_update(pairs, decay: float) -> None:
+    for src, dst in pairs:
+        for p, e in zip(src.parameters(), dst.parameters()):
+            e.lerp_(p, 1 - decay)
+
+
 def stage_unet(work: Path, train: TrainConfig, latents: np.ndarray, captions: list[str], vae, tokenizer, log):
     ddpm, ddim = make_schedulers()
     torch.manual_seed(SEED)
     unet, text = make_unet(), make_text_encoder()
     ema_u, ema_t = copy.deepcopy(unet).requires_grad_(False), copy.deepcopy(text).requires_grad_(False)
+    models = {"unet": unet, "text": text, "ema_u": ema_u, "ema_t": ema_t}
     params = list(unet.parameters()) + list(text.parameters())
     opt = torch.optim.AdamW(params, lr=train.unet_lr, weight_decay=0.01)
     ckpt, start = work / "unet.ckpt", 0
     if ckpt.exists():
         st = torch.load(ckpt, weights_only=True)
-        for m, k in ((unet, "unet"), (text, "text"), (ema_u, "ema_u"), (ema_t, "ema_t")):
+        for k, m in models.items():
             m.load_state_dict(st[k])
         opt.load_state_dict(st["opt"])
         start = int(st["step"])
@@ -346,9 +370,7 @@ def stage_unet(work: Path, train: TrainConfig, latents: np.ndarray, captions: li
     ids = tokenizer(
         captions + [""], padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt"
     ).input_ids
-    empty_ids, ids = ids[-1], ids[:-1]
-    alphas = ddpm.alphas_cumprod
-    snr = alphas / (1 - alphas)
+    snr = ddpm.alphas_cumprod / (1 - ddpm.alphas_cumprod)
     weight = torch.clamp(snr, max=train.min_snr_gamma) / (snr + 1)  # min-SNR for v-prediction
     lat_all = torch.from_numpy(latents)
     (work / "samples").mkdir(exist_ok=True)
@@ -356,47 +378,24 @@ def stage_unet(work: Path, train: TrainConfig, latents: np.ndarray, captions: li
     text.train()
     bar = tqdm(range(start, train.unet_steps), initial=start, total=train.unet_steps, desc="unet")
     for step in bar:
-        rng = np.random.default_rng((SEED, 2, step))
-        g = torch.Generator().manual_seed(SEED * 100_000 + step)
-        idx = torch.from_numpy(rng.choice(len(lat_all), train.unet_batch, replace=False))
-        x0 = lat_all[idx].float() * vae.config.scaling_factor
-        tok = ids[idx].clone()
-        tok[torch.from_numpy(rng.random(train.unet_batch) < train.caption_dropout)] = empty_ids
-        t = torch.randint(0, ddpm.config.num_train_timesteps, (train.unet_batch,), generator=g)
-        noise = torch.randn(x0.shape, generator=g)
-        xt = ddpm.add_noise(x0, noise, t)
-        target = ddpm.get_velocity(x0, noise, t)
+        xt, t, tok, target = _unet_batch(step, lat_all, ids[:-1], ids[-1], train, ddpm, vae)
         for grp in opt.param_groups:
             grp["lr"] = _lr(step, train.unet_steps, train.unet_lr, train.warmup)
         pred = unet(xt, t, text(tok).last_hidden_state).sample
-        per = ((pred - target) ** 2).mean(dim=(1, 2, 3))
-        loss = (per * weight[t]).mean()
+        loss = (((pred - target) ** 2).mean(dim=(1, 2, 3)) * weight[t]).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        d = min(train.ema_decay, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for src, dst in ((unet, ema_u), (text, ema_t)):
-                for p, e in zip(src.parameters(), dst.parameters()):
-                    e.lerp_(p, 1 - d)
+        _ema_update(((unet, ema_u), (text, ema_t)), min(train.ema_decay, (1 + step) / (10 + step)))
         bar.set_postfix(loss=f"{loss.item():.4f}")
         if step % 25 == 0:
             log({"stage": "unet", "step": step, "loss": loss.item(), "lr": opt.param_groups[0]["lr"]})
         if (step + 1) % train.checkpoint_every == 0 or step + 1 == train.unet_steps:
-            _save_ckpt(
-                ckpt,
-                unet=unet.state_dict(),
-                text=text.state_dict(),
-                ema_u=ema_u.state_dict(),
-                ema_t=ema_t.state_dict(),
-                opt=opt.state_dict(),
-                step=step + 1,
-            )
+            _save_ckpt(ckpt, **{k: m.state_dict() for k, m in models.items()}, opt=opt.state_dict(), step=step + 1)
         if (step + 1) % train.sample_every == 0 or step + 1 == train.unet_steps:
-            write_sample_sheet(
-                _pipeline(vae, ema_t, tokenizer, ema_u, ddim), work / "samples" / f"step_{step + 1:05d}.png"
-            )
+            sheet = work / "samples" / f"step_{step + 1:05d}.png"
+            write_sample_sheet(_pipeline(vae, ema_t, tokenizer, ema_u, ddim), sheet)
     return ema_u, ema_t, ddim
 
 

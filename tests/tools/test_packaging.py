@@ -3,6 +3,7 @@ top-level folders, and only the render side depends on torch."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -17,15 +18,20 @@ FOLDERS = ("protocol", "bridge", "plugin_stub", "server", "tools")
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> zipfile.ZipFile:
-    out = tmp_path_factory.mktemp("wheel")
+    """The wheel pip builds from a copy of the source tree (setuptools builds in place, so not here)."""
+    work = tmp_path_factory.mktemp("wheel")
+    src = work / "src"
+    shutil.copytree(
+        ROOT, src, ignore=shutil.ignore_patterns(".git", "build", "*.egg-info", "__pycache__", ".pytest_cache")
+    )
     r = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(work), str(src)],
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert r.returncode == 0, r.stderr
-    (path,) = out.glob("bendbridge-*.whl")
+    (path,) = work.glob("bendbridge-*.whl")
     return zipfile.ZipFile(path)
 
 
