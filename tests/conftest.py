@@ -5,11 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import subprocess
-import sys
 import threading
-import time
 from pathlib import Path
 
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -167,38 +163,9 @@ class ServerProcess:
     """``bendbridge serve`` in its own process on free loopback ports (bound with ``*``, read back)."""
 
     def __init__(self, model: Path, root: Path, *options: str):
-        cmd = [
-            sys.executable,
-            "-m",
-            "bendbridge.tools.cli",
-            "serve",
-            "--bind",
-            "tcp://127.0.0.1:*",
-            "--events",
-            "tcp://127.0.0.1:*",
-            "--model",
-            str(model),
-            "--output-root",
-            str(root),
-            *options,
-        ]
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        self.url = self._read_endpoint()
+        from bendbridge.tools.cmd_server import spawn_server
 
-    def _read_endpoint(self) -> str:
-        seen = []
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            seen.append(line)
-            m = re.search(r"control (tcp://127\.0\.0\.1:\d+)", line)
-            if m:
-                return m[1]
-            if not line and self.proc.poll() is not None:
-                break
-        self.proc.kill()
-        raise AssertionError(f"the server did not start: {''.join(seen)}")
+        self.proc, self.url = spawn_server("--model", str(model), "--output-root", str(root), *options)
 
     def kill(self) -> None:
         self.proc.kill()

@@ -11,11 +11,7 @@ plus the codec alone (encode + decode per message) for reference.
 from __future__ import annotations
 
 import argparse
-import os
-import re
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 
@@ -25,31 +21,6 @@ __all__ = ["main"]
 def _percentile(xs: list[float], q: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(round(q / 100 * (len(xs) - 1))))]
-
-
-def _start_server(model: str | None) -> tuple[subprocess.Popen, str]:
-    """``bendbridge serve`` in its own process on free loopback ports; returns it and its control endpoint."""
-    out = tempfile.mkdtemp(prefix="bb-bench-")
-    cmd = [
-        sys.executable,
-        "-m",
-        "bendbridge.tools.cli",
-        "serve",
-        "--bind",
-        "tcp://127.0.0.1:*",
-        "--events",
-        "tcp://127.0.0.1:*",
-        "--output-root",
-        out,
-    ] + (["--model", model] if model else [])
-    proc = subprocess.Popen(
-        cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    for line in proc.stdout:
-        m = re.search(r"control (tcp://\S+),", line)
-        if m:
-            return proc, m[1]
-    raise SystemExit(f"the server did not start (exit status {proc.wait()})")
 
 
 def _round_trips(c, n: int) -> list[float]:
@@ -90,7 +61,11 @@ def main(argv: list[str] | None = None) -> int:
     from bendbridge.bridge.client import RenderClient
     from bendbridge.protocol import FeatureFrame, SessionSetup, decode, encode
 
-    proc, url = _start_server(args.model)
+    from .cmd_server import spawn_server
+
+    proc, url = spawn_server(
+        "--output-root", tempfile.mkdtemp(prefix="bb-bench-"), *(["--model", args.model] if args.model else [])
+    )
     plan = {"bend": [{"id": "spin", "op": "rotate_plane", "target": "latent", "params": {"angle": 0.0}}]}
     try:
         with RenderClient(url, timeout=120) as c:

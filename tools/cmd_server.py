@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import re
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+from bendbridge.protocol.errors import BendbridgeError
 from bendbridge.protocol.security import DEFAULT_CONTROL, DEFAULT_EVENTS
 from bendbridge.protocol.values import finite_number
 
@@ -36,6 +42,27 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dir", type=Path, required=True)
     p.add_argument("--client", default=None)
     p.set_defaults(run=run_keys)
+
+
+def spawn_server(*options: str, timeout: float = 120.0) -> tuple[subprocess.Popen, str]:
+    """``bendbridge serve OPTIONS`` in its own process, on free loopback ports unless the options name
+    others; returns the process and its control endpoint, read from what it prints when ready.
+    Its output stays readable on ``proc.stdout``; stop it with ``proc.terminate()``."""
+    ports = [] if "--bind" in options else ["--bind", "tcp://127.0.0.1:*", "--events", "tcp://127.0.0.1:*"]
+    cmd = [sys.executable, "-m", "bendbridge.tools.cli", "serve", *ports, *options]
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        seen.append(line)
+        m = re.search(r"control (\S+),", line)
+        if m:
+            return proc, m[1]
+        if not line and proc.poll() is not None:
+            break
+    proc.kill()
+    raise BendbridgeError("serve", f"the server did not start: {''.join(seen)[-2000:]}")
 
 
 def run_serve(args: argparse.Namespace) -> int:
