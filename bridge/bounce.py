@@ -38,7 +38,7 @@ from bendbridge.protocol.render import RENDER_FIELDS, RenderSettings
 from bendbridge.protocol.values import finite_number
 
 from .config import SessionConfig
-from .features import FeatureConfig, extract_features, load_audio, normalise, smooth
+from .features import FeatureConfig, audio_info, extract_features, load_audio, normalise, smooth
 from .lanes import AutomationLane, load_lanes
 from .mapping import MusicMapping, load_mapping
 from .tempo import TempoMap, TimeSignatureMap
@@ -48,7 +48,6 @@ from .video import check_video_path, read_audio_span, write_video
 __all__ = ["BounceSpec", "BouncePlan", "BounceSummary", "plan_bounce", "run_bounce", "parse_position", "BounceError"]
 
 FEATURE_RATE = FeatureConfig().rate
-GRID_RATE = 48_000  # sample positions of frames in manifests and on the wire
 
 
 class BounceError(BendbridgeError):
@@ -232,11 +231,10 @@ def plan_bounce(spec: BounceSpec) -> BouncePlan:
     tempo, meter, lanes = _tempo_and_lanes(spec, config)
     mapping = load_mapping(config.tables, config.plan, set(lanes))
     fps = parse_fps(spec.fps, "--fps") if spec.fps else config.fps
+    rate, length = audio_info(spec.audio)  # frame positions are counted in the song's own sample rate
+    start, end = _bounce_range(spec, Timeline(FrameGrid(fps, rate), tempo, meter), Fraction(length, rate))
+    timeline = Timeline(FrameGrid(fps, rate, start), tempo, meter)
     audio = load_audio(spec.audio, FEATURE_RATE)
-    start, end = _bounce_range(
-        spec, Timeline(FrameGrid(fps, GRID_RATE), tempo, meter), Fraction(len(audio), FEATURE_RATE)
-    )
-    timeline = Timeline(FrameGrid(fps, GRID_RATE, start), tempo, meter)
     n = timeline.grid.count(end)
     positions = [timeline.position(i) for i in range(n)]
     params = mapping.resolve(
@@ -284,7 +282,12 @@ def _open_source(spec: BounceSpec, bp: BouncePlan, local: LocalRendering | None)
             deliver="png",
         )
         return RemoteFrames(
-            spec.server, setup, keys=spec.server_keys, client=spec.server_client, timeout=spec.server_timeout
+            spec.server,
+            setup,
+            keys=spec.server_keys,
+            client=spec.server_client,
+            timeout=spec.server_timeout,
+            rate=bp.timeline.grid.rate,
         )
     if local is None:
         raise BounceError(

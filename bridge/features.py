@@ -61,6 +61,20 @@ class Smoothing:
     gate: float = 0.0
 
 
+def audio_info(path: str | Path) -> tuple[int, int]:
+    """(sample rate in Hz, length in samples) of an audio file, as the file itself says."""
+    from pedalboard.io import AudioFile
+
+    p = Path(path)
+    if not p.exists():
+        raise FeatureError(str(p), "no such audio file")
+    try:
+        with AudioFile(str(p)) as f:
+            return int(f.samplerate), int(f.frames)
+    except Exception as e:  # noqa: BLE001 - pedalboard raises plain errors for bad files
+        raise FeatureError(str(p), f"cannot read audio ({type(e).__name__}: {e})") from None
+
+
 def load_audio(path: str | Path, rate: int = 22_050) -> np.ndarray:
     """Mono float32 samples of an audio file at ``rate`` Hz. -> [N]"""
     from pedalboard.io import AudioFile

@@ -30,9 +30,11 @@ class RemoteFrames:
         client: str = "client",
         timeout: float = 300.0,
         window: int | None = None,
+        rate: int = 48_000,
     ):
+        """``rate``: the session's sample rate, in which frame positions are counted."""
         self.url, self.timeout = url, timeout
-        self.client = RenderClient(url, timeout=min(timeout, 30.0), keys=keys, client_name=client)
+        self.client = RenderClient(url, timeout=min(timeout, 30.0), keys=keys, client_name=client, rate=rate)
         try:
             welcome, _ = self.client.ping()
             self.client.setup(setup, timeout=timeout)

@@ -7,6 +7,8 @@ import threading
 import time
 from pathlib import Path
 
+from bendbridge.protocol.values import finite_number
+
 __all__ = ["add_commands"]
 
 
@@ -24,6 +26,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--clock", action="store_true", help="follow MIDI clock/SPP instead of OSC for the playhead")
     p.add_argument("--lookahead", type=float, default=0.5, help="seconds of frames requested ahead of the playhead")
     p.add_argument("--fps", default=None)
+    p.add_argument("--rate", type=int, default=48_000, help="the DAW session's sample rate, Hz")
     p.add_argument("--keys", type=Path, default=None)
     p.add_argument("--client", default="client")
     p.set_defaults(run=run_bridge)
@@ -88,23 +91,24 @@ def run_bridge(args: argparse.Namespace) -> int:
     from bendbridge.bridge.live import LiveBridge, ValueLane
     from bendbridge.bridge.mapping import load_mapping
     from bendbridge.bridge.midi_live import CcRouter, ClockFollower, load_cc_mappings, open_midi_input
-    from bendbridge.bridge.osc_input import OscInput
+    from bendbridge.bridge.osc_input import OscInput, OscTransport
     from bendbridge.bridge.timeline import FrameGrid, Timeline, parse_fps
     from bendbridge.protocol import SessionSetup
 
+    finite_number(args.rate, "--rate", 8_000, 768_000, integer=True)
     config = SessionConfig.load(args.config)
     settings = config.rendering()
     mapping = load_mapping(config.tables, config.plan)
     router, clock = CcRouter(load_cc_mappings(config.tables, config.plan)), ClockFollower()
     timeline = Timeline(
-        FrameGrid(parse_fps(args.fps, "--fps") if args.fps else config.fps, 48_000), config.tempo, config.meter
+        FrameGrid(parse_fps(args.fps, "--fps") if args.fps else config.fps, args.rate), config.tempo, config.meter
     )
     lanes = {s.name: ValueLane() for p in mapping.params for s in p.sources if s.kind == "lane"}
     port = open_midi_input(args.midi_in, None, args.midi_backend) if args.midi_in else None
     stop = threading.Event()
     with (
-        RenderClient(args.server, keys=args.keys, client_name=args.client) as client,
-        OscInput(args.osc_port, args.osc_host) as osc,
+        RenderClient(args.server, keys=args.keys, client_name=args.client, rate=args.rate) as client,
+        OscInput(args.osc_port, args.osc_host, OscTransport(rate=args.rate)) as osc,
     ):
         client.ping()  # no server answering is reported within the client's timeout, not the setup's
         client.setup(

@@ -72,13 +72,22 @@ def test_bounce_places_every_frame_and_the_audio_on_the_timeline(demo, tiny_mode
     assert [e["frame"] for e in entries] == list(range(n))
     for e in entries:
         t = start + e["frame"] / fps
-        assert F(e["time"]) == t and e["sample"] == math.floor(t * 48_000 + F(1, 2))
+        assert F(e["time"]) == t and e["sample"] == math.floor(t * 44_100 + F(1, 2))  # the song's own rate
         assert e["beats"] == pytest.approx(independent_beats(demo["midi"], float(t)), abs=1e-9)
         assert set(e["params"]) == {"spin", "pump", "thump", "sweep"}
     assert entries[0]["bar_beat"] == "4:1:000"
     assert any(e["bar_beat"].startswith("5:") for e in entries)  # spans the tempo change
     assert len({e["params"]["sweep"]["degrees"] for e in entries}) > 10  # the CC 74 lane moves
     assert not list(tmp_path.glob(".v.bounce"))  # the work folder is cleaned up
+
+
+def test_frame_samples_are_counted_in_the_songs_own_rate(demo, tiny_model, tmp_path):
+    """The demo song is 44.1 kHz: frame 1 at 29.97 fps is sample 1471 (1001/30000 s · 44100), not 48 kHz's 1602."""
+    from bendbridge.bridge.bounce import plan_bounce
+
+    bp = plan_bounce(spec(demo, tmp_path / "v.mp4", fps="30000/1001", end="1"))
+    assert bp.timeline.grid.rate == 44_100
+    assert [p.sample for p in bp.positions[:3]] == [0, 1471, 2943]
 
 
 def test_bounce_to_prores_mov_and_keeps_frames_on_request(demo, tiny_model, tmp_path):
