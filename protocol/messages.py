@@ -353,16 +353,25 @@ class AudioBlock(Message):
         "ts_num": Field("int", lo=1, hi=64),
         "ts_den": Field("int", lo=1, hi=64),
         "looping": Field("bool", required=False, default=False),
+        "bar": Field("int", lo=1, hi=2**31),
+        "bar_beat": Field("float", lo=0, hi=1024),
     },
 )
 @dataclass(frozen=True)
 class Transport(Message):
+    """The host's transport at timeline sample ``sample``: rolling or not, tempo (beats per minute
+    as the host reports it), meter, and — only where the host itself gave them for this sample —
+    its bar (1-based) and position in the bar (``bar_beat``, 0-based, the host's own number, e.g.
+    LV2 ``time:barBeat``), which let the bridge rebuild the host's tempo map (protocol 1.2)."""
+
     playing: bool
     sample: int
     tempo: float = 120.0
     ts_num: int = 4
     ts_den: int = 4
     looping: bool = False
+    bar: int | None = None
+    bar_beat: float | None = None
 
 
 @_message(

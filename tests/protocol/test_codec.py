@@ -59,6 +59,7 @@ EXAMPLES = [
     ParamUpdate(params={"spin": {"angle": 0.5, "mix": 1.0}}),
     FeatureFrame(sample=1024, features={"rms": 0.3, "centroid": 1200.0}),
     Transport(playing=True, sample=96000, tempo=128.0, ts_num=7, ts_den=8),
+    Transport(playing=True, sample=96000, tempo=91.3, ts_num=7, ts_den=8, bar=12, bar_beat=6.497),
     FrameReady(frame=7, sample=14000, hash="ab" * 32, timings={"denoise": 0.1}, path="take1/frame_000007.png"),
     Preview(frame=7, image=np.arange(48, dtype=np.uint8).reshape(4, 4, 3)),
     Error(code="invalid", message="bad", field="frame_request.frame", ref="x-1"),
@@ -122,7 +123,7 @@ def _raw(msg, **changes) -> dict:
 
 
 def test_another_major_version_is_a_version_error_naming_both_versions():
-    with pytest.raises(VersionError, match=r"protocol 2\.0 is not supported; this peer speaks 1\.1"):
+    with pytest.raises(VersionError, match=r"protocol 2\.0 is not supported; this peer speaks 1\.2"):
         decode(msgpack.packb(_raw(Heartbeat(), v=[2, 0])))
 
 
@@ -161,6 +162,18 @@ def test_bad_fields_on_decode_name_the_field_and_the_allowed_range(body, match):
     d = _raw(Heartbeat(), type="frame_request", body=body)
     with pytest.raises(ProtocolError, match=match):
         decode(msgpack.packb(d))
+
+
+def test_a_transport_without_bar_and_beat_is_what_a_1_1_peer_sends():
+    """Protocol 1.2 adds the host's bar and beat to a transport; a 1.1 plugin's transport still decodes."""
+    raw = _raw(Transport(playing=True, sample=0), v=[1, 1])
+    assert "bar" not in raw["body"]
+    t = decode(msgpack.packb(raw)).message
+    assert (t.bar, t.bar_beat) == (None, None)
+    with pytest.raises(ProtocolError, match=r"transport\.bar: 0 is out of range; allowed \[1, "):
+        Transport(playing=True, sample=0, bar=0, bar_beat=0.0)
+    with pytest.raises(ProtocolError, match=r"transport\.bar_beat: -0\.5 is out of range; allowed \[0, 1024\]"):
+        Transport(playing=True, sample=0, bar=1, bar_beat=-0.5)
 
 
 def test_bad_fields_are_refused_when_a_message_is_built_too():
