@@ -63,6 +63,7 @@ class BounceSpec:
     out: Path
     midi: Path | None = None
     rpp: Path | None = None
+    ardour: Path | None = None
     lanes: list[Path] = field(default_factory=list)
     fps: str | None = None
     start: str | None = None
@@ -86,8 +87,9 @@ class BounceSpec:
     def check(self) -> None:
         """Refuse, at once, every option that is wrong without reading a file."""
         check_video_path(self.out, "--out")
-        if self.midi and self.rpp:
-            raise BounceError("--midi", "give either --midi or --rpp as the tempo source, not both")
+        sources = [o for o, v in (("--midi", self.midi), ("--rpp", self.rpp), ("--ardour", self.ardour)) if v]
+        if len(sources) > 1:
+            raise BounceError(sources[1], f"give one tempo source ({', '.join(sources)} were given), not several")
         if self.server and self.model is not None:
             raise BounceError(
                 "--model", "a bounce through --server renders with the server's model (bendbridge serve --model DIR)"
@@ -109,6 +111,7 @@ class BounceSpec:
             ("--config", self.config),
             ("--midi", self.midi),
             ("--rpp", self.rpp),
+            ("--ardour", self.ardour),
             *(("--lanes", p) for p in self.lanes),
         ):
             if path is not None and not Path(path).is_file():
@@ -128,6 +131,7 @@ class BouncePlan:
     start: Fraction
     end: Fraction  # start + n/fps: the end of the last frame
     audio_path: Path
+    notes: list[str] = field(default_factory=list)  # what a reader left out or assumed, for the user
 
 
 @dataclass
@@ -140,6 +144,7 @@ class BounceSummary:
     black_frames: list[int]
     video: Path
     manifest: Path
+    notes: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
         fps = self.rendered / self.seconds if self.seconds > 0 else 0.0
@@ -147,6 +152,8 @@ class BounceSummary:
             f"bounced {self.frames} frames ({self.rendered} rendered, {self.resumed} resumed) in {self.seconds:.1f} s "
             f"({fps:.2f} frames/s) → {self.video}"
         )
+        for note in self.notes:
+            s += f"\n  note: {note}"
         if self.nan_frames or self.black_frames:
             s += f"\n  NaN frames: {self.nan_frames or 'none'}; black frames: {self.black_frames or 'none'}"
         return s
@@ -168,10 +175,10 @@ def parse_position(text: str, timeline: Timeline, what: str) -> Fraction:
 
 
 def _tempo_and_lanes(
-    spec: BounceSpec, config: SessionConfig
+    spec: BounceSpec, config: SessionConfig, notes: list[str]
 ) -> tuple[TempoMap, TimeSignatureMap, dict[str, AutomationLane]]:
-    """The tempo map, meter and lanes: the config's defaults, then the MIDI file or REAPER
-    project, then plain lane files, then what a plugin recorded."""
+    """The tempo map, meter and lanes: the config's defaults, then the MIDI file, REAPER project or
+    Ardour session, then plain lane files, then what a plugin recorded."""
     tempo, meter, lanes = config.tempo, config.meter, {}
     if spec.midi:
         from .midifile import read_midi
@@ -185,6 +192,13 @@ def _tempo_and_lanes(
         project = read_rpp(spec.rpp)
         tempo, meter = project.tempo, project.meter
         lanes.update(project.lanes)
+    if spec.ardour:
+        from .ardour import read_ardour
+
+        session = read_ardour(spec.ardour)
+        tempo, meter = session.tempo, session.meter
+        lanes.update(session.lanes)
+        notes.extend(f"{spec.ardour.name}: {w}" for w in session.warnings)
     for path in spec.lanes:
         lanes.update({lane.name: lane for lane in load_lanes(path)})
     lanes.update(spec.extra_lanes)
@@ -228,7 +242,8 @@ def plan_bounce(spec: BounceSpec) -> BouncePlan:
         width=spec.size,
         height=spec.size,
     )
-    tempo, meter, lanes = _tempo_and_lanes(spec, config)
+    notes: list[str] = []
+    tempo, meter, lanes = _tempo_and_lanes(spec, config, notes)
     mapping = load_mapping(config.tables, config.plan, set(lanes))
     fps = parse_fps(spec.fps, "--fps") if spec.fps else config.fps
     rate, length = audio_info(spec.audio)  # frame positions are counted in the song's own sample rate
@@ -250,6 +265,7 @@ def plan_bounce(spec: BounceSpec) -> BouncePlan:
         start,
         start + Fraction(n) / fps,
         Path(spec.audio),
+        notes,
     )
 
 
@@ -376,6 +392,6 @@ def run_bounce(spec: BounceSpec, local: LocalRendering | None = None, progress: 
     if spec.frames is None:
         shutil.rmtree(work, ignore_errors=True)
     resumed = len(bp.positions) - len(todo)
-    return BounceSummary(
-        len(bp.positions), len(todo), resumed, time.perf_counter() - t0, nan_frames, black_frames, out, manifest
-    )
+    seconds = time.perf_counter() - t0
+    frames = len(bp.positions)
+    return BounceSummary(frames, len(todo), resumed, seconds, nan_frames, black_frames, out, manifest, bp.notes)

@@ -2,9 +2,11 @@
 
 A lane lives in ``seconds`` or ``beats`` (quarter notes); each point's shape says how the value
 moves to the next point (REAPER's numbering): 0 linear, 1 square (hold), 2 slow start/end,
-3 fast start, 4 fast end, 5 Bézier (taken as a smooth S with the point's tension). Before the
-first point a lane holds the first value, after the last the last value. Values are normalised
-to [0, 1] through the lane's ``lo``/``hi`` (e.g. a REAPER ``PARMENV``'s min/max).
+3 fast start, 4 fast end, 5 Bézier (taken as a smooth S with the point's tension); and Ardour's
+6 logarithmic (v0·(v1/v0)^x) and 7 fader (linear in a gain fader's position, for gain lanes
+whose maximum is the lane's ``hi``). Before the first point a lane holds the first value, after
+the last the last value. Values are normalised to [0, 1] through the lane's ``lo``/``hi`` (e.g.
+a REAPER ``PARMENV``'s min/max).
 """
 
 from __future__ import annotations
@@ -23,7 +25,16 @@ from .tempo import as_fraction
 
 __all__ = ["LanePoint", "AutomationLane", "SHAPES", "load_lanes", "LaneError"]
 
-SHAPES = {0: "linear", 1: "square", 2: "slow", 3: "fast_start", 4: "fast_end", 5: "bezier"}
+SHAPES = {
+    0: "linear",
+    1: "square",
+    2: "slow",
+    3: "fast_start",
+    4: "fast_end",
+    5: "bezier",
+    6: "logarithmic",
+    7: "fader",
+}
 _BY_NAME = {v: k for k, v in SHAPES.items()} | {"step": 1, "hold": 1}
 
 
@@ -37,6 +48,28 @@ class LanePoint:
     value: float
     shape: int = 0
     tension: float = 0.0
+
+
+def _fader_position(gain: float) -> float:
+    """A gain coefficient in [0, 2] as a fader position in [0, 1] (the mixer's fader law)."""
+    return 0.0 if gain <= 0 else ((6.0 * math.log2(gain) + 192.0) / 198.0) ** 8
+
+
+def _fader_gain(position: float) -> float:
+    return 0.0 if position <= 0 else 2.0 ** ((position ** (1 / 8) * 198.0 - 192.0) / 6.0)
+
+
+def _interpolate(p: LanePoint, q: LanePoint, x: float, hi: float) -> float:
+    """The value a fraction ``x`` of the way from point ``p`` to point ``q``."""
+    if p.shape == 6 and p.value * q.value > 0:
+        return p.value * (q.value / p.value) ** x
+    if p.shape == 7:
+        tiny = 1e-7  # as the host does, to stay clear of log 0
+        g0, g1 = (_fader_position((v + tiny) * 2.0 / hi) for v in (p.value, q.value))
+        if abs(q.value - p.value) < tiny:
+            return q.value
+        return _fader_gain(g0 + x * (g1 - g0)) * hi / 2.0
+    return p.value + (q.value - p.value) * _ease(p.shape, x, p.tension)
 
 
 def _ease(shape: int, x: float, tension: float) -> float:
@@ -91,8 +124,7 @@ class AutomationLane:
         q = self.points[i + 1]
         if q.time == p.time:
             return q.value
-        x = float((t - p.time) / (q.time - p.time))
-        return p.value + (q.value - p.value) * _ease(p.shape, x, p.tension)
+        return _interpolate(p, q, float((t - p.time) / (q.time - p.time)), self.hi)
 
     def normalised_at(self, t: Fraction | float | int) -> float:
         return min(1.0, max(0.0, (self.value_at(t) - self.lo) / (self.hi - self.lo)))
@@ -105,10 +137,10 @@ def _shape(v: object, where: str) -> int:
         if v.isdigit():
             v = int(v)
         else:
-            raise LaneError(where, f"shape {v!r} is not valid; allowed: {', '.join(_BY_NAME)} or 0-5")
+            raise LaneError(where, f"shape {v!r} is not valid; allowed: {', '.join(_BY_NAME)} or 0-7")
     if isinstance(v, int) and v in SHAPES:
         return v
-    raise LaneError(where, f"shape {v!r} is not valid; allowed: 0-5 or {', '.join(_BY_NAME)}")
+    raise LaneError(where, f"shape {v!r} is not valid; allowed: 0-7 or {', '.join(_BY_NAME)}")
 
 
 def load_lanes(path: str | Path) -> list[AutomationLane]:

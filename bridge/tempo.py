@@ -1,11 +1,13 @@
 """Tempo and time-signature maps in exact arithmetic.
 
 Units: seconds and beats are :class:`fractions.Fraction` (beats are quarter notes), tempo in BPM.
-A tempo map is a list of segments; each holds a constant tempo or ramps *linearly in time* to the
-next point's tempo (REAPER's linear tempo shape). Then beats(t) is a quadratic in t with rational
-coefficients, so seconds → beats is exact. Beats → seconds solves that quadratic from the
-segment's start (never by accumulating steps); it is exact for constant segments and within
-10⁻¹⁵ s for ramps, and :meth:`TempoMap.sample_at_beats` rounds to the exact nearest sample.
+A tempo map is a list of segments; each holds a constant tempo or ramps to the next point's tempo,
+*linearly in time* (REAPER's linear tempo shape) or *linearly in beats* (Ardour's ramps, which are
+exponential in time). For the first, beats(t) is a quadratic in t with rational coefficients, so
+seconds → beats is exact and beats → seconds solves that quadratic from the segment's start
+(never by accumulating steps): exact for constant segments, within 10⁻¹⁵ s for ramps. A ramp
+linear in beats is evaluated in double precision from its segment's start (within 10⁻¹² s).
+:meth:`TempoMap.sample_at_beats` rounds to the exact nearest sample.
 """
 
 from __future__ import annotations
@@ -36,11 +38,19 @@ def as_fraction(x: Number | str) -> Fraction:
 
 @dataclass(frozen=True)
 class TempoPoint:
-    """Tempo ``bpm`` from ``seconds`` on; ``ramp`` = True ramps linearly in time to the next point."""
+    """Tempo ``bpm`` from ``seconds`` on.
+
+    ``ramp`` = True ramps to the next point's tempo: linearly in time (``curve`` "time", REAPER),
+    or linearly in beats (``curve`` "beats", Ardour), which makes the tempo exponential in time.
+    ``beats``, when given, anchors the point at that beat position (as a DAW stores it) instead
+    of the position the tempo before it integrates to.
+    """
 
     seconds: Fraction
     bpm: Fraction
     ramp: bool = False
+    beats: Fraction | None = None
+    curve: str = "time"
 
 
 @dataclass(frozen=True)
@@ -48,7 +58,8 @@ class _Segment:
     t0: Fraction  # seconds
     b0: Fraction  # beats at t0
     bpm0: Fraction
-    slope: Fraction  # d(bpm)/d(seconds); 0 for constant tempo
+    slope: Fraction  # d(bpm)/d(seconds) of a ramp linear in time; 0 otherwise
+    growth: float = 0.0  # 1/s: a ramp linear in beats has bpm(t) = bpm0·exp(growth·(t − t0)); 0 otherwise
 
 
 class TempoMap:
@@ -71,10 +82,7 @@ class TempoMap:
         b = Fraction(0)
         for i, p in enumerate(pts):
             nxt = pts[i + 1] if i + 1 < len(pts) else None
-            slope = Fraction(0)
-            if p.ramp and nxt is not None and nxt.seconds > p.seconds:
-                slope = (nxt.bpm - p.bpm) / (nxt.seconds - p.seconds)
-            seg = _Segment(p.seconds, b, p.bpm, slope)
+            seg = _segment(p, nxt, p.beats if p.beats is not None else b)
             segs.append(seg)
             if nxt is not None:
                 b = self._beats_in(seg, nxt.seconds)
@@ -109,6 +117,8 @@ class TempoMap:
     @staticmethod
     def _beats_in(s: _Segment, t: Fraction) -> Fraction:
         d = t - s.t0
+        if s.growth:
+            return s.b0 + Fraction(float(s.bpm0) / 60 * math.expm1(s.growth * float(d)) / s.growth)
         return s.b0 + (s.bpm0 * d + s.slope * d * d / 2) / 60
 
     def beats_at(self, seconds: Number) -> Fraction:
@@ -120,6 +130,8 @@ class TempoMap:
     def bpm_at(self, seconds: Number) -> Fraction:
         t = as_fraction(seconds)
         s = self._segs[max(0, bisect.bisect_right(self._t, t) - 1)]
+        if s.growth:
+            return Fraction(float(s.bpm0) * math.exp(s.growth * float(t - s.t0)))
         return s.bpm0 + s.slope * (t - s.t0)
 
     def seconds_at(self, beats: Number) -> Fraction:
@@ -127,6 +139,8 @@ class TempoMap:
         b = as_fraction(beats)
         s = self._segs[max(0, bisect.bisect_right(self._b, b) - 1)]
         db = b - s.b0
+        if s.growth:
+            return s.t0 + Fraction(math.log1p(s.growth * 60 * float(db) / float(s.bpm0)) / s.growth)
         if s.slope == 0:
             return s.t0 + db * 60 / s.bpm0
         # k/2·d² + bpm0·d − 60·db = 0  →  d = 2·60·db / (bpm0 + sqrt(bpm0² + 2·k·60·db))  (stable form)
@@ -141,6 +155,16 @@ class TempoMap:
         # make n exactly the nearest sample: compare neighbours with exact beat positions
         best = min((n - 1, n, n + 1), key=lambda k: (abs(self.beats_at(Fraction(max(k, 0), rate)) - b), k))
         return max(best, 0)
+
+
+def _segment(p: TempoPoint, nxt: TempoPoint | None, b0: Fraction) -> _Segment:
+    """The segment from point ``p`` (at beat ``b0``) to ``nxt``."""
+    if not (p.ramp and nxt is not None and nxt.seconds > p.seconds):
+        return _Segment(p.seconds, b0, p.bpm, Fraction(0))
+    if p.curve == "beats":  # linear in beats: exponential in time, reaching nxt.bpm at nxt.seconds
+        growth = math.log(nxt.bpm / p.bpm) / float(nxt.seconds - p.seconds)
+        return _Segment(p.seconds, b0, p.bpm, Fraction(0), growth)
+    return _Segment(p.seconds, b0, p.bpm, (nxt.bpm - p.bpm) / (nxt.seconds - p.seconds))
 
 
 def _sqrt(x: Fraction) -> Fraction:

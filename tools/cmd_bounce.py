@@ -39,6 +39,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--audio", type=Path, required=True, help="the song (any format pedalboard reads)")
     p.add_argument("--midi", type=Path, default=None, help="MIDI file: tempo map, time signatures, CC lanes")
     p.add_argument("--rpp", type=Path, default=None, help="REAPER project: tempo envelope and automation")
+    p.add_argument(
+        "--ardour", type=Path, default=None, help="Ardour 7/8 session (.ardour): tempo map, meters and automation"
+    )
     p.add_argument("--lanes", type=Path, action="append", default=[], help="JSON/CSV automation lanes (repeatable)")
     p.add_argument("--config", type=Path, required=True, help="bend config TOML: [render], [[bend]], [[param]]")
     _common(p)
@@ -66,7 +69,7 @@ def local_rendering(model: Path | None):
     return server_local_rendering(model)
 
 
-def _spec(args: argparse.Namespace, audio: Path, config: Path, midi: Path | None, rpp: Path | None, lanes: list[Path]):
+def _spec(args: argparse.Namespace, audio: Path, config: Path, midi: Path | None = None, **sources):
     from bendbridge.bridge.bounce import BounceSpec
 
     return BounceSpec(
@@ -74,8 +77,7 @@ def _spec(args: argparse.Namespace, audio: Path, config: Path, midi: Path | None
         config=config,
         out=args.out,
         midi=midi,
-        rpp=rpp,
-        lanes=lanes,
+        **sources,
         fps=args.fps,
         start=args.start,
         end=args.end,
@@ -100,7 +102,9 @@ def _bounce(spec) -> object:
 
 
 def run_bounce(args: argparse.Namespace) -> int:
-    summary = _bounce(_spec(args, args.audio, args.config, args.midi, args.rpp, args.lanes))
+    summary = _bounce(
+        _spec(args, args.audio, args.config, args.midi, rpp=args.rpp, ardour=args.ardour, lanes=args.lanes)
+    )
     print(summary)
     return 0 if not (summary.nan_frames or summary.black_frames) else 1
 
@@ -119,6 +123,6 @@ def run_demo(args: argparse.Namespace) -> int:
             f"note: using the existing {paths['config']}, which differs from the bundled demo config "
             f"(delete it to get the current one)"
         )
-    summary = _bounce(_spec(args, paths["audio"], paths["config"], paths["midi"], None, []))
+    summary = _bounce(_spec(args, paths["audio"], paths["config"], paths["midi"]))
     print(summary)
     return 0

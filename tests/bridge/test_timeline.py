@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bendbridge.bridge.tempo import TempoMap, TimeSignature, TimeSignatureMap
+from bendbridge.bridge.tempo import TempoMap, TempoPoint, TimeSignature, TimeSignatureMap
 from bendbridge.bridge.timeline import FrameGrid, Timeline, parse_fps
 
 settings.register_profile("bridge", max_examples=50, deadline=None)
@@ -49,6 +49,25 @@ def test_a_linear_ramp_integrates_the_tempo():
     tm = TempoMap.from_points([(0, 60, True), (10, 120, False)])
     # bpm(t) = 60 + 6t → beats(10) = (60·10 + 3·100) / 60 = 15
     assert tm.beats_at(10) == 15 and tm.bpm_at(5) == 90 and tm.beats_at(12) == 15 + 4
+
+
+@given(st.integers(40, 240), st.integers(40, 240), st.fractions(1, 30, max_denominator=100))
+def test_a_ramp_linear_in_beats_reaches_the_next_tempo_and_round_trips(bpm0, bpm1, length):
+    """Ardour's ramps: the tempo is linear in beats, so exponential in time."""
+    tm = TempoMap([TempoPoint(F(0), F(bpm0), True, curve="beats"), TempoPoint(length, F(bpm1))])
+    assert float(tm.bpm_at(length - F(1, 10**9))) == pytest.approx(bpm1, rel=1e-6)
+    mid = tm.beats_at(length / 2)
+    assert float(tm.bpm_at(length / 2)) == pytest.approx(
+        bpm0 + (bpm1 - bpm0) * float(mid / tm.beats_at(length)), rel=1e-9
+    )
+    for t in (F(0), length / 3, length, length + 5):
+        assert abs(tm.seconds_at(tm.beats_at(t)) - t) < F(1, 10**12)
+
+
+def test_a_point_anchored_at_a_beat_keeps_that_beat():
+    """A DAW stores each tempo point's own beat position; the map uses it rather than re-integrating."""
+    tm = TempoMap([TempoPoint(F(0), F(120)), TempoPoint(F(4), F(90), beats=F(8) + F(1, 1920))])
+    assert tm.beats_at(4) == 8 + F(1, 1920) and tm.beats_at(5) == 8 + F(1, 1920) + F(90, 60)
 
 
 def test_time_signatures_give_bar_beat_tick_and_back():

@@ -35,12 +35,12 @@ def bounce(
     audio: str | None = None,
     midi: str | None = None,
 ) -> list[str]:
+    tempo = [] if midi == "" else ["--midi", midi or str(demo["midi"])]  # midi="": no --midi
     return [
         "bounce",
         "--audio",
         audio or str(demo["audio"]),
-        "--midi",
-        midi or str(demo["midi"]),
+        *tempo,
         "--config",
         config_file or str(demo["config"]),
         "--out",
@@ -110,7 +110,23 @@ MISTAKES = [
         ),
         "param[0].source[0].name: unknown lane 'cc:1:7'",
     ),
-    ("both tempo sources", lambda d, t: bounce(d, t, "--rpp", str(d["midi"])), "--midi: give either --midi or --rpp"),
+    (
+        "two tempo sources",
+        lambda d, t: bounce(d, t, "--rpp", str(d["midi"])),
+        "--rpp: give one tempo source (--midi, --rpp were given), not several",
+    ),
+    (
+        "Ardour session that is not XML",
+        lambda d, t: bounce(d, t, "--ardour", not_a(t, "s.ardour"), midi=""),
+        "not a valid session file",
+    ),
+    (
+        "Ardour session from a future Ardour",
+        lambda d, t: bounce(
+            d, t, "--ardour", not_a(t, "s.ardour", b'<Session version="9001" sample-rate="48000"/>'), midi=""
+        ),
+        "session format 9001 is newer than Ardour 8, which this reader knows",
+    ),
     (
         "MIDI file that is not MIDI",
         lambda d, t: bounce(d, t, midi=not_a(t, "x.mid")),
