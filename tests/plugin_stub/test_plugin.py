@@ -35,11 +35,11 @@ def record(demo, blocks: BlockSizes, folder: Path, **play):
     with PluginReceiver("tcp://127.0.0.1:*") as rx:
         plugin = StreamingPlugin(rx.url)
         n = HostSimulator(demo["audio"], demo["midi"]).play(plugin, blocks, **play)
-        assert rx.done.wait(120) and plugin.dropped == 0, (rx.errors, rx.last_error, plugin.sent, plugin.queued)
+        assert rx.done.wait(120) and plugin.dropped == 0, (rx.stream.problems, plugin.sent, plugin.queued)
         deadline = time.monotonic() + 10
-        while rx.position < play.get("end", 10**12) and time.monotonic() < deadline and not rx.chunks:
+        while rx.stream.position < play.get("end", 10**12) and time.monotonic() < deadline and not rx.stream.audio_end:
             time.sleep(0.01)
-        return rx.session(folder), n, rx
+        return rx.stream.session(folder), n, rx
 
 
 def manifest(path: Path) -> list[dict]:
@@ -111,8 +111,8 @@ def test_loops_and_seeks_are_followed(demo, tmp_path):
     session, n, rx = record(
         demo, BlockSizes([1000]), tmp_path / "rec", end=6 * r, seeks={2 * r: 4 * r}, loop=(r // 2, r, 2)
     )
-    assert (r, r // 2) in rx.jumps and (2 * r, 4 * r) in rx.jumps
-    assert rx.transports[-1].sample < 6 * r <= rx.position
+    assert (r, r // 2) in rx.stream.jumps and (2 * r, 4 * r) in rx.stream.jumps
+    assert rx.stream.transports[-1].sample < 6 * r <= rx.stream.position
     with AudioFile(str(session.audio)) as f:
         got = f.read(f.frames)
     assert np.array_equal(got[:, : 2 * r], host.audio[:, : 2 * r])  # played twice, same samples
