@@ -1,4 +1,5 @@
-"""``bendbridge host-sim``: play a session through the plugin stub as a DAW would, then render it."""
+"""``bendbridge plugin build``: build (and install) the native LV2 plugin; ``bendbridge host-sim``: play a
+session through the Python plugin as a DAW would, then render it."""
 
 from __future__ import annotations
 
@@ -13,6 +14,12 @@ __all__ = ["add_commands"]
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
+    plugin = sub.add_parser("plugin", help="the native LV2 plugin that streams a DAW session to the bridge")
+    actions = plugin.add_subparsers(dest="action", required=True)
+    b = actions.add_parser("build", help="compile the LV2 plugin (needs a C compiler, lv2-dev, libzmq3-dev)")
+    b.add_argument("--out", type=Path, default=None, help="folder to put bendbridge.lv2 in (default: ./build)")
+    b.add_argument("--install", action="store_true", help="install into ~/.lv2, where LV2 hosts find it")
+    b.set_defaults(run=run_plugin_build)
     p = sub.add_parser(
         "host-sim", help="play SONG (+ MIDI) block by block through the plugin stub, then bounce what it streamed"
     )
@@ -74,10 +81,23 @@ def run_host_sim(args: argparse.Namespace) -> int:
             raise BendbridgeError("--link", "the plugin stream did not finish within 60 s")
         print(
             f"played {n} blocks ({host.length / host.rate:.2f} s at {host.rate} Hz) through the plugin; "
-            f"{plugin.sent} messages sent, {plugin.dropped} dropped; jumps followed: {len(rx.jumps)}"
+            f"{plugin.sent} messages sent, {plugin.dropped} dropped; jumps followed: {len(rx.stream.jumps)}"
         )
-        session = rx.session(Path(tempfile.mkdtemp(prefix="bb-hostsim-")))
+        session = rx.stream.session(Path(tempfile.mkdtemp(prefix="bb-hostsim-")))
     spec.audio, spec.tempo, spec.meter, spec.extra_lanes = session.audio, session.tempo, session.meter, session.lanes
     summary = run_bounce(spec, local_rendering(args.model))
     print(summary)
+    return 0
+
+
+def run_plugin_build(args: argparse.Namespace) -> int:
+    from bendbridge.plugin_stub.lv2_build import PLUGIN_URI, build_bundle, user_lv2_dir
+
+    if args.install and args.out is not None:
+        raise BendbridgeError("--install", "give either --out DIR or --install (which builds into ~/.lv2), not both")
+    out = user_lv2_dir() if args.install else (args.out or Path("build"))
+    bundle = build_bundle(out)
+    print(f"built {bundle} ({PLUGIN_URI})")
+    if not args.install:
+        print(f"to use it, copy it to {user_lv2_dir()} or add {bundle.parent} to LV2_PATH")
     return 0

@@ -55,6 +55,16 @@ def test_every_module_and_data_file_is_in_the_wheel(wheel):
             ):
                 assert f"bendbridge/{path.relative_to(ROOT).as_posix()}" in names, path
     assert "bendbridge/bridge/demo.toml" in names
+    for source in (
+        "bendbridge.c",
+        "bb_wire.c",
+        "bb_wire.h",
+        "bb_ring.h",
+        "bb_bench_host.c",
+        "manifest.ttl",
+        "bendbridge.ttl",
+    ):
+        assert f"bendbridge/plugin_stub/lv2/{source}" in names  # 'bendbridge plugin build' compiles these
     assert "bendbridge/server/embedded/model/unet/diffusion_pytorch_model.safetensors" in names
 
 

@@ -1,0 +1,182 @@
+"""The native LV2 plugin on its own: a valid bundle, the protocol's bytes, audio untouched, a stream
+the bridge rebuilds, and drops (never a stall) when no bridge listens."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import math
+import os
+import shutil
+import subprocess
+import time
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from bendbridge.bridge.plugin_link import PluginReceiver
+from bendbridge.protocol import AudioBlock, Bye, FeatureFrame, Transport, encode
+
+from .conftest import missing
+
+
+class Envelope(ctypes.Structure):
+    _fields_ = [
+        ("id", ctypes.c_char_p),
+        ("seq", ctypes.c_int64),
+        ("session", ctypes.c_char_p),
+        ("pos", ctypes.c_int64),
+        ("rate", ctypes.c_int64),
+        ("wall", ctypes.c_double),
+    ]
+
+
+ENVELOPES = [
+    dict(msg_id="a1b2c3d4-0", seq=1, session="plugin", pos=0, rate=48_000, wall=1.5e9),
+    dict(msg_id="ffffffff-1f", seq=2**40, session="my song", pos=2**40 + 17, rate=44_100, wall=1_798_000_000.123),
+    dict(msg_id="x" * 64, seq=127, session="s" * 64, pos=128, rate=768_000, wall=0.0),
+]
+
+
+def _c_envelope(e: dict) -> Envelope:
+    return Envelope(e["msg_id"].encode(), e["seq"], e["session"].encode(), e["pos"], e["rate"], e["wall"])
+
+
+@pytest.fixture(scope="module")
+def wire(native_build):
+    lib = ctypes.CDLL(str(native_build["library"]))
+    buf = ctypes.create_string_buffer(8192)
+
+    def call(name: str, *args) -> bytes:
+        n = getattr(lib, name)(buf, ctypes.c_size_t(len(buf)), *args)
+        assert n > 0, f"{name} wrote nothing"
+        return buf.raw[:n]
+
+    return call
+
+
+@pytest.mark.parametrize("env", ENVELOPES)
+@pytest.mark.parametrize("bar", [None, (1, 0.0), (129, 6.497395992279053), (2**31, 1023.5)])
+def test_transport_bytes_equal_the_protocols(wire, env, bar):
+    t = Transport(True, env["pos"], 91.30000305175781, 7, 8, bar=bar and bar[0], bar_beat=bar and bar[1])
+    got = wire(
+        "bb_encode_transport",
+        ctypes.byref(_c_envelope(env)),
+        ctypes.c_int(1),
+        ctypes.c_int64(t.sample),
+        ctypes.c_double(t.tempo),
+        ctypes.c_int64(7),
+        ctypes.c_int64(8),
+        ctypes.c_int(0),
+        ctypes.c_int(bar is not None),
+        ctypes.c_int64(bar[0] if bar else 0),
+        ctypes.c_double(bar[1] if bar else 0.0),
+    )
+    assert got == encode(t, **env)
+
+
+@pytest.mark.parametrize("env", ENVELOPES)
+def test_control_features_bytes_equal_the_protocols(wire, env):
+    names = [f"control:macro{i}".encode() for i in range(1, 9)]
+    values = [0.0, 1.0, 0.25, 1 / 3, 1e-30, 0.999999940395, 0.5, 0.125]
+    got = wire(
+        "bb_encode_features",
+        ctypes.byref(_c_envelope(env)),
+        ctypes.c_int64(env["pos"]),
+        (ctypes.c_char_p * 8)(*names),
+        (ctypes.c_double * 8)(*values),
+        ctypes.c_uint32(8),
+    )
+    features = {n.decode(): v for n, v in zip(names, values)}
+    assert got == encode(FeatureFrame(env["pos"], features), **env)
+
+
+@pytest.mark.parametrize("frames", [1, 255, 256])
+def test_audio_bytes_equal_the_protocols(wire, frames):
+    env = ENVELOPES[1]
+    data = np.random.default_rng(frames).standard_normal((2, frames)).astype(np.float32)
+    channels = (ctypes.POINTER(ctypes.c_float) * 2)(
+        *(row.ctypes.data_as(ctypes.POINTER(ctypes.c_float)) for row in np.ascontiguousarray(data))
+    )
+    got = wire(
+        "bb_encode_audio",
+        ctypes.byref(_c_envelope(env)),
+        ctypes.c_int64(env["pos"]),
+        ctypes.c_int64(env["rate"]),
+        channels,
+        ctypes.c_uint32(2),
+        ctypes.c_uint32(frames),
+    )
+    assert got == encode(AudioBlock(env["pos"], env["rate"], data), **env)
+
+
+def test_bye_bytes_equal_the_protocols(wire):
+    env = ENVELOPES[0]
+    assert wire("bb_encode_bye", ctypes.byref(_c_envelope(env)), b"plugin removed") == encode(
+        Bye("plugin removed"), **env
+    )
+
+
+def test_the_bundle_passes_lv2_validate(native_build):
+    if not shutil.which("lv2_validate") or not shutil.which("sord_validate"):
+        missing("lv2_validate is not installed (apt install lv2-dev sordi)")
+    r = subprocess.run(
+        ["lv2_validate", *(str(p) for p in sorted(native_build["bundle"].glob("*.ttl")))],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0 and "Found 0 errors" in r.stdout + r.stderr, r.stdout + r.stderr
+
+
+def _host(native_build, link: str, blocks: int, realtime: bool = True) -> dict:
+    r = subprocess.run(
+        [str(native_build["host"]), str(native_build["library"]), "48000", "1024", str(blocks), str(int(realtime))],
+        env={**os.environ, "BENDBRIDGE_LINK": link, "BENDBRIDGE_SESSION": "harness"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def test_audio_passes_unchanged_and_the_bridge_rebuilds_the_stream(native_build):
+    blocks = 150
+    with PluginReceiver("tcp://127.0.0.1:*") as rx:
+        result = _host(native_build, rx.url, blocks)
+        assert rx.done.wait(10), "no bye from the plugin"
+        stream = rx.snapshot()
+    assert result["differing_blocks"] == 0 and result["dropped"] == 0
+    assert stream.problems == [] and stream.jumps == [] and stream.ended
+    n = blocks * 1024
+    t = np.arange(n) / 48_000
+    audio = stream.audio()
+    expected = np.sin(2 * math.pi * 440 * t).astype(np.float32)
+    np.testing.assert_allclose(audio[0], expected, atol=1e-7)
+    np.testing.assert_array_equal(audio[1], -audio[0])
+    assert [t.sample for t in stream.transports] == list(range(0, n, 1024))
+    # the harness steps macro 1 every block; every run() reports it at its first sample
+    assert stream.controls["macro1"] == [(b * 1024, np.float32((b * b % 97) / 97)) for b in range(blocks)]
+
+
+def test_a_session_from_the_plugin_has_the_hosts_tempo_and_bars(native_build, tmp_path):
+    with PluginReceiver("tcp://127.0.0.1:*") as rx:
+        _host(native_build, rx.url, 120)
+        assert rx.done.wait(10)
+        session = rx.snapshot().session(tmp_path)
+    assert session.rate == 48_000 and [float(p.bpm) for p in session.tempo.points] == [120.0]
+    for sample in range(0, 120 * 1024, 997):
+        assert abs(session.tempo.beats_at(Fraction(sample, 48_000)) - Fraction(sample, 24_000)) <= Fraction(1, 1920)
+    lane = session.lanes["macro1"]  # steps (the values lie on no line), each at its block's first sample
+    for b in (0, 1, 37, 119):
+        for offset in (0, 5, 1023):
+            assert lane.value_at(Fraction(1024 * b + offset, 48_000)) == np.float32((b * b % 97) / 97)
+
+
+def test_without_a_bridge_the_plugin_drops_records_and_never_stalls(native_build):
+    start = time.monotonic()
+    result = _host(native_build, "tcp://127.0.0.1:9", 2000, realtime=False)
+    assert result["differing_blocks"] == 0
+    assert result["dropped"] > 0  # 2000 blocks make ~12000 records; the ring holds 4096
+    assert time.monotonic() - start < 10  # cleanup gives up on the absent bridge after 2 s
