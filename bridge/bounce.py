@@ -83,10 +83,14 @@ class BounceSpec:
     tempo: TempoMap | None = None
     meter: TimeSignatureMap | None = None
     extra_lanes: dict[str, AutomationLane] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # what the caller wants the summary to say
+
+    def check_video(self) -> None:
+        check_video_path(self.out, "--out")
 
     def check(self) -> None:
         """Refuse, at once, every option that is wrong without reading a file."""
-        check_video_path(self.out, "--out")
+        self.check_video()
         sources = [o for o, v in (("--midi", self.midi), ("--rpp", self.rpp), ("--ardour", self.ardour)) if v]
         if len(sources) > 1:
             raise BounceError(sources[1], f"give one tempo source ({', '.join(sources)} were given), not several")
@@ -242,7 +246,7 @@ def plan_bounce(spec: BounceSpec) -> BouncePlan:
         width=spec.size,
         height=spec.size,
     )
-    notes: list[str] = []
+    notes: list[str] = list(spec.notes)
     tempo, meter, lanes = _tempo_and_lanes(spec, config, notes)
     mapping = load_mapping(config.tables, config.plan, set(lanes))
     fps = parse_fps(spec.fps, "--fps") if spec.fps else config.fps

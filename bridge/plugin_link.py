@@ -30,17 +30,22 @@ import threading
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import zmq
 
 from bendbridge.protocol import AudioBlock, Bye, FeatureFrame, Packet, Transport, decode
 from bendbridge.protocol.errors import BendbridgeError
+from bendbridge.protocol.security import is_loopback
 
 from .host_controls import control_lane
 from .host_tempo import anchors_of, meter_from_bars, tempo_through
 from .lanes import AutomationLane, LanePoint
 from .tempo import TempoMap, TempoPoint, TimeSignature, TimeSignatureMap
+
+if TYPE_CHECKING:
+    from .recording import RecordingWriter
 
 __all__ = ["PluginReceiver", "PluginStream", "RecordedSession"]
 
@@ -212,7 +217,13 @@ class PluginStream:
 class PluginReceiver:
     """Receives a plugin's stream on a ZeroMQ PULL socket, on a background thread, into ``stream``."""
 
-    def __init__(self, url: str = "tcp://127.0.0.1:5557"):
+    def __init__(self, url: str = "tcp://127.0.0.1:5557", record_to: RecordingWriter | None = None):
+        """``record_to``: a :class:`~bendbridge.bridge.recording.RecordingWriter` that keeps every
+        record as it arrives (closed with the receiver)."""
+        if not is_loopback(url):
+            raise BendbridgeError(
+                "--link", f"{url}: the plugin link listens on loopback only (e.g. tcp://127.0.0.1:5557), beside the DAW"
+            )
         self.sock = zmq.Context.instance().socket(zmq.PULL)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.RCVHWM, 100_000)
@@ -223,6 +234,7 @@ class PluginReceiver:
             raise BendbridgeError("--link", f"cannot listen on {url}: {e}") from None
         self.url = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self.stream = PluginStream()
+        self.recording = record_to
         self.done = threading.Event()  # set when the plugin says bye
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -244,11 +256,15 @@ class PluginReceiver:
         self._stop.set()
         self._thread.join(5)
         self.sock.close(0)
+        if self.recording is not None:
+            self.recording.close()
 
     def _loop(self) -> None:
         while not self._stop.is_set():
             if self.sock.poll(50):
                 data = self.sock.recv()
+                if self.recording is not None:
+                    self.recording.add(data)
                 with self._lock:
                     self.stream.add_bytes(data)
                 if self.stream.ended:

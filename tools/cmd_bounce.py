@@ -36,7 +36,15 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bounce", help="render a song to a network-bent video with the song muxed in")
-    p.add_argument("--audio", type=Path, required=True, help="the song (any format pedalboard reads)")
+    p.add_argument(
+        "--audio", type=Path, default=None, help="the song (any format pedalboard reads); with --recorded, optional"
+    )
+    p.add_argument(
+        "--recorded",
+        type=Path,
+        default=None,
+        help="a .bbs recording of the plugin (bendbridge record): its audio, tempo map, meter and macros",
+    )
     p.add_argument("--midi", type=Path, default=None, help="MIDI file: tempo map, time signatures, CC lanes")
     p.add_argument("--rpp", type=Path, default=None, help="REAPER project: tempo envelope and automation")
     p.add_argument(
@@ -102,11 +110,40 @@ def _bounce(spec) -> object:
 
 
 def run_bounce(args: argparse.Namespace) -> int:
-    summary = _bounce(
-        _spec(args, args.audio, args.config, args.midi, rpp=args.rpp, ardour=args.ardour, lanes=args.lanes)
-    )
+    import shutil
+
+    from bendbridge.bridge.bounce import BounceError
+
+    if args.audio is None and args.recorded is None:
+        raise BounceError("--audio", "the song is required (or --recorded FILE.bbs, which holds it)")
+    spec = _spec(args, args.audio, args.config, args.midi, rpp=args.rpp, ardour=args.ardour, lanes=args.lanes)
+    folder = None
+    if args.recorded is not None:
+        folder = args.out.parent / f".{args.out.stem}.recorded"
+        _use_recording(spec, args.recorded, folder)
+    try:
+        summary = _bounce(spec)
+    finally:
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
     print(summary)
     return 0 if not (summary.nan_frames or summary.black_frames) else 1
+
+
+def _use_recording(spec, recorded: Path, folder: Path) -> None:
+    """The recording's audio (unless --audio names the song), tempo map, meter and lanes."""
+    from bendbridge.bridge.bounce import BounceError
+    from bendbridge.bridge.recording import read_recording
+
+    spec.check_video()
+    for option, value in (("--midi", spec.midi), ("--rpp", spec.rpp), ("--ardour", spec.ardour)):
+        if value is not None:
+            raise BounceError(option, "a recording brings its own tempo map: give --recorded or " + option)
+    stream = read_recording(recorded)
+    session = stream.session(folder)
+    spec.audio = spec.audio or session.audio
+    spec.tempo, spec.meter, spec.extra_lanes = session.tempo, session.meter, session.lanes
+    spec.notes = [f"{recorded.name}: {p}" for p in stream.problems]
 
 
 def run_demo(args: argparse.Namespace) -> int:

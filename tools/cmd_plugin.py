@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import tempfile
+import time
 from pathlib import Path
 
 from bendbridge.protocol.errors import BendbridgeError
@@ -20,6 +21,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--out", type=Path, default=None, help="folder to put bendbridge.lv2 in (default: ./build)")
     b.add_argument("--install", action="store_true", help="install into ~/.lv2, where LV2 hosts find it")
     b.set_defaults(run=run_plugin_build)
+    r = sub.add_parser("record", help="record what the plugin in the DAW streams into a .bbs file (bounce --recorded)")
+    r.add_argument("--link", default="tcp://127.0.0.1:5557", help="where the plugin sends (its BENDBRIDGE_LINK)")
+    r.add_argument("--out", type=Path, required=True, help="the recording, a .bbs file")
+    r.add_argument("--force", action="store_true", help="replace --out if it exists")
+    r.add_argument(
+        "--seconds", type=float, default=None, help="stop after this many seconds (default: the plugin's bye or Ctrl-C)"
+    )
+    r.set_defaults(run=run_record)
+
     p = sub.add_parser(
         "host-sim", help="play SONG (+ MIDI) block by block through the plugin stub, then bounce what it streamed"
     )
@@ -101,3 +111,43 @@ def run_plugin_build(args: argparse.Namespace) -> int:
     if not args.install:
         print(f"to use it, copy it to {user_lv2_dir()} or add {bundle.parent} to LV2_PATH")
     return 0
+
+
+def run_record(args: argparse.Namespace) -> int:
+    from bendbridge.bridge.plugin_link import PluginReceiver
+    from bendbridge.bridge.recording import RecordingWriter
+
+    if args.seconds is not None:
+        finite_number(args.seconds, "--seconds", 0.0, None, lo_open=True)
+    writer = RecordingWriter(args.out, overwrite=args.force)
+    try:
+        with PluginReceiver(args.link, record_to=writer) as rx:
+            print(f"listening on {rx.url}: play the song in the DAW; Ctrl-C stops", flush=True)
+            _wait(rx, args.seconds)
+            stream = rx.snapshot()
+    finally:
+        writer.close()
+    rate = stream.rate or 0
+    print(
+        f"recorded {stream.records} records into {args.out}: {stream.audio_end / rate if rate else 0:.2f} s of audio "
+        f"at {rate} Hz, {len(stream.transports)} transports, {len(stream.jumps)} jumps, "
+        f"lanes {sorted(stream.controls) + sorted(stream.events) or 'none'}"
+    )
+    for problem in stream.problems:
+        print(f"  problem: {problem}")
+    print(f"bounce it with: bendbridge bounce --recorded {args.out} --config CONFIG.toml --out VIDEO.mp4")
+    return 0
+
+
+def _wait(rx, seconds: float | None) -> None:
+    """Until the plugin says bye, ``seconds`` pass, or Ctrl-C; a status line every second."""
+    deadline = None if seconds is None else time.monotonic() + seconds
+    try:
+        while not rx.done.wait(1.0):
+            s = rx.stream
+            print(f"\r  {s.audio_end / (s.rate or 1):8.2f} s of audio, {s.records} records", end="", flush=True)
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+    except KeyboardInterrupt:
+        pass
+    print()

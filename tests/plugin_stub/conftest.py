@@ -30,11 +30,11 @@ def native_build(tmp_path_factory) -> dict[str, Path]:
 
     out = tmp_path_factory.mktemp("lv2")
     try:
-        bundle = build_bundle(out)
-        host = build_bench_host(out)
+        bundle = build_bundle(out / "plugins")  # LV2_PATH: only bundles in it
+        host = build_bench_host(out / "bin")
     except BendbridgeError as e:
         missing(f"the native plugin cannot be built here: {e}")
-    return {"dir": out, "bundle": bundle, "library": bundle / "bendbridge.so", "host": host}
+    return {"lv2_path": out / "plugins", "bundle": bundle, "library": bundle / "bendbridge.so", "host": host}
 
 
 @pytest.fixture(scope="session")

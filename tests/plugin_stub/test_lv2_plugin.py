@@ -7,8 +7,10 @@ import ctypes
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
+import sys
 import time
 from fractions import Fraction
 
@@ -180,3 +182,64 @@ def test_without_a_bridge_the_plugin_drops_records_and_never_stalls(native_build
     assert result["differing_blocks"] == 0
     assert result["dropped"] > 0  # 2000 blocks make ~12000 records; the ring holds 4096
     assert time.monotonic() - start < 10  # cleanup gives up on the absent bridge after 2 s
+
+
+MACRO_CONFIG = """
+[render]
+prompts = ["a lighthouse"]
+fps = "24"
+
+[[bend]]
+id = "lift"
+op = "add"
+target = "latent"
+params = { value = 0.0 }
+
+[[param]]
+bend = "lift"
+name = "value"
+base = 0.0
+[[param.source]]
+kind = "lane"
+name = "macro1"
+depth = 0.5
+"""
+
+
+@pytest.mark.slow
+def test_record_then_bounce_the_recording_from_the_command_line(native_build, saved_tiny_model, tmp_path):
+    cli = [sys.executable, "-m", "bendbridge.tools.cli"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    rec = subprocess.Popen(
+        [*cli, "record", "--link", "tcp://127.0.0.1:*", "--out", str(tmp_path / "take.bbs")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        link = re.search(r"listening on (tcp://127\.0\.0\.1:\d+)", rec.stdout.readline())[1]
+        result = _host(native_build, link, 100)
+        out, err = rec.communicate(timeout=60)  # the plugin's bye ends the recording
+    finally:
+        rec.kill()
+    assert rec.returncode == 0 and result["dropped"] == 0, err
+    assert "2.13 s of audio at 48000 Hz" in out and "lanes ['macro1'" in out, out
+    (tmp_path / "c.toml").write_text(MACRO_CONFIG)
+    video = tmp_path / "v.mp4"
+    r = subprocess.run(
+        [*cli, "bounce", "--recorded", str(tmp_path / "take.bbs"), "--config", str(tmp_path / "c.toml")]
+        + ["--out", str(video), "--model", str(saved_tiny_model), "--end", "1", "--frames", str(tmp_path / "frames")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(x) for x in (tmp_path / "frames" / "manifest.jsonl").read_text().splitlines()]
+    assert [x["sample"] for x in rows] == [i * 2000 for i in range(24)]  # 48 kHz / 24 fps, in the recording's rate
+    # macro1 steps every 1024-sample block (no three values on a line): each frame has its block's value
+    for x in rows:
+        b = x["sample"] // 1024
+        assert x["params"]["lift"]["value"] == pytest.approx(0.5 * float(np.float32((b * b % 97) / 97)), abs=1e-6)
+    assert not (tmp_path / ".v.recorded").exists()  # the recording's audio, written for the bounce, is gone

@@ -256,6 +256,55 @@ MISTAKES = [
         lambda d, t: ["midi-learn", "--config", str(d["config"]), "--param", "spin.plane"],
         "'plane' is not a per-frame parameter",
     ),
+    ("recording to a WAV", lambda d, t: ["record", "--out", str(t / "x.wav")], "--out: 'x.wav': a recording is a .bbs"),
+    (
+        "recording link beyond loopback",
+        lambda d, t: ["record", "--out", str(t / "x.bbs"), "--link", "tcp://0.0.0.0:5557"],
+        "--link: tcp://0.0.0.0:5557: the plugin link listens on loopback only",
+    ),
+    (
+        "recording for no time",
+        lambda d, t: ["record", "--out", str(t / "x.bbs"), "--seconds", "0"],
+        "--seconds: 0",
+    ),
+    (
+        "bounce of a file that is not a recording",
+        lambda d, t: [
+            "bounce",
+            "--recorded",
+            not_a(t, "take.bbs"),
+            "--config",
+            str(d["config"]),
+            "--out",
+            str(t / "v.mp4"),
+        ],
+        "--recorded: take.bbs is not a bendbridge recording",
+    ),
+    (
+        "bounce of a recording with a second tempo source",
+        lambda d, t: [
+            "bounce",
+            "--recorded",
+            not_a(t, "take.bbs"),
+            "--midi",
+            str(d["midi"]),
+            "--config",
+            str(d["config"]),
+            "--out",
+            str(t / "v.mp4"),
+        ],
+        "--midi: a recording brings its own tempo map",
+    ),
+    (
+        "bounce without a song",
+        lambda d, t: ["bounce", "--config", str(d["config"]), "--out", str(t / "v.mp4")],
+        "--audio: the song is required (or --recorded FILE.bbs, which holds it)",
+    ),
+    (
+        "plugin built to a folder and installed",
+        lambda d, t: ["plugin", "build", "--out", str(t), "--install"],
+        "--install: give either --out DIR or --install",
+    ),
     (
         "random block sizes",
         lambda d, t: [
