@@ -243,3 +243,14 @@ def test_record_then_bounce_the_recording_from_the_command_line(native_build, sa
         b = x["sample"] // 1024
         assert x["params"]["lift"]["value"] == pytest.approx(0.5 * float(np.float32((b * b % 97) / 97)), abs=1e-6)
     assert not (tmp_path / ".v.recorded").exists()  # the recording's audio, written for the bounce, is gone
+
+
+@pytest.mark.slow
+def test_bench_plugin_runs_its_four_cases(native_build, capsys):
+    from bendbridge.tools.bench_plugin import main
+
+    assert main(["--paced", "20", "--burst", "200"]) == 0
+    out = capsys.readouterr().out
+    for case in ("listening, real time", "listening, back to back", "no bridge", "bridge stalled"):
+        row = next(line for line in out.splitlines() if line.startswith(case))
+        assert row.split()[-3] == "0", row  # no block's audio was altered
