@@ -13,6 +13,7 @@ BENCHMARKS = {
     "protocol": "bendbridge.tools.bench_protocol",
     "bounce": "bendbridge.tools.bench_bounce",
     "features": "bendbridge.tools.bench_features",
+    "plugin": "bendbridge.tools.bench_plugin",
 }
 
 
