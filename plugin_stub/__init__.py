@@ -1,4 +1,5 @@
-"""The in-host side of bendbridge: what a DAW plugin hands the bridge (see README.md here)."""
+"""The in-host side of bendbridge: the native LV2 plugin (``lv2/``, built by ``lv2_build``), the
+contract a plugin hands the bridge, a Python streaming plugin and a host simulator (see README.md)."""
 
 from .contract import ParameterEvent, Plugin, TransportInfo
 

@@ -30,6 +30,7 @@ from bendbridge.protocol import (
     Welcome,
     decode,
     encode,
+    version_string,
 )
 from bendbridge.protocol.output import OutputStore, OutsideRootError
 from bendbridge.protocol.security import SecurityError, make_keys
@@ -97,7 +98,7 @@ def frames_are_intact(folder: Path) -> int:
 def test_handshake_returns_the_servers_capabilities(running):
     with RenderClient(running.url) as c:
         w, rtt = c.ping()
-    assert w.version == "1.1" and w.server == "bendbridge" and w.auth == "none"
+    assert w.version == version_string() and w.server == "bendbridge" and w.auth == "none"
     assert "rotate_plane" in w.operators and "mid_block" in w.targets and w.targets[:2] == ("latent", "text")
     assert rtt < 5
 
