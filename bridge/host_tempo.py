@@ -96,9 +96,10 @@ def _reported_bpm(tempo: float) -> Fraction:
     return exact
 
 
-def anchors_of(barred: list[Transport]) -> list[Anchor]:
-    """Sample, quarter notes and reported tempo of every transport that has the host's bar and beat."""
-    meter = meter_from_bars(barred)
+def anchors_of(barred: list[Transport], meter: TimeSignatureMap | None = None) -> list[Anchor]:
+    """Sample, quarter notes and reported tempo of every transport that has the host's bar and beat
+    (``meter``: the song's, when ``barred`` is only its recent part)."""
+    meter = meter or meter_from_bars(barred)
     count = bar_beat_count(barred)
     return [
         Anchor(t.sample, meter.beats_of(t.bar) + _quarters_in_bar(t, count), _reported_bpm(t.tempo)) for t in barred

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import copy
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -85,15 +86,16 @@ class PluginStream:
         if len(self.problems) < MAX_PROBLEMS:
             self.problems.append(text)
 
-    def add_bytes(self, data: bytes) -> None:
-        """One record off the wire; a record that is not a valid packet is named and skipped."""
+    def add_bytes(self, data: bytes) -> Packet | None:
+        """One record off the wire; a record that is not a valid packet is named and skipped (None)."""
         self.records += 1
         try:
             packet = decode(data)
         except BendbridgeError as e:
             self.problem(f"record {self.records}: not a valid protocol packet ({e})")
-            return
+            return None
         self.add(packet)
+        return packet
 
     def add(self, packet: Packet) -> None:
         env, m = packet.envelope, packet.message
@@ -235,6 +237,7 @@ class PluginReceiver:
         self.url = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self.stream = PluginStream()
         self.recording = record_to
+        self.on_audio: Callable[[AudioBlock], None] | None = None  # called on the receiving thread
         self.done = threading.Event()  # set when the plugin says bye
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -266,6 +269,8 @@ class PluginReceiver:
                 if self.recording is not None:
                     self.recording.add(data)
                 with self._lock:
-                    self.stream.add_bytes(data)
+                    packet = self.stream.add_bytes(data)
+                if self.on_audio is not None and packet is not None and isinstance(packet.message, AudioBlock):
+                    self.on_audio(packet.message)
                 if self.stream.ended:
                     self.done.set()

@@ -7,6 +7,7 @@ import threading
 import time
 from pathlib import Path
 
+from bendbridge.protocol.errors import BendbridgeError
 from bendbridge.protocol.values import finite_number
 
 __all__ = ["add_commands"]
@@ -24,6 +25,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--midi-in", default=None, help="MIDI input port name (CC mappings, clock)")
     p.add_argument("--midi-backend", default=None, help="mido backend, e.g. mido.backends.rtmidi/UNIX_JACK")
     p.add_argument("--clock", action="store_true", help="follow MIDI clock/SPP instead of OSC for the playhead")
+    p.add_argument(
+        "--link",
+        default=None,
+        metavar="URL",
+        help="follow the bendbridge plugin in the DAW (it sends to tcp://127.0.0.1:5557): playhead, tempo map, "
+        "macros and audio features, instead of OSC or MIDI clock",
+    )
     p.add_argument("--lookahead", type=float, default=0.5, help="seconds of frames requested ahead of the playhead")
     p.add_argument("--fps", default=None)
     p.add_argument("--rate", type=int, default=48_000, help="the DAW session's sample rate, Hz")
@@ -96,6 +104,8 @@ def run_bridge(args: argparse.Namespace) -> int:
     from bendbridge.protocol import SessionSetup
 
     finite_number(args.rate, "--rate", 8_000, 768_000, integer=True)
+    if args.link and args.clock:
+        raise BendbridgeError("--clock", "give --link (the plugin's transport) or --clock (MIDI clock), not both")
     config = SessionConfig.load(args.config)
     settings = config.rendering()
     mapping = load_mapping(config.tables, config.plan)
@@ -106,6 +116,8 @@ def run_bridge(args: argparse.Namespace) -> int:
     lanes = {s.name: ValueLane() for p in mapping.params for s in p.sources if s.kind == "lane"}
     port = open_midi_input(args.midi_in, None, args.midi_backend) if args.midi_in else None
     stop = threading.Event()
+    if args.link:
+        return _bridge_on_link(args, config, mapping, timeline, lanes, router, port, stop)
     with (
         RenderClient(args.server, keys=args.keys, client_name=args.client, rate=args.rate) as client,
         OscInput(args.osc_port, args.osc_host, OscTransport(rate=args.rate)) as osc,
@@ -137,4 +149,47 @@ def run_bridge(args: argparse.Namespace) -> int:
         finally:
             stop.set()
     print(f"sent {bridge.requests} frame requests")
+    return 0
+
+
+def _bridge_on_link(args, config, mapping, timeline, lanes, router, port, stop: threading.Event) -> int:
+    """The live bridge following the plugin in the DAW (see bendbridge.bridge.plugin_live)."""
+    from bendbridge.bridge.client import RenderClient
+    from bendbridge.bridge.live import LiveBridge
+    from bendbridge.bridge.midi_live import ClockFollower
+    from bendbridge.bridge.plugin_link import PluginReceiver
+    from bendbridge.bridge.plugin_live import PluginFollower
+    from bendbridge.protocol import SessionSetup
+
+    with (
+        RenderClient(args.server, keys=args.keys, client_name=args.client, rate=args.rate) as client,
+        PluginReceiver(args.link) as receiver,
+    ):
+        client.ping()
+        client.setup(
+            SessionSetup.for_settings(
+                config.rendering(), output=args.output, fps=timeline.grid.fps, plan=config.plan.to_dict(), mode="live"
+            )
+        )
+        if port is not None:
+            _follow_midi(port, ClockFollower(), router, stop)
+        follower = PluginFollower(receiver, timeline, lanes, report=lambda text: print(f"bridge: {text}", flush=True))
+        bridge = LiveBridge(
+            client,
+            timeline,
+            mapping,
+            follower.playhead,
+            args.lookahead,
+            features=follower,
+            lanes=lanes,
+            cc_values=router.by_bend,
+        )
+        print(f"bridge: following the plugin on {receiver.url}, server {args.server}, lookahead {args.lookahead} s")
+        try:
+            bridge.run(stop)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            stop.set()
+    print(f"sent {bridge.requests} frame requests; {len(receiver.stream.problems)} stream problems")
     return 0

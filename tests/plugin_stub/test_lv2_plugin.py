@@ -254,3 +254,61 @@ def test_bench_plugin_runs_its_four_cases(native_build, capsys):
     for case in ("listening, real time", "listening, back to back", "no bridge", "bridge stalled"):
         row = next(line for line in out.splitlines() if line.startswith(case))
         assert row.split()[-3] == "0", row  # no block's audio was altered
+
+
+class _Requests:
+    """A render client that keeps the frame requests instead of sending them."""
+
+    def __init__(self):
+        self.sent = []
+
+    def send(self, message, pos: int = 0):
+        self.sent.append(message)
+
+
+def test_the_live_bridge_follows_the_plugin_playhead_tempo_and_macros(native_build):
+    from bendbridge.bridge.live import LiveBridge, ValueLane
+    from bendbridge.bridge.mapping import load_mapping
+    from bendbridge.bridge.plugin_live import PluginFollower
+    from bendbridge.bridge.tempo import TempoMap
+    from bendbridge.bridge.timeline import FrameGrid, Timeline
+    from bendbridge.protocol.plan import BendPlan
+
+    plan = BendPlan.from_specs(["add:value=0@latent:step=0:id=lift"])
+    mapping = load_mapping(
+        {"param": [{"bend": "lift", "name": "value", "source": [{"kind": "lane", "name": "macro1", "depth": 1.0}]}]},
+        plan,
+    )
+    timeline = Timeline(FrameGrid(Fraction(10), 48_000), TempoMap.constant(90))  # the config says 90 BPM
+    lanes = {"macro1": ValueLane()}
+    client, said = _Requests(), []
+    with PluginReceiver("tcp://127.0.0.1:*") as rx:
+        follower = PluginFollower(rx, timeline, lanes, report=said.append)
+        bridge = LiveBridge(client, timeline, mapping, follower.playhead, 0.3, features=follower, lanes=lanes)
+        host = subprocess.Popen(
+            [str(native_build["host"]), str(native_build["library"]), "48000", "1024", "150", "1"],
+            env={**os.environ, "BENDBRIDGE_LINK": rx.url},
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        heard = []  # (playhead when asked, frames requested)
+        while host.poll() is None:
+            before = follower.playhead()
+            heard.append((before, bridge.tick()))
+            time.sleep(0.01)
+        for _ in range(60):  # the plugin has gone: the bridge holds, reports once, never fails
+            bridge.tick()
+            time.sleep(0.01)
+    assert json.loads(host.stdout.read())["dropped"] == 0
+    frames = sorted(m.frame for m in client.sent)
+    # 3.2 s of song at 10 fps, none missed (frame 0 may be behind the playhead by the first tick)
+    assert frames == list(range(frames[0], frames[-1] + 1)) and frames[0] <= 1 and frames[-1] >= 32
+    for playhead, todo in heard:  # every frame asked for lies ahead of the playhead, within the lookahead
+        for f in todo:
+            assert playhead <= Fraction(f, 10) + Fraction(1, 10) and Fraction(f, 10) < playhead + Fraction(4, 10)
+    assert [float(p.bpm) for p in timeline.tempo.points] == [120.0]  # the host's tempo replaced the config's
+    for m in client.sent:  # bar and beat as the host counts them at 120 BPM in 4/4
+        assert (m.bar, m.beat) == (1 + int(m.seconds // 2), 1 + int(m.seconds % 2 * 2)), m
+        assert 0 <= m.params["lift"]["value"] <= 1
+    assert len({m.params["lift"]["value"] for m in client.sent}) > 5  # the macro moved, and the frames followed it
+    assert any("went quiet" in s for s in said) and len([s for s in said if "went quiet" in s]) == 1

@@ -242,6 +242,16 @@ MISTAKES = [
         "live.toml: no such config file",
     ),
     (
+        "live link beyond loopback",
+        lambda d, t: ["bridge", "--config", str(d["config"]), "--link", "tcp://192.0.2.1:5557"],
+        "--link: tcp://192.0.2.1:5557: the plugin link listens on loopback only",
+    ),
+    (
+        "live link and MIDI clock at once",
+        lambda d, t: ["bridge", "--config", str(d["config"]), "--link", "tcp://127.0.0.1:5557", "--clock"],
+        "--clock: give --link (the plugin's transport) or --clock (MIDI clock), not both",
+    ),
+    (
         "live frame rate",
         lambda d, t: ["bridge", "--config", str(d["config"]), "--fps", "0"],
         "--fps: frame rate 0 out of range",
