@@ -87,3 +87,16 @@ def test_the_writer_refuses_to_overwrite_or_to_write_anything_but_a_bbs(tmp_path
         RecordingWriter(tmp_path / "nope" / "s.bbs")
     with pytest.raises(RecordingError, match="no such recording"):
         read_recording(tmp_path / "missing.bbs")
+
+
+def test_a_record_out_of_order_is_named_and_still_lands_at_its_sample():
+    from bendbridge.bridge.plugin_link import PluginStream
+
+    records = _records(4)
+    live, swapped = PluginStream(), PluginStream()
+    for r in records:
+        live.add_bytes(r)
+    for r in records[:2] + [records[3], records[2]] + records[4:]:
+        swapped.add_bytes(r)
+    assert swapped.problems == ["record 4 (audio_block seq 3) arrived after seq 4: out of order"]
+    np.testing.assert_array_equal(swapped.audio(), live.audio())
