@@ -190,6 +190,7 @@ def _tempo_and_lanes(
         session = read_midi(spec.midi)
         tempo, meter = session.tempo, session.meter
         lanes.update(session.lanes)
+        notes.extend(f"{Path(spec.midi).name}: {w}" for w in session.warnings)
     if spec.rpp:
         from .rpp import read_rpp
 

@@ -4,9 +4,10 @@ A lane lives in ``seconds`` or ``beats`` (quarter notes); each point's shape say
 moves to the next point (REAPER's numbering): 0 linear, 1 square (hold), 2 slow start/end,
 3 fast start, 4 fast end, 5 Bézier (taken as a smooth S with the point's tension); and Ardour's
 6 logarithmic (v0·(v1/v0)^x) and 7 fader (linear in a gain fader's position, for gain lanes
-whose maximum is the lane's ``hi``). Before the first point a lane holds the first value, after
-the last the last value. Values are normalised to [0, 1] through the lane's ``lo``/``hi`` (e.g.
-a REAPER ``PARMENV``'s min/max).
+whose maximum is the lane's ``hi``). Before the first point a lane's value is the first value
+(as hosts evaluate it), but it has no *normalised* value: mapping leaves the parameter at its base
+there. After the last point a lane holds the last value. Values are normalised to [0, 1] through
+the lane's ``lo``/``hi`` (e.g. a REAPER ``PARMENV``'s min/max).
 """
 
 from __future__ import annotations
@@ -126,7 +127,11 @@ class AutomationLane:
             return q.value
         return _interpolate(p, q, float((t - p.time) / (q.time - p.time)), self.hi)
 
-    def normalised_at(self, t: Fraction | float | int) -> float:
+    def normalised_at(self, t: Fraction | float | int) -> float | None:
+        """The value in [0, 1] through ``lo``/``hi``; None before the first point, where the lane
+        has no value yet (a mapped parameter keeps its base there)."""
+        if as_fraction(t) < self.points[0].time:
+            return None
         return min(1.0, max(0.0, (self.value_at(t) - self.lo) / (self.hi - self.lo)))
 
 

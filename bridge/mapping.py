@@ -139,15 +139,15 @@ class MusicMapping:
                     x = np.asarray(features[s.name], np.float64)
                 elif s.kind == "lane":
                     lane = lanes[s.name]
-                    x = np.array(
-                        [lane.normalised_at(p.beats if lane.domain == "beats" else p.seconds) for p in positions]
-                    )
+                    heard = [lane.normalised_at(p.beats if lane.domain == "beats" else p.seconds) for p in positions]
+                    x = np.array([np.nan if v is None else v for v in heard], np.float64)  # nan: no value yet
                 elif s.kind == "lfo":
                     x = np.array([s.lfo(p.beats, timeline) for p in positions])
                 else:  # phase
                     f = timeline.beat_phase if s.name == "beat" else timeline.bar_phase
                     x = np.array([float(f(p.beats)) for p in positions])
-                total += s.depth * np.asarray(curve(s.curve, np.clip(x, 0.0, 1.0)), np.float64)
+                term = s.depth * np.asarray(curve(s.curve, np.clip(np.nan_to_num(x), 0.0, 1.0)), np.float64)
+                total += np.where(np.isnan(x), 0.0, term)  # a lane before its first point adds nothing
             total = np.clip(total, pm.lo, pm.hi)
             for i in range(n):
                 out[i].setdefault(pm.bend, {})[pm.name] = float(total[i])

@@ -1,11 +1,17 @@
 """Standard MIDI Files (via mido): tempo map, time signatures and CC automation lanes.
 
 Ticks become beats exactly (tick / PPQ). Tempo events (``FF 51``, µs per quarter note) make a
-stepped :class:`~bridge.tempo.TempoMap`; time signatures (``FF 58``) a
-:class:`~bridge.tempo.TimeSignatureMap`. SMPTE-division files (negative frame rate in the header)
-are timed in real time: seconds = ticks / (fps · ticks per frame).
+stepped :class:`~bridge.tempo.TempoMap`; as the SMF specification has it, the tempo is 120 BPM
+(500,000 µs per quarter) until the first Set Tempo wherever it is, and of several Set Tempo events
+at one tick the last in the file is in force (events at one tick are taken in file order: track
+by track, then within each track). Time signatures (``FF 58``) make a
+:class:`~bridge.tempo.TimeSignatureMap`; one that does not fall on a bar line of the meter before
+it (a pickup, a cadenza, a notation export) starts a new bar there, cutting the bar in progress
+short, and is named once in :attr:`MidiSession.warnings`. Of a format 2 file (independent
+sequences) the first sequence is read, with a warning. SMPTE-division files are refused.
 
-CC lanes are held values (MIDI controllers step), in beats, normalised to [0, 1]:
+CC lanes are held values (MIDI controllers step), in beats, normalised to [0, 1]; before a lane's
+first event it has no value (a mapped parameter keeps its base there):
 
 - ``cc:CH:N``       7-bit controller N on channel CH (1-16), value / 127;
 - ``cc14:CH:N``     14-bit pair, MSB on N (0-31) and LSB on N+32, value / 16383;
@@ -42,6 +48,7 @@ class MidiSession:
     meter: TimeSignatureMap
     lanes: dict[str, AutomationLane] = field(default_factory=dict)
     length_beats: Fraction = Fraction(0)
+    warnings: list[str] = field(default_factory=list)  # what was read differently from the file's letter
 
 
 def read_midi(path: str | Path) -> MidiSession:
@@ -54,9 +61,14 @@ def read_midi(path: str | Path) -> MidiSession:
         mid = mido.MidiFile(p, clip=True)
     except (OSError, EOFError, ValueError, KeyError, IndexError) as e:
         raise MidiFileError(str(p), f"not a readable Standard MIDI File ({type(e).__name__}: {e})") from None
+    warnings: list[str] = []
+    tracks = mid.tracks
+    if mid.type == 2 and len(tracks) > 1:  # independent sequences, each with its own timeline
+        warnings.append(f"format 2 file of {len(tracks)} independent sequences: only the first one is read")
+        tracks = tracks[:1]
     events: list[tuple[int, int, object]] = []  # (absolute tick, order, message)
     order = 0
-    for track in mid.tracks:
+    for track in tracks:
         tick = 0
         for msg in track:
             tick += msg.time
@@ -84,13 +96,10 @@ def read_midi(path: str | Path) -> MidiSession:
             cc.feed(beat, msg.channel + 1, msg.control, msg.value)
         elif msg.type == "pitchwheel":
             cc.add(f"pitchbend:{msg.channel + 1}", beat, (msg.pitch + 8192) / 16383)
-    tempo = TempoMap.from_beat_changes(tempos or [(0, 120)])
-    try:
-        meter = TimeSignatureMap.from_beat_changes(sigs or [(0, 4, 4)])
-    except ValueError as e:
-        raise MidiFileError(str(p), f"{e}") from None
+    tempo = TempoMap.from_beat_changes(tempos)  # file order; 120 BPM before the first Set Tempo
+    meter = TimeSignatureMap.from_beat_changes(sigs or [(0, 4, 4)], warnings)
     lanes = {name: AutomationLane(name, pts, "beats") for name, pts in cc.lanes.items()}
-    return MidiSession(p, ppq, tempo, meter, lanes, Fraction(last, ppq))
+    return MidiSession(p, ppq, tempo, meter, lanes, Fraction(last, ppq), warnings)
 
 
 class _CcDecoder:

@@ -101,10 +101,16 @@ class TempoMap:
 
     @classmethod
     def from_beat_changes(cls, changes: list[tuple[Number, Number]]) -> TempoMap:
-        """Stepped tempo changes ``(beat, bpm)``; the times follow exactly."""
-        ch = sorted((as_fraction(b), as_fraction(bpm)) for b, bpm in changes)
+        """Stepped tempo changes ``(beat, bpm)`` in file order; the times follow exactly.
+
+        As in a Standard MIDI File: of several changes at one beat the last one given is in force,
+        and before the first change the tempo is 120 BPM (500,000 µs per quarter note)."""
+        by_beat: dict[Fraction, Fraction] = {}
+        for b, bpm in changes:
+            by_beat[as_fraction(b)] = as_fraction(bpm)  # a later change at the same beat replaces it
+        ch = sorted(by_beat.items())
         if not ch or ch[0][0] != 0:
-            ch.insert(0, (Fraction(0), ch[0][1] if ch else Fraction(120)))
+            ch.insert(0, (Fraction(0), Fraction(120)))
         pts, t = [], Fraction(0)
         for i, (b, bpm) in enumerate(ch):
             if i:
@@ -182,6 +188,7 @@ class TimeSignature:
     bar: int  # first bar (1-based) with this signature
     num: int
     den: int
+    start: Fraction | None = None  # quarter notes where it starts, when that cuts the bar before it short
 
     def __post_init__(self) -> None:
         if self.num < 1 or self.den < 1 or self.den & (self.den - 1):
@@ -208,25 +215,41 @@ class TimeSignatureMap:
         for i, s in enumerate(sigs):
             if i:
                 prev = sigs[i - 1]
-                b += (s.bar - prev.bar) * prev.bar_beats
+                full = b + (s.bar - prev.bar) * prev.bar_beats
+                if s.start is not None and not full - prev.bar_beats < s.start <= full:
+                    raise TimelineError(
+                        "time signature",
+                        f"{s.num}/{s.den} at bar {s.bar} starts at beat {float(s.start):g}, not within bar {s.bar - 1}",
+                    )
+                b = full if s.start is None else as_fraction(s.start)
             self._start.append(b)
 
     @classmethod
-    def from_beat_changes(cls, changes: list[tuple[Number, int, int]]) -> TimeSignatureMap:
-        """Changes ``(beat, num, den)`` as in a MIDI file; each must fall on a bar line."""
+    def from_beat_changes(
+        cls, changes: list[tuple[Number, int, int]], warnings: list[str] | None = None
+    ) -> TimeSignatureMap:
+        """Changes ``(beat, num, den)`` in file order, as in a MIDI file. A change off the bar line of
+        the meter before it is refused, unless ``warnings`` is given: then it starts a new bar (the
+        bar in progress is cut short, as notation programs write pickups and cadenzas) and is named
+        there once."""
         sigs: list[TimeSignature] = []
         bar, last_b, last = 1, Fraction(0), None
-        for b, num, den in sorted((as_fraction(b), n, d) for b, n, d in changes):
+        for b, num, den in sorted(((as_fraction(b), n, d) for b, n, d in changes), key=lambda c: c[0]):
+            start = None
             if last is not None:
                 bars = (b - last_b) / last.bar_beats
                 if bars.denominator != 1:
-                    raise TimelineError(
-                        "time signature", f"{num}/{den} at beat {float(b):g} does not fall on a bar line"
-                    )
-                bar += int(bars)
-            last, last_b = TimeSignature(bar, num, den), b
+                    where = f"{num}/{den} at beat {float(b):g} does not fall on a bar line"
+                    if warnings is None:
+                        raise TimelineError("time signature", where)
+                    cut = bar + math.floor(bars)
+                    warnings.append(f"{where} of {last.num}/{last.den}: it starts a new bar; bar {cut} is cut short")
+                    start = b
+                bar += math.ceil(bars)
+            last, last_b = TimeSignature(bar, num, den, start), b
             if sigs and sigs[-1].bar == bar:
-                sigs[-1] = last
+                sigs[-1] = TimeSignature(bar, num, den, sigs[-1].start)
+                last = sigs[-1]
             else:
                 sigs.append(last)
         return cls(sigs)

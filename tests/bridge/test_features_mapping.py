@@ -126,6 +126,28 @@ def test_mapping_sums_sources_through_curves_and_clamps_to_the_operator_range():
     assert [o["amp"]["mix"] for o in out] == [0.0, 1.0, 0.0, 1.0]  # base 1 − square LFO, clamped to [0, 1]
 
 
+def test_a_lane_before_its_first_point_leaves_the_parameter_at_its_base():
+    config = {
+        "param": [
+            {
+                "bend": "spin",
+                "name": "angle",
+                "base": 0.5,
+                "source": [
+                    {"kind": "lane", "name": "cc:1:64", "depth": 2.0},
+                    {"kind": "const", "value": 1, "depth": 1},
+                ],
+            }
+        ]
+    }
+    m = load_mapping(config, PLAN, {"cc:1:64"})
+    tl = Timeline(FrameGrid(F(4), 48_000), TempoMap.constant(120))
+    pos = [tl.position(i) for i in range(4)]  # beats 0, 0.5, 1, 1.5
+    pedal = AutomationLane("cc:1:64", [LanePoint(F(1), 1.0, 1)], "beats")  # pressed at beat 1
+    out = m.resolve(pos, tl, {}, {"cc:1:64": pedal})
+    assert [o["spin"]["angle"] for o in out] == [1.5, 1.5, 3.5, 3.5]  # other sources still count
+
+
 def test_lfos_in_bars_follow_the_time_signature():
     config = {
         "param": [

@@ -1,76 +1,13 @@
-"""Tempo and automation sources from real files: MIDI (mido), REAPER .rpp, JSON/CSV lanes."""
+"""Tempo and automation sources from files: REAPER .rpp, JSON/CSV lanes."""
 
 from __future__ import annotations
 
 from fractions import Fraction as F
 
-import mido
 import pytest
 
 from bendbridge.bridge.lanes import AutomationLane, LaneError, LanePoint, load_lanes
-from bendbridge.bridge.midifile import MidiFileError, read_midi
 from bendbridge.bridge.rpp import RppError, read_rpp
-
-
-def write_midi(path, ppq=480):
-    mid = mido.MidiFile(ticks_per_beat=ppq)
-    meta, cc = mido.MidiTrack(), mido.MidiTrack()
-    mid.tracks += [meta, cc]
-    meta += [
-        mido.MetaMessage("set_tempo", tempo=500_000, time=0),
-        mido.MetaMessage("time_signature", numerator=4, denominator=4, time=0),
-        mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(90), time=8 * ppq),
-        mido.MetaMessage("time_signature", numerator=3, denominator=4, time=0),
-        mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(150), time=6 * ppq),
-    ]
-    cc += [
-        mido.Message("control_change", channel=0, control=74, value=0, time=0),
-        mido.Message("control_change", channel=0, control=74, value=127, time=4 * ppq),
-        mido.Message("control_change", channel=1, control=1, value=64, time=0),  # 14-bit MSB
-        mido.Message("control_change", channel=1, control=33, value=64, time=0),  # its LSB
-        mido.Message("control_change", channel=0, control=99, value=1, time=ppq),  # NRPN 1:2
-        mido.Message("control_change", channel=0, control=98, value=2, time=0),
-        mido.Message("control_change", channel=0, control=6, value=100, time=0),
-        mido.Message("control_change", channel=0, control=38, value=5, time=0),
-        mido.Message("control_change", channel=0, control=96, value=0, time=ppq),
-        mido.Message("pitchwheel", channel=2, pitch=8191, time=0),
-    ]
-    mid.save(path)
-
-
-def test_midi_tempo_map_and_signatures_follow_the_file(tmp_path):
-    write_midi(tmp_path / "s.mid")
-    s = read_midi(tmp_path / "s.mid")
-    # 90 BPM is stored as whole µs per quarter note (666667), and that is what counts
-    assert s.tempo.seconds_at(8) == 4 and s.tempo.seconds_at(14) == 4 + F(6 * mido.bpm2tempo(90), 10**6)
-    assert s.tempo.bpm_at(100) == 150
-    assert str(s.meter.bar_beat(8)) == "3:1:000" and str(s.meter.bar_beat(11)) == "4:1:000"
-    # against mido's own clock: the tempo map agrees with mido's tick → second conversion
-    tick_s = mido.tick2second(6 * 480, 480, mido.bpm2tempo(90))
-    assert float(s.tempo.seconds_at(14) - s.tempo.seconds_at(8)) == pytest.approx(tick_s, abs=1e-12)
-
-
-def test_midi_cc_lanes_hold_values_and_decode_14_bit_and_nrpn(tmp_path):
-    write_midi(tmp_path / "s.mid")
-    lanes = read_midi(tmp_path / "s.mid").lanes
-    cc = lanes["cc:1:74"]
-    assert cc.value_at(0) == 0 and cc.value_at(F(39, 10)) == 0 and cc.value_at(4) == 1.0
-    assert lanes["cc14:2:1"].value_at(10) == pytest.approx((64 * 128 + 64) / 16383)
-    nrpn = lanes["nrpn:1:130"]
-    assert nrpn.value_at(5) == pytest.approx((100 * 128 + 5) / 16383) and nrpn.value_at(6) == pytest.approx(
-        (100 * 128 + 6) / 16383
-    )
-    assert lanes["pitchbend:3"].value_at(7) == pytest.approx(1.0)
-
-
-def test_a_corrupt_midi_file_is_named(tmp_path):
-    bad = tmp_path / "bad.mid"
-    bad.write_bytes(b"MThd\x00\x00\x00\x06\x00\x01\x00\x02\x01\xe0MTrk\x00\x00\xff\xff")
-    with pytest.raises(MidiFileError, match=r"bad\.mid: not a readable Standard MIDI File"):
-        read_midi(bad)
-    with pytest.raises(MidiFileError, match="no such MIDI file"):
-        read_midi(tmp_path / "missing.mid")
-
 
 RPP = """<REAPER_PROJECT 0.1 "7.0/linux64" 1700000000
   TEMPO 120 4 4
