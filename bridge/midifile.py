@@ -25,11 +25,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bendbridge.protocol.errors import BendbridgeError
 
 from .lanes import AutomationLane, LanePoint
+from .smf_chunks import SmfLayout, SmfLayoutError, split_chunks
 from .tempo import TempoMap, TimeSignatureMap
+
+if TYPE_CHECKING:
+    import mido
 
 __all__ = ["MidiSession", "read_midi", "MidiFileError"]
 
@@ -52,16 +57,10 @@ class MidiSession:
 
 
 def read_midi(path: str | Path) -> MidiSession:
-    import mido
-
     p = Path(path)
-    if not p.exists():
+    if not p.is_file():
         raise MidiFileError(str(p), "no such MIDI file")
-    try:
-        mid = mido.MidiFile(p, clip=True)
-    except (OSError, EOFError, ValueError, KeyError, IndexError) as e:
-        raise MidiFileError(str(p), f"not a readable Standard MIDI File ({type(e).__name__}: {e})") from None
-    warnings: list[str] = []
+    mid, warnings = _open_smf(p)
     tracks = mid.tracks
     if mid.type == 2 and len(tracks) > 1:  # independent sequences, each with its own timeline
         warnings.append(f"format 2 file of {len(tracks)} independent sequences: only the first one is read")
@@ -75,12 +74,7 @@ def read_midi(path: str | Path) -> MidiSession:
             events.append((tick, order, msg))
             order += 1
     events.sort(key=lambda e: (e[0], e[1]))
-    smpte = getattr(mid, "ticks_per_beat", 480) < 0
-    if smpte:  # mido keeps the raw division; very rare in practice
-        raise MidiFileError(str(p), "SMPTE time division is not supported yet (ticks per quarter note files only)")
     ppq = mid.ticks_per_beat
-    if ppq <= 0:
-        raise MidiFileError(str(p), f"header division {ppq} is not a ticks-per-quarter-note count")
     tempos: list[tuple[Fraction, Fraction]] = []
     sigs: list[tuple[Fraction, int, int]] = []
     cc = _CcDecoder()
@@ -100,6 +94,32 @@ def read_midi(path: str | Path) -> MidiSession:
     meter = TimeSignatureMap.from_beat_changes(sigs or [(0, 4, 4)], warnings)
     lanes = {name: AutomationLane(name, pts, "beats") for name, pts in cc.lanes.items()}
     return MidiSession(p, ppq, tempo, meter, lanes, Fraction(last, ppq), warnings)
+
+
+def _open_smf(p: Path) -> tuple[mido.MidiFile, list[str]]:
+    """The file's tracks through mido, after its chunk structure is checked and alien chunks dropped."""
+    import io
+
+    import mido
+
+    try:
+        layout = split_chunks(p.read_bytes())
+    except SmfLayoutError as e:
+        raise MidiFileError(str(p), str(e)) from None
+    if layout.division < 0:
+        raise MidiFileError(str(p), "header: SMPTE time division is not supported (ticks per quarter note only)")
+    try:
+        return mido.MidiFile(file=io.BytesIO(layout.rebuilt()), clip=True), layout.warnings
+    except (OSError, EOFError, ValueError, KeyError, IndexError) as e:
+        reason = f"{type(e).__name__}: {e}" if str(e) else f"{type(e).__name__}: the events run past the chunk's end"
+    for k, track in enumerate(layout.tracks, start=1):  # name the track that cannot be read
+        one = SmfLayout(layout.format, layout.division, [track]).rebuilt()
+        try:
+            mido.MidiFile(file=io.BytesIO(one), clip=True)
+        except (OSError, EOFError, ValueError, KeyError, IndexError):
+            where = f"track {k} of {len(layout.tracks)}"
+            raise MidiFileError(str(p), f"{where}: its events cannot be read ({reason})") from None
+    raise MidiFileError(str(p), f"not a readable Standard MIDI File ({reason})")
 
 
 class _CcDecoder:

@@ -64,7 +64,13 @@ def test_midi_cc_lanes_hold_values_and_decode_14_bit_and_nrpn(tmp_path):
 def test_a_corrupt_midi_file_is_named(tmp_path):
     bad = tmp_path / "bad.mid"
     bad.write_bytes(b"MThd\x00\x00\x00\x06\x00\x01\x00\x02\x01\xe0MTrk\x00\x00\xff\xff")
-    with pytest.raises(MidiFileError, match=r"bad\.mid: not a readable Standard MIDI File"):
+    with pytest.raises(MidiFileError, match=r"bad\.mid: track 1 at byte 14: its length 65535 runs past the end"):
+        read_midi(bad)
+    bad.write_bytes(b"MThd\x00\x00\x00\x06\x00\x03\x00\x01\x01\xe0MTrk\x00\x00\x00\x00")
+    with pytest.raises(MidiFileError, match=r"header: format 3 is not 0, 1 or 2"):
+        read_midi(bad)
+    bad.write_bytes(b"MThd\x00\x00\x00\x06\x00\x01\x00\x01\xe7\x28MTrk\x00\x00\x00\x04\x00\xff\x2f\x00")
+    with pytest.raises(MidiFileError, match=r"header: SMPTE time division is not supported"):
         read_midi(bad)
     with pytest.raises(MidiFileError, match="no such MIDI file"):
         read_midi(tmp_path / "missing.mid")
