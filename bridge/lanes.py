@@ -1,10 +1,9 @@
 """Automation lanes: breakpoints with shapes, evaluated at any exact timeline position.
 
 A lane lives in ``seconds`` or ``beats`` (quarter notes); each point's shape says how the value
-moves to the next point (REAPER's numbering): 0 linear, 1 square (hold), 2 slow start/end,
-3 fast start, 4 fast end, 5 Bézier (taken as a smooth S with the point's tension); and Ardour's
-6 logarithmic (v0·(v1/v0)^x) and 7 fader (linear in a gain fader's position, for gain lanes
-whose maximum is the lane's ``hi``). Before the first point a lane's value is the first value
+moves to the next point, numbered as REAPER numbers them (0 linear, 1 square, 2 slow start/end,
+3 fast start, 4 fast end, 5 Bézier with the point's tension) plus Ardour's 6 logarithmic and
+7 fader; :mod:`bridge.shapes` gives each formula. Before the first point a lane's value is the first value
 (as hosts evaluate it), but it has no *normalised* value: mapping leaves the parameter at its base
 there. After the last point a lane holds the last value. Values are normalised to [0, 1] through
 the lane's ``lo``/``hi`` (e.g. a REAPER ``PARMENV``'s min/max).
@@ -22,20 +21,11 @@ from pathlib import Path
 
 from bendbridge.protocol.errors import BendbridgeError
 
+from .shapes import SHAPES, bezier_value, ease, fader_value, log_value
 from .tempo import as_fraction
 
 __all__ = ["LanePoint", "AutomationLane", "SHAPES", "load_lanes", "LaneError"]
 
-SHAPES = {
-    0: "linear",
-    1: "square",
-    2: "slow",
-    3: "fast_start",
-    4: "fast_end",
-    5: "bezier",
-    6: "logarithmic",
-    7: "fader",
-}
 _BY_NAME = {v: k for k, v in SHAPES.items()} | {"step": 1, "hold": 1}
 
 
@@ -49,44 +39,6 @@ class LanePoint:
     value: float
     shape: int = 0
     tension: float = 0.0
-
-
-def _fader_position(gain: float) -> float:
-    """A gain coefficient in [0, 2] as a fader position in [0, 1] (the mixer's fader law)."""
-    return 0.0 if gain <= 0 else ((6.0 * math.log2(gain) + 192.0) / 198.0) ** 8
-
-
-def _fader_gain(position: float) -> float:
-    return 0.0 if position <= 0 else 2.0 ** ((position ** (1 / 8) * 198.0 - 192.0) / 6.0)
-
-
-def _interpolate(p: LanePoint, q: LanePoint, x: float, hi: float) -> float:
-    """The value a fraction ``x`` of the way from point ``p`` to point ``q``."""
-    if p.shape == 6 and p.value * q.value > 0:
-        return p.value * (q.value / p.value) ** x
-    if p.shape == 7:
-        tiny = 1e-7  # as the host does, to stay clear of log 0
-        g0, g1 = (_fader_position((v + tiny) * 2.0 / hi) for v in (p.value, q.value))
-        if abs(q.value - p.value) < tiny:
-            return q.value
-        return _fader_gain(g0 + x * (g1 - g0)) * hi / 2.0
-    return p.value + (q.value - p.value) * _ease(p.shape, x, p.tension)
-
-
-def _ease(shape: int, x: float, tension: float) -> float:
-    if shape == 0:
-        return x
-    if shape == 1:
-        return 0.0
-    if shape == 2:
-        return 0.5 - 0.5 * math.cos(math.pi * x)
-    if shape == 3:
-        return 1.0 - (1.0 - x) ** 2
-    if shape == 4:
-        return x * x
-    # Bézier: a smoothstep bent by tension in [-1, 1]
-    s = x * x * (3 - 2 * x)
-    return s + tension * (x - s) if tension else s
 
 
 @dataclass
@@ -125,7 +77,30 @@ class AutomationLane:
         q = self.points[i + 1]
         if q.time == p.time:
             return q.value
-        return _interpolate(p, q, float((t - p.time) / (q.time - p.time)), self.hi)
+        return self._between(i, t)
+
+    def _between(self, i: int, t: Fraction) -> float:
+        """The value at ``t`` between point ``i`` and the next, by point ``i``'s shape."""
+        p, q = self.points[i], self.points[i + 1]
+        x = float((t - p.time) / (q.time - p.time))
+        if p.shape == 5:
+            before = self.points[i - 1] if i > 0 else p
+            after = self.points[i + 2] if i + 2 < len(self.points) else q
+            rel = [float(pt.time - p.time) for pt in (before, q, after)]  # seconds or beats after p
+            return bezier_value(
+                (rel[0], before.value),
+                (0.0, p.value),
+                (rel[1], q.value),
+                (rel[2], after.value),
+                p.tension,
+                float(t - p.time),
+                (self.lo, self.hi),
+            )
+        if p.shape == 6:
+            return log_value(p.value, q.value, x)
+        if p.shape == 7:
+            return fader_value(p.value, q.value, x, self.hi)
+        return p.value + (q.value - p.value) * ease(p.shape, x)
 
     def normalised_at(self, t: Fraction | float | int) -> float | None:
         """The value in [0, 1] through ``lo``/``hi``; None before the first point, where the lane

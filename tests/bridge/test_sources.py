@@ -63,11 +63,11 @@ def test_rpp_envelopes_of_every_shape_become_lanes(tmp_path):
     vol = lanes["Drums/volume"]
     assert vol.value_at(1) == pytest.approx(0.75)  # linear 1 → 0.5
     assert vol.value_at(3) == 0.5  # square holds
-    assert vol.value_at(5) == pytest.approx(1.0)  # slow start/end 2 → 0: halfway is the midpoint
-    assert vol.value_at(F(9, 2)) == pytest.approx(2 - 2 * (0.5 - 0.5 * 2**-0.5))  # … and eases in
-    assert vol.value_at(7) == pytest.approx(0.75)  # fast start 0 → 1: 75 % done at half time
-    assert vol.value_at(9) == pytest.approx(0.75)  # fast end 1 → 0: 25 % done at half time
-    assert vol.value_at(11) == pytest.approx(0.5)  # Bézier (smooth S) midpoint
+    assert vol.value_at(5) == pytest.approx(1.0)  # slow start/end 2 → 0: x²(3 − 2x), halfway is the midpoint
+    assert vol.value_at(F(9, 2)) == pytest.approx(2 - 2 * (0.25**2 * 2.5))  # … and eases in
+    assert vol.value_at(7) == pytest.approx(0.875)  # fast start 0 → 1: 1 − (1 − x)³
+    assert vol.value_at(9) == pytest.approx(0.875)  # fast end 1 → 0: x³ of the change done at half time
+    assert 0 < vol.value_at(11) < 1 and vol.value_at(12) == 1  # Bézier from 0 to 1
     assert vol.normalised_at(4) == 1.0 and lanes["Drums/pan"].normalised_at(F(1, 2)) == pytest.approx(0.5)
     gain = lanes["Drums/fx1/3"]
     assert (gain.lo, gain.hi) == (0, 10) and gain.normalised_at(F(1, 2)) == pytest.approx(0.5)
