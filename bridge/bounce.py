@@ -197,6 +197,7 @@ def _tempo_and_lanes(
         project = read_rpp(spec.rpp)
         tempo, meter = project.tempo, project.meter
         lanes.update(project.lanes)
+        notes.extend(f"{Path(spec.rpp).name}: {w}" for w in project.warnings)
     if spec.ardour:
         from .ardour import read_ardour
 

@@ -254,6 +254,10 @@ class TimeSignatureMap:
                 sigs.append(last)
         return cls(sigs)
 
+    def changes(self) -> list[tuple[Fraction, TimeSignature]]:
+        """Each signature with the quarter-note position where it starts."""
+        return list(zip(self._start, self.sigs))
+
     def at_beats(self, beats: Number) -> TimeSignature:
         return self.sigs[max(0, bisect.bisect_right(self._start, as_fraction(beats)) - 1)]
 

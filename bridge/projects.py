@@ -1,0 +1,108 @@
+"""Every project file bendbridge reads, behind one call: :func:`read_project`.
+
+The format is told by the file's suffix (and, for a MIDI file without one, by its header). Each
+reader returns the same :class:`ProjectFile`: the tempo map, the meters, the automation lanes by
+name, and the warnings that say where the file was read differently from its letter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+from bendbridge.protocol.errors import BendbridgeError
+
+from .lanes import AutomationLane
+from .tempo import TempoMap, TimeSignatureMap
+
+__all__ = ["ProjectFile", "read_project", "FORMATS", "ProjectFormatError"]
+
+
+class ProjectFormatError(BendbridgeError):
+    """A file whose format bendbridge does not read."""
+
+
+@dataclass
+class ProjectFile:
+    path: Path
+    kind: str  # "Standard MIDI File", "REAPER project", …
+    tempo: TempoMap
+    meter: TimeSignatureMap
+    lanes: dict[str, AutomationLane] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    length_beats: Fraction | None = None  # where the file says it ends, when it says so
+
+    def end_seconds(self) -> Fraction:
+        """The file's end, or its last tempo change or lane point, in seconds (0 for an empty file)."""
+        ends = [p.seconds for p in self.tempo.points]
+        if self.length_beats is not None:
+            ends.append(self.tempo.seconds_at(self.length_beats))
+        for lane in self.lanes.values():
+            t = lane.points[-1].time
+            ends.append(self.tempo.seconds_at(t) if lane.domain == "beats" else t)
+        return max(ends, default=Fraction(0))
+
+
+def _midi(path: Path) -> ProjectFile:
+    from .midifile import read_midi
+
+    s = read_midi(path)
+    return ProjectFile(path, "Standard MIDI File", s.tempo, s.meter, s.lanes, s.warnings, s.length_beats)
+
+
+def _rpp(path: Path) -> ProjectFile:
+    from .rpp import read_rpp
+
+    s = read_rpp(path)
+    return ProjectFile(path, "REAPER project", s.tempo, s.meter, s.lanes, s.warnings)
+
+
+def _ardour(path: Path) -> ProjectFile:
+    from .ardour import read_ardour
+
+    s = read_ardour(path)
+    return ProjectFile(path, "Ardour session", s.tempo, s.meter, s.lanes, s.warnings)
+
+
+def _dawproject(path: Path) -> ProjectFile:
+    from .dawproject import read_dawproject
+
+    s = read_dawproject(path)
+    return ProjectFile(path, "DAWproject", s.tempo, s.meter, s.lanes, s.warnings)
+
+
+def _als(path: Path) -> ProjectFile:
+    from .als import read_als
+
+    s = read_als(path)
+    return ProjectFile(path, "Ableton Live set", s.tempo, s.meter, s.lanes, s.warnings)
+
+
+FORMATS: dict[str, Callable[[Path], ProjectFile]] = {
+    ".mid": _midi,
+    ".midi": _midi,
+    ".smf": _midi,
+    ".kar": _midi,
+    ".rpp": _rpp,
+    ".ardour": _ardour,
+    ".dawproject": _dawproject,
+    ".als": _als,
+}
+
+
+def read_project(path: str | Path) -> ProjectFile:
+    """Read any supported project file; an unknown suffix is named with the ones that are read."""
+    p = Path(path)
+    if not p.is_file():
+        raise ProjectFormatError(str(p), "no such file")
+    reader = FORMATS.get(p.suffix.lower())
+    if reader is None and p.read_bytes()[:4] == b"MThd":
+        reader = _midi
+    if reader is None:
+        allowed = ", ".join(sorted(FORMATS))
+        raise ProjectFormatError(
+            str(p), f"suffix {p.suffix or '(none)'!r} is not a format bendbridge reads; allowed: {allowed}"
+        )
+    return reader(p)
