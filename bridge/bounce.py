@@ -54,6 +54,9 @@ class BounceError(BendbridgeError):
     """A bounce option or input that is wrong, named as on the command line (``--end``, ``--server``)."""
 
 
+_FORMAT_OF = {"--midi": ".mid", "--rpp": ".rpp", "--ardour": ".ardour", "--dawproject": ".dawproject", "--als": ".als"}
+
+
 @dataclass
 class BounceSpec:
     """A bounce as the command line gives it; None options come from the config (then defaults)."""
@@ -64,6 +67,8 @@ class BounceSpec:
     midi: Path | None = None
     rpp: Path | None = None
     ardour: Path | None = None
+    dawproject: Path | None = None
+    als: Path | None = None
     lanes: list[Path] = field(default_factory=list)
     fps: str | None = None
     start: str | None = None
@@ -85,13 +90,24 @@ class BounceSpec:
     extra_lanes: dict[str, AutomationLane] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # what the caller wants the summary to say
 
+    def project_files(self) -> list[tuple[str, Path]]:
+        """The tempo sources given, as (option, path): at most one may be."""
+        given = (
+            ("--midi", self.midi),
+            ("--rpp", self.rpp),
+            ("--ardour", self.ardour),
+            ("--dawproject", self.dawproject),
+            ("--als", self.als),
+        )
+        return [(option, Path(path)) for option, path in given if path is not None]
+
     def check_video(self) -> None:
         check_video_path(self.out, "--out")
 
     def check(self) -> None:
         """Refuse, at once, every option that is wrong without reading a file."""
         self.check_video()
-        sources = [o for o, v in (("--midi", self.midi), ("--rpp", self.rpp), ("--ardour", self.ardour)) if v]
+        sources = [o for o, v in self.project_files()]
         if len(sources) > 1:
             raise BounceError(sources[1], f"give one tempo source ({', '.join(sources)} were given), not several")
         if self.server and self.model is not None:
@@ -113,9 +129,7 @@ class BounceSpec:
         for option, path in (
             ("--audio", self.audio),
             ("--config", self.config),
-            ("--midi", self.midi),
-            ("--rpp", self.rpp),
-            ("--ardour", self.ardour),
+            *self.project_files(),
             *(("--lanes", p) for p in self.lanes),
         ):
             if path is not None and not Path(path).is_file():
@@ -181,30 +195,16 @@ def parse_position(text: str, timeline: Timeline, what: str) -> Fraction:
 def _tempo_and_lanes(
     spec: BounceSpec, config: SessionConfig, notes: list[str]
 ) -> tuple[TempoMap, TimeSignatureMap, dict[str, AutomationLane]]:
-    """The tempo map, meter and lanes: the config's defaults, then the MIDI file, REAPER project or
-    Ardour session, then plain lane files, then what a plugin recorded."""
+    """The tempo map, meter and lanes: the config's defaults, then the project file (MIDI, REAPER,
+    Ardour, DAWproject or Ableton Live), then plain lane files, then what a plugin recorded."""
     tempo, meter, lanes = config.tempo, config.meter, {}
-    if spec.midi:
-        from .midifile import read_midi
+    for option, path in spec.project_files():
+        from .projects import read_project
 
-        session = read_midi(spec.midi)
-        tempo, meter = session.tempo, session.meter
-        lanes.update(session.lanes)
-        notes.extend(f"{Path(spec.midi).name}: {w}" for w in session.warnings)
-    if spec.rpp:
-        from .rpp import read_rpp
-
-        project = read_rpp(spec.rpp)
+        project = read_project(path, _FORMAT_OF[option])
         tempo, meter = project.tempo, project.meter
         lanes.update(project.lanes)
-        notes.extend(f"{Path(spec.rpp).name}: {w}" for w in project.warnings)
-    if spec.ardour:
-        from .ardour import read_ardour
-
-        session = read_ardour(spec.ardour)
-        tempo, meter = session.tempo, session.meter
-        lanes.update(session.lanes)
-        notes.extend(f"{spec.ardour.name}: {w}" for w in session.warnings)
+        notes.extend(f"{path.name}: {w}" for w in project.warnings)
     for path in spec.lanes:
         lanes.update({lane.name: lane for lane in load_lanes(path)})
     lanes.update(spec.extra_lanes)

@@ -92,12 +92,13 @@ FORMATS: dict[str, Callable[[Path], ProjectFile]] = {
 }
 
 
-def read_project(path: str | Path) -> ProjectFile:
-    """Read any supported project file; an unknown suffix is named with the ones that are read."""
+def read_project(path: str | Path, as_format: str | None = None) -> ProjectFile:
+    """Read any supported project file, by its suffix or as ``as_format`` (a key of :data:`FORMATS`);
+    an unknown suffix is named with the ones that are read."""
     p = Path(path)
     if not p.is_file():
         raise ProjectFormatError(str(p), "no such file")
-    reader = FORMATS.get(p.suffix.lower())
+    reader = FORMATS.get(as_format or p.suffix.lower())
     if reader is None and p.read_bytes()[:4] == b"MThd":
         reader = _midi
     if reader is None:

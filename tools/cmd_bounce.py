@@ -50,6 +50,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--ardour", type=Path, default=None, help="Ardour 7/8 session (.ardour): tempo map, meters and automation"
     )
+    p.add_argument(
+        "--dawproject", type=Path, default=None, help="DAWproject (.dawproject): tempo, time signatures, automation"
+    )
+    p.add_argument("--als", type=Path, default=None, help="Ableton Live set (.als): tempo, time signatures, automation")
     p.add_argument("--lanes", type=Path, action="append", default=[], help="JSON/CSV automation lanes (repeatable)")
     p.add_argument("--config", type=Path, required=True, help="bend config TOML: [render], [[bend]], [[param]]")
     _common(p)
@@ -116,7 +120,17 @@ def run_bounce(args: argparse.Namespace) -> int:
 
     if args.audio is None and args.recorded is None:
         raise BounceError("--audio", "the song is required (or --recorded FILE.bbs, which holds it)")
-    spec = _spec(args, args.audio, args.config, args.midi, rpp=args.rpp, ardour=args.ardour, lanes=args.lanes)
+    spec = _spec(
+        args,
+        args.audio,
+        args.config,
+        args.midi,
+        rpp=args.rpp,
+        ardour=args.ardour,
+        dawproject=args.dawproject,
+        als=args.als,
+        lanes=args.lanes,
+    )
     folder = None
     if args.recorded is not None:
         folder = args.out.parent / f".{args.out.stem}.recorded"
@@ -136,9 +150,8 @@ def _use_recording(spec, recorded: Path, folder: Path) -> None:
     from bendbridge.bridge.recording import read_recording
 
     spec.check_video()
-    for option, value in (("--midi", spec.midi), ("--rpp", spec.rpp), ("--ardour", spec.ardour)):
-        if value is not None:
-            raise BounceError(option, "a recording brings its own tempo map: give --recorded or " + option)
+    for option, _ in spec.project_files():
+        raise BounceError(option, "a recording brings its own tempo map: give --recorded or " + option)
     stream = read_recording(recorded)
     session = stream.session(folder)
     spec.audio = spec.audio or session.audio
