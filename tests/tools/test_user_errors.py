@@ -116,6 +116,21 @@ MISTAKES = [
         "--rpp: give one tempo source (--midi, --rpp were given), not several",
     ),
     (
+        "DAWproject that is not a zip",
+        lambda d, t: bounce(d, t, "--dawproject", not_a(t, "s.dawproject"), midi=""),
+        "s.dawproject: not a DAWproject: not a zip archive",
+    ),
+    (
+        "Live set that is not gzip",
+        lambda d, t: bounce(d, t, "--als", not_a(t, "s.als"), midi=""),
+        "s.als: not an Ableton Live set: not gzip-compressed",
+    ),
+    (
+        "a Live set and a MIDI file",
+        lambda d, t: bounce(d, t, "--als", not_a(t, "s.als")),
+        "--als: give one tempo source (--midi, --als were given), not several",
+    ),
+    (
         "Ardour session that is not XML",
         lambda d, t: bounce(d, t, "--ardour", not_a(t, "s.ardour"), midi=""),
         "not a valid session file",
@@ -130,7 +145,7 @@ MISTAKES = [
     (
         "MIDI file that is not MIDI",
         lambda d, t: bounce(d, t, midi=not_a(t, "x.mid")),
-        "not a readable Standard MIDI File",
+        "x.mid: header: expected 'MThd' at byte 0, found b'this': not a Standard MIDI File",
     ),
     ("zero frame rate", lambda d, t: bounce(d, t, "--fps", "0"), "--fps: frame rate 0 out of range"),
     ("frame rate as text", lambda d, t: bounce(d, t, "--fps", "fast"), "--fps: frame rate 'fast': expected a number"),
