@@ -22,7 +22,7 @@ import numpy as np
 
 from bendbridge.protocol import FrameRequest
 
-from .features import FEATURES, FeatureConfig, extract_features
+from .features import FeatureConfig, extract_features
 from .mapping import MusicMapping
 from .timeline import FramePosition, Timeline
 
@@ -31,12 +31,14 @@ __all__ = ["LiveFeatures", "LiveBridge", "ValueLane"]
 
 @dataclass
 class ValueLane:
-    """A lane whose value is whatever arrived last (OSC automation); already in [0, 1]."""
+    """A lane whose value is whatever arrived last (OSC automation), in [0, 1]; None until the
+    first value arrives (the mapped parameter keeps its base until then)."""
 
-    value: float = 0.0
+    value: float | None = None
     domain: str = "seconds"
+    live: bool = True  # a lane that has sent nothing yet is reported as missing
 
-    def normalised_at(self, _t: Any) -> float:
+    def normalised_at(self, _t: Any) -> float | None:
         return self.value
 
 
@@ -72,9 +74,10 @@ class LiveFeatures:
             self.size -= len(self.buf.popleft())
 
     def current(self) -> dict[str, float]:
-        """Normalised features of the newest complete window (zeros before any audio)."""
+        """Normalised features of the newest complete window; empty before any audio arrives (the
+        features are then missing, and neutral in the mapping)."""
         if not self.buf:
-            return {k: 0.0 for k in FEATURES}
+            return {}
         audio = np.concatenate(list(self.buf))
         half = Fraction(int(self.analysis.window * self.rate) // 2 + 1, self.rate)
         t = max(Fraction(len(audio), self.rate) - half, Fraction(0))
@@ -104,6 +107,7 @@ class LiveBridge:
     lanes: dict[str, Any] = field(default_factory=dict)
     cc_values: Callable[[], dict[str, dict[str, float]]] | None = None
     sent: set[int] = field(default_factory=set)
+    on_sent: Callable[[FramePosition, dict, float], None] | None = None  # (position, params, due wall time)
     _last: Fraction | None = None
     requests: int = 0
 
@@ -149,6 +153,8 @@ class LiveBridge:
             )
             self.sent.add(p.frame)
             self.requests += 1
+            if self.on_sent is not None:
+                self.on_sent(p, pp, deadline)
         return todo
 
     def run(self, stop: Any, period: float = 0.01) -> None:

@@ -113,6 +113,7 @@ class MusicMapping:
 
     params: list[ParamMapping]
     smoothing: dict[str, Smoothing] = field(default_factory=dict)
+    missing: set[str] = field(default_factory=set)  # sources that had no data in the last resolve
 
     def needs_features(self) -> set[str]:
         return {s.name for p in self.params for s in p.sources if s.kind == "feature"}
@@ -127,8 +128,13 @@ class MusicMapping:
         features: Mapping[str, np.ndarray],
         lanes: Mapping[str, Any],
     ) -> list[dict[str, dict[str, float]]]:
-        """Per frame: {bend id: {param: value}}. ``features`` are already smoothed and in [0, 1]."""
+        """Per frame: {bend id: {param: value}}. ``features`` are already smoothed and in [0, 1].
+
+        A source with no data — a feature or lane not given (no live audio yet, an OSC lane never
+        sent), a lane before its first point, NaN — is neutral: it adds nothing, so the parameter
+        keeps its base from the other sources; missing names land in :attr:`missing`."""
         n = len(positions)
+        self.missing = set()
         out: list[dict[str, dict[str, float]]] = [{} for _ in range(n)]
         for pm in self.params:
             total = np.full(n, pm.base, dtype=np.float64)
@@ -136,22 +142,32 @@ class MusicMapping:
                 if s.kind == "const":
                     x = np.full(n, s.value)
                 elif s.kind == "feature":
-                    x = np.asarray(features[s.name], np.float64)
+                    x = np.asarray(features[s.name], np.float64) if s.name in features else np.full(n, np.nan)
                 elif s.kind == "lane":
-                    lane = lanes[s.name]
-                    heard = [lane.normalised_at(p.beats if lane.domain == "beats" else p.seconds) for p in positions]
-                    x = np.array([np.nan if v is None else v for v in heard], np.float64)  # nan: no value yet
+                    x = _lane_values(lanes.get(s.name), positions)
+                    if lanes.get(s.name) is None or (getattr(lanes[s.name], "live", False) and np.isnan(x).all()):
+                        self.missing.add(f"lane {s.name}")  # not given, or a live lane never sent
                 elif s.kind == "lfo":
                     x = np.array([s.lfo(p.beats, timeline) for p in positions])
                 else:  # phase
                     f = timeline.beat_phase if s.name == "beat" else timeline.bar_phase
                     x = np.array([float(f(p.beats)) for p in positions])
+                if s.kind == "feature" and (s.name not in features or np.isnan(x).all()):
+                    self.missing.add(f"feature {s.name}")
                 term = s.depth * np.asarray(curve(s.curve, np.clip(np.nan_to_num(x), 0.0, 1.0)), np.float64)
                 total += np.where(np.isnan(x), 0.0, term)  # a lane before its first point adds nothing
             total = np.clip(total, pm.lo, pm.hi)
             for i in range(n):
                 out[i].setdefault(pm.bend, {})[pm.name] = float(total[i])
         return out
+
+
+def _lane_values(lane: Any, positions: list[FramePosition]) -> np.ndarray:
+    """A lane's normalised values at the frames; NaN where it has none (before its first point)."""
+    if lane is None:
+        return np.full(len(positions), np.nan)
+    heard = [lane.normalised_at(p.beats if lane.domain == "beats" else p.seconds) for p in positions]
+    return np.array([np.nan if v is None else v for v in heard], np.float64)
 
 
 def _number(table: dict, key: str, where: str, default: float | None = None) -> float:

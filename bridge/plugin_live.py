@@ -21,7 +21,7 @@ from fractions import Fraction
 
 from bendbridge.protocol import AudioBlock
 
-from .features import FEATURES, FeatureConfig
+from .features import FeatureConfig
 from .host_tempo import anchors_of, meter_from_bars, tempo_through
 from .live import LiveFeatures, ValueLane
 from .plugin_link import PluginReceiver
@@ -65,9 +65,9 @@ class PluginFollower:
             self.features.push(block.data)
 
     def current(self) -> dict[str, float]:
-        """Normalised features of the newest audio the plugin sent (zeros before any)."""
+        """Normalised features of the newest audio the plugin sent (none before any: neutral)."""
         with self._lock:
-            return self.features.current() if self.features is not None else {k: 0.0 for k in FEATURES}
+            return self.features.current() if self.features is not None else {}
 
     def _say(self, text: str) -> None:
         self.reports.append(text)

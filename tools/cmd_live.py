@@ -37,6 +37,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rate", type=int, default=48_000, help="the DAW session's sample rate, Hz")
     p.add_argument("--keys", type=Path, default=None)
     p.add_argument("--client", default="client")
+    p.add_argument("--no-view", action="store_true", help="no viewer page (frames are still written by the server)")
+    p.add_argument("--view-host", default="127.0.0.1", help="address the viewer page is served on (loopback)")
+    p.add_argument("--view-port", type=int, default=8765, help="port of the viewer page (0: any free port)")
+    p.add_argument(
+        "--view-remote", action="store_true", help="allow --view-host beyond loopback (other machines can watch)"
+    )
     p.set_defaults(run=run_bridge)
 
     p = sub.add_parser("midi-learn", help="map the next moved MIDI control to a bend parameter in the config")
@@ -80,14 +86,19 @@ def run_learn(args: argparse.Namespace) -> int:
     return 0
 
 
-def _follow_midi(port, clock, router, stop: threading.Event) -> None:
-    """Feed MIDI clock and CC messages from ``port`` until ``stop`` is set (a daemon thread)."""
+def _follow_midi(port, clock, router, stop: threading.Event, missing: set[str]) -> None:
+    """Feed MIDI clock and CC messages from ``port`` until ``stop`` is set (a daemon thread). A port
+    that goes away is named in ``missing``; its controls hold their last values."""
 
     def loop() -> None:
         while not stop.is_set():
-            for m in port.iter_pending():
-                clock.feed(m, time.monotonic())
-                router.feed(m)
+            try:
+                for m in port.iter_pending():
+                    clock.feed(m, time.monotonic())
+                    router.feed(m)
+            except Exception as e:  # noqa: BLE001 (a vanished device raises whatever its backend raises)
+                missing.add(f"MIDI port {getattr(port, 'name', '?')} ({type(e).__name__})")
+                return
             time.sleep(0.001)
 
     threading.Thread(target=loop, daemon=True, name="midi-in").start()
@@ -97,17 +108,18 @@ def run_bridge(args: argparse.Namespace) -> int:
     from bendbridge.bridge.client import RenderClient
     from bendbridge.bridge.config import SessionConfig
     from bendbridge.bridge.live import LiveBridge, ValueLane
+    from bendbridge.bridge.live_run import LiveRun, run_live
     from bendbridge.bridge.mapping import load_mapping
     from bendbridge.bridge.midi_live import CcRouter, ClockFollower, load_cc_mappings, open_midi_input
     from bendbridge.bridge.osc_input import OscInput, OscTransport
     from bendbridge.bridge.timeline import FrameGrid, Timeline, parse_fps
-    from bendbridge.protocol import SessionSetup
 
     finite_number(args.rate, "--rate", 8_000, 768_000, integer=True)
+    finite_number(args.view_port, "--view-port", 0, 65535, integer=True)
     if args.link and args.clock:
         raise BendbridgeError("--clock", "give --link (the plugin's transport) or --clock (MIDI clock), not both")
     config = SessionConfig.load(args.config)
-    settings = config.rendering()
+    config.rendering()  # render settings are checked before anything starts
     mapping = load_mapping(config.tables, config.plan)
     router, clock = CcRouter(load_cc_mappings(config.tables, config.plan)), ClockFollower()
     timeline = Timeline(
@@ -121,15 +133,12 @@ def run_bridge(args: argparse.Namespace) -> int:
     with (
         RenderClient(args.server, keys=args.keys, client_name=args.client, rate=args.rate) as client,
         OscInput(args.osc_port, args.osc_host, OscTransport(rate=args.rate)) as osc,
+        _viewer(args) as viewer,
     ):
-        client.ping()  # no server answering is reported within the client's timeout, not the setup's
-        client.setup(
-            SessionSetup.for_settings(
-                settings, output=args.output, fps=timeline.grid.fps, plan=config.plan.to_dict(), mode="live"
-            )
-        )
+        _setup(client, args, config, timeline, viewer)
+        midi_missing: set[str] = set()
         if port is not None:
-            _follow_midi(port, clock, router, stop)
+            _follow_midi(port, clock, router, stop, midi_missing)
 
         def playhead():
             for name, lane in lanes.items():
@@ -138,41 +147,58 @@ def run_bridge(args: argparse.Namespace) -> int:
             return timeline.tempo.seconds_at(clock.beats) if args.clock else osc.transport.position()
 
         bridge = LiveBridge(client, timeline, mapping, playhead, args.lookahead, lanes=lanes, cc_values=router.by_bend)
-        print(
-            f"bridge: OSC on udp://{args.osc_host}:{osc.port}, server {args.server}, lookahead {args.lookahead} s",
-            flush=True,
-        )
-        try:
-            bridge.run(stop)
-        except KeyboardInterrupt:
-            pass
-        finally:
-            stop.set()
-    print(f"sent {bridge.requests} frame requests")
+        where = f", viewer {viewer.url}" if viewer else ""
+        print(f"bridge: OSC on udp://{args.osc_host}:{osc.port}, server {args.server}{where}", flush=True)
+        run_live(LiveRun(bridge, viewer=viewer, inputs_missing=lambda: midi_missing), stop)
     return 0
+
+
+def _viewer(args: argparse.Namespace):
+    """The viewer page (a context manager), or a stand-in that is None when --no-view."""
+    import contextlib
+
+    from bendbridge.bridge.viewer import Viewer
+
+    if args.no_view:
+        return contextlib.nullcontext(None)
+    return Viewer(args.view_host, args.view_port, allow_remote=args.view_remote)
+
+
+def _setup(client, args: argparse.Namespace, config, timeline, viewer) -> None:
+    """Ping the server and open the live session (frames come back as PNG when a page shows them)."""
+    from bendbridge.protocol import SessionSetup
+
+    client.ping()  # no server answering is reported within the client's timeout, not the setup's
+    client.setup(
+        SessionSetup.for_settings(
+            config.rendering(),
+            output=args.output,
+            fps=timeline.grid.fps,
+            plan=config.plan.to_dict(),
+            mode="live",
+            deliver="png" if viewer is not None else "path",
+        )
+    )
 
 
 def _bridge_on_link(args, config, mapping, timeline, lanes, router, port, stop: threading.Event) -> int:
     """The live bridge following the plugin in the DAW (see bendbridge.bridge.plugin_live)."""
     from bendbridge.bridge.client import RenderClient
     from bendbridge.bridge.live import LiveBridge
+    from bendbridge.bridge.live_run import LiveRun, run_live
     from bendbridge.bridge.midi_live import ClockFollower
     from bendbridge.bridge.plugin_link import PluginReceiver
     from bendbridge.bridge.plugin_live import PluginFollower
-    from bendbridge.protocol import SessionSetup
 
     with (
         RenderClient(args.server, keys=args.keys, client_name=args.client, rate=args.rate) as client,
         PluginReceiver(args.link) as receiver,
+        _viewer(args) as viewer,
     ):
-        client.ping()
-        client.setup(
-            SessionSetup.for_settings(
-                config.rendering(), output=args.output, fps=timeline.grid.fps, plan=config.plan.to_dict(), mode="live"
-            )
-        )
+        _setup(client, args, config, timeline, viewer)
+        midi_missing: set[str] = set()
         if port is not None:
-            _follow_midi(port, ClockFollower(), router, stop)
+            _follow_midi(port, ClockFollower(), router, stop, midi_missing)
         follower = PluginFollower(receiver, timeline, lanes, report=lambda text: print(f"bridge: {text}", flush=True))
         bridge = LiveBridge(
             client,
@@ -184,12 +210,8 @@ def _bridge_on_link(args, config, mapping, timeline, lanes, router, port, stop: 
             lanes=lanes,
             cc_values=router.by_bend,
         )
-        print(f"bridge: following the plugin on {receiver.url}, server {args.server}, lookahead {args.lookahead} s")
-        try:
-            bridge.run(stop)
-        except KeyboardInterrupt:
-            pass
-        finally:
-            stop.set()
-    print(f"sent {bridge.requests} frame requests; {len(receiver.stream.problems)} stream problems")
+        where = f", viewer {viewer.url}" if viewer else ""
+        print(f"bridge: following the plugin on {receiver.url}, server {args.server}{where}", flush=True)
+        run_live(LiveRun(bridge, viewer=viewer, inputs_missing=lambda: midi_missing), stop)
+    print(f"{len(receiver.stream.problems)} stream problems")
     return 0
