@@ -73,17 +73,21 @@ class LiveFeatures:
         while self.buf and self.size - len(self.buf[0]) >= self.keep:
             self.size -= len(self.buf.popleft())
 
-    def current(self) -> dict[str, float]:
-        """Normalised features of the newest complete window; empty before any audio arrives (the
-        features are then missing, and neutral in the mapping)."""
+    def current_raw(self) -> dict[str, float]:
+        """Features of the newest complete window, un-normalised (Hz, amplitude …); empty before
+        any audio. The window ends at the newest sample heard (it is centred half a window before)."""
         if not self.buf:
             return {}
         audio = np.concatenate(list(self.buf))
         half = Fraction(int(self.analysis.window * self.rate) // 2 + 1, self.rate)
         t = max(Fraction(len(audio), self.rate) - half, Fraction(0))
-        raw = {k: float(v[0]) for k, v in extract_features(audio, [t], self.analysis).items()}
+        return {k: float(v[0]) for k, v in extract_features(audio, [t], self.analysis).items()}
+
+    def current(self) -> dict[str, float]:
+        """Normalised features of the newest complete window; empty before any audio arrives (the
+        features are then missing, and neutral in the mapping)."""
         out = {}
-        for k, v in raw.items():
+        for k, v in self.current_raw().items():
             lo, hi = self.ranges.get(k) or self._calibrate(k, v)
             out[k] = 0.0 if hi <= lo else min(1.0, max(0.0, (v - lo) / (hi - lo)))
         return out

@@ -35,6 +35,7 @@ class LiveRun:
     stats: LiveStats = field(default_factory=LiveStats)
     viewer: Any = None  # bridge.viewer.Viewer
     inputs_missing: Callable[[], set[str]] = set  # inputs gone missing outside the mapping (MIDI port …)
+    audio: Any = None  # bridge.audio_in.AudioInput feeding bridge.features
     out: TextIO = sys.stdout
     _info: dict[int, dict[str, Any]] = field(default_factory=dict)  # frame → what its overlay shows
     _status_at: float = 0.0
@@ -48,10 +49,14 @@ class LiveRun:
         self._info[p.frame] = {"bar_beat": str(p.bar_beat), "params": params, "due": due}
 
     def step(self) -> None:
-        """One tick: request, take replies, report."""
+        """One tick: take new audio, request, take replies, report."""
+        if self.audio is not None and self.bridge.features is not None:
+            for block in self.audio.drain():
+                self.bridge.features.push(block)
         self.bridge.tick()
         self._replies()
-        new = self.stats.missed(self.bridge.mapping.missing | self.inputs_missing())
+        gone = {self.audio.missing} if self.audio is not None and self.audio.missing else set()
+        new = self.stats.missed(self.bridge.mapping.missing | self.inputs_missing() | gone)
         for name in new:
             self.say(f"no data from {name}: it holds a neutral value (the parameter keeps its base)")
         now = time.monotonic()

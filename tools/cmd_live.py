@@ -32,6 +32,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="follow the bendbridge plugin in the DAW (it sends to tcp://127.0.0.1:5557): playhead, tempo map, "
         "macros and audio features, instead of OSC or MIDI clock",
     )
+    p.add_argument(
+        "--audio-in",
+        default=None,
+        metavar="SOURCE",
+        help="live audio for the features: jack:PORT (e.g. jack:REAPER:out1), device:NAME, or plugin "
+        "(the default with --link); without it, audio features hold a neutral value",
+    )
     p.add_argument("--lookahead", type=float, default=0.5, help="seconds of frames requested ahead of the playhead")
     p.add_argument("--fps", default=None)
     p.add_argument("--rate", type=int, default=48_000, help="the DAW session's sample rate, Hz")
@@ -105,6 +112,7 @@ def _follow_midi(port, clock, router, stop: threading.Event, missing: set[str]) 
 
 
 def run_bridge(args: argparse.Namespace) -> int:
+    from bendbridge.bridge.audio_in import parse_audio_in
     from bendbridge.bridge.client import RenderClient
     from bendbridge.bridge.config import SessionConfig
     from bendbridge.bridge.live import LiveBridge, ValueLane
@@ -126,11 +134,16 @@ def run_bridge(args: argparse.Namespace) -> int:
         FrameGrid(parse_fps(args.fps, "--fps") if args.fps else config.fps, args.rate), config.tempo, config.meter
     )
     lanes = {s.name: ValueLane() for p in mapping.params for s in p.sources if s.kind == "lane"}
+    if args.audio_in and parse_audio_in(args.audio_in)[0] != "plugin" and args.link:
+        raise BendbridgeError("--audio-in", "with --link the features hear the plugin's audio: drop one of them")
     port = open_midi_input(args.midi_in, None, args.midi_backend) if args.midi_in else None
     stop = threading.Event()
     if args.link:
         return _bridge_on_link(args, config, mapping, timeline, lanes, router, port, stop)
+    if args.audio_in and parse_audio_in(args.audio_in)[0] == "plugin":
+        raise BendbridgeError("--audio-in", "plugin audio comes with --link (the plugin's stream)")
     with (
+        _audio(args) as audio,
         RenderClient(args.server, keys=args.keys, client_name=args.client, rate=args.rate) as client,
         OscInput(args.osc_port, args.osc_host, OscTransport(rate=args.rate)) as osc,
         _viewer(args) as viewer,
@@ -146,11 +159,42 @@ def run_bridge(args: argparse.Namespace) -> int:
                     lane.value = osc.transport.lanes[name]
             return timeline.tempo.seconds_at(clock.beats) if args.clock else osc.transport.position()
 
-        bridge = LiveBridge(client, timeline, mapping, playhead, args.lookahead, lanes=lanes, cc_values=router.by_bend)
+        features = _live_features(config, audio)
+        bridge = LiveBridge(
+            client,
+            timeline,
+            mapping,
+            playhead,
+            args.lookahead,
+            features=features,
+            lanes=lanes,
+            cc_values=router.by_bend,
+        )
         where = f", viewer {viewer.url}" if viewer else ""
-        print(f"bridge: OSC on udp://{args.osc_host}:{osc.port}, server {args.server}{where}", flush=True)
-        run_live(LiveRun(bridge, viewer=viewer, inputs_missing=lambda: midi_missing), stop)
+        heard = f", audio: {audio.name}" if audio else ", no audio input (--audio-in)"
+        print(f"bridge: OSC on udp://{args.osc_host}:{osc.port}, server {args.server}{where}{heard}", flush=True)
+        run_live(LiveRun(bridge, viewer=viewer, inputs_missing=lambda: midi_missing, audio=audio), stop)
     return 0
+
+
+def _audio(args: argparse.Namespace):
+    """The live audio input (a context manager), or None without --audio-in."""
+    import contextlib
+
+    from bendbridge.bridge.audio_in import open_audio_input
+
+    audio = open_audio_input(args.audio_in) if args.audio_in else None
+    return audio if audio is not None else contextlib.nullcontext(None)
+
+
+def _live_features(config, audio):
+    """Features of the live audio at its own rate, with the config's analysis window."""
+    if audio is None:
+        return None
+    from bendbridge.bridge.features import FeatureConfig
+    from bendbridge.bridge.live import LiveFeatures
+
+    return LiveFeatures(audio.rate, analysis=FeatureConfig(rate=audio.rate, window=config.feature_window))
 
 
 def _viewer(args: argparse.Namespace):
