@@ -16,6 +16,7 @@ html, body { margin: 0; height: 100%; background: #000; overflow: hidden; }
 #overlay { position: absolute; left: 12px; top: 10px; color: #eee; font: 13px/1.45 ui-monospace, monospace;
            background: rgba(0,0,0,.55); padding: 8px 10px; border-radius: 6px; min-width: 220px; }
 #overlay.hidden { display: none; }
+#stats { white-space: pre-line; margin-bottom: 4px; }
 .meter { display: flex; align-items: center; gap: 6px; }
 .meter b { font-weight: normal; width: 120px; overflow: hidden; white-space: nowrap; text-overflow: ellipsis; }
 .meter i { display: block; height: 6px; background: #4fc3f7; }
@@ -52,11 +53,14 @@ function meters(values) {
 
 function stats(d) {
   const s = d.stats || {};
-  statsEl.textContent = (d.bar_beat ? "\\u25b6 " + d.bar_beat + "   " : "") +
-    (s.fps !== undefined ? s.fps.toFixed(1) + " fps" : "") +
-    (s.dropped !== undefined ? "   dropped " + s.dropped + "   late " + s.late : "") +
-    (s.latency_ms !== undefined ? "   latency " + Math.round(s.latency_ms) + " ms" : "") +
-    (s.missing && s.missing.length ? "   missing: " + s.missing.join(", ") : "");
+  const lines = [];
+  if (d.bar_beat) lines.push("\\u25b6 " + d.bar_beat);
+  if (s.fps !== undefined) {
+    lines.push(s.fps.toFixed(1) + " fps \\u00b7 dropped " + s.dropped + " \\u00b7 late " + s.late);
+  }
+  if (s.latency_ms !== undefined) lines.push("render latency " + Math.round(s.latency_ms) + " ms");
+  if (s.missing && s.missing.length) lines.push("no data: " + s.missing.join(", "));
+  statsEl.textContent = lines.join("\\n");
 }
 
 function show(d, picture) {
