@@ -68,7 +68,7 @@ function show(d, picture) {
   img.src = picture.src;
   document.getElementById("wait").style.display = "none";
   bb.shown = d.frame; bb.shownDue = d.due;
-  bb.log.push({ frame: d.frame, due: d.due * 1000, at: Date.now() });
+  bb.log.push({ frame: d.frame, due: d.due * 1000, at: Date.now(), params: d.params });
   if (bb.log.length > 600) bb.log.shift();
   stats(d); meters(d.params);
 }

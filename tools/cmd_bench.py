@@ -14,6 +14,7 @@ BENCHMARKS = {
     "bounce": "bendbridge.tools.bench_bounce",
     "features": "bendbridge.tools.bench_features",
     "plugin": "bendbridge.tools.bench_plugin",
+    "live": "bendbridge.tools.bench_live",
 }
 
 

@@ -1,85 +1,20 @@
-"""A real headless Chromium for tests, driven through the DevTools protocol (websocket-client)."""
+"""Headless Chromium for the tests: bendbridge.tools.chromium, skipped (or failed in CI) without it."""
 
 from __future__ import annotations
 
-import base64
-import json
 import os
-import shutil
-import subprocess
-import tempfile
-import time
-import urllib.request
-from pathlib import Path
-from typing import Any
 
 import pytest
 
+from bendbridge.tools.chromium import Browser as _Browser
+from bendbridge.tools.chromium import find_chromium
 
-def chromium_or_skip() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        path = shutil.which(name)
-        if path:
-            return path
-    if os.environ.get("BENDBRIDGE_REQUIRE_NATIVE") == "1":
-        pytest.fail("Chromium is required (apt install chromium) and was not found")
-    pytest.skip("no Chromium on this machine (apt install chromium)")
+__all__ = ["Browser"]
 
 
-class Browser:
-    """One headless Chromium with one page; ``call`` sends a DevTools command and waits for its answer."""
-
-    def __init__(self, width: int = 640, height: int = 480):
-        import websocket
-
-        self.profile = tempfile.mkdtemp(prefix="bb-chromium-")
-        args = [
-            chromium_or_skip(),
-            "--headless=new",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-background-timer-throttling",
-            "--remote-debugging-address=127.0.0.1",
-            "--remote-debugging-port=0",
-            f"--user-data-dir={self.profile}",
-            f"--window-size={width},{height}",
-            "about:blank",
-        ]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        port_file = Path(self.profile) / "DevToolsActivePort"
-        deadline = time.monotonic() + 30
-        while not (port_file.exists() and port_file.read_text().strip()) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        port = int(port_file.read_text().split()[0])
-        targets = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10).read())
-        page = next(t for t in targets if t["type"] == "page")
-        self.ws = websocket.create_connection(page["webSocketDebuggerUrl"], timeout=30, suppress_origin=True)
-        self.next_id = 0
-
-    def call(self, method: str, **params: Any) -> dict:
-        self.next_id += 1
-        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
-        while True:
-            msg = json.loads(self.ws.recv())
-            if msg.get("id") == self.next_id:
-                if "error" in msg:
-                    raise RuntimeError(f"{method}: {msg['error']}")
-                return msg.get("result", {})
-
-    def evaluate(self, expression: str) -> Any:
-        return self.call("Runtime.evaluate", expression=expression, returnByValue=True)["result"].get("value")
-
-    def screenshot(self) -> bytes:
-        return base64.b64decode(self.call("Page.captureScreenshot", format="png")["data"])
-
-    def close(self) -> None:
-        try:
-            self.ws.close()
-        finally:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-            shutil.rmtree(self.profile, ignore_errors=True)
+def Browser(width: int = 640, height: int = 480) -> _Browser:  # noqa: N802 (stands in for the class)
+    if find_chromium() is None:
+        if os.environ.get("BENDBRIDGE_REQUIRE_NATIVE") == "1":
+            pytest.fail("Chromium is required (apt install chromium) and was not found")
+        pytest.skip("no Chromium on this machine (apt install chromium)")
+    return _Browser(width, height)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
 import subprocess
 import sys
 
@@ -108,3 +111,17 @@ def test_bench_model_runs_and_prints_both_guidance_settings():
     assert r.returncode == 0, r.stderr
     rows = {line.split()[0]: line.split() for line in r.stdout.splitlines() if line.startswith(("cfg", "no-cfg"))}
     assert set(rows) == {"cfg", "no-cfg"} and all(float(v[1]) > 0 for v in rows.values())
+
+
+@needs_model
+@pytest.mark.slow
+def test_bench_live_measures_cc_to_page_latency_and_both_throughputs():
+    if shutil.which("jackd") is None or not any(shutil.which(n) for n in ("chromium", "chromium-browser")):
+        if os.environ.get("BENDBRIDGE_REQUIRE_NATIVE") == "1":
+            pytest.fail("bench live needs jackd and Chromium")
+        pytest.skip("bench live needs jackd and Chromium")
+    r = bb("bench", "live", "--seconds", "8", "--fps", "4", "--cc-every", "1.5")
+    assert r.returncode == 0, r.stderr
+    seen = re.search(r"CC → frame on the page: (\d+)/(\d+) controller moves seen; p50 (\d+) ms", r.stdout)
+    assert seen and int(seen[1]) >= 1 and int(seen[3]) > 0, r.stdout
+    assert re.search(r"offline batches: +[0-9.]+ frames/s", r.stdout) and "delivered to the page" in r.stdout
