@@ -22,7 +22,7 @@ import numpy as np
 
 from bendbridge.protocol import FrameRequest
 
-from .features import FeatureConfig, extract_features
+from .features import FeatureConfig, Smoothing, extract_features
 from .mapping import MusicMapping
 from .timeline import FramePosition, Timeline
 
@@ -54,6 +54,7 @@ class LiveFeatures:
         rate: int = 22_050,
         analysis: FeatureConfig | None = None,
         ranges: dict[str, tuple[float, float]] | None = None,
+        smoothing: dict[str, Smoothing] | None = None,
     ):
         self.analysis = analysis or FeatureConfig(rate=rate)
         self.rate = self.analysis.rate
@@ -62,6 +63,9 @@ class LiveFeatures:
         self.keep = int(self.analysis.window * self.rate) * 4
         self.ranges = dict(ranges or {})
         self.seen: dict[str, list[float]] = {}
+        self.smoothing = dict(smoothing or {})
+        self._smoothers = {k: LiveSmoother(v) for k, v in self.smoothing.items()}
+        self.heard = 0  # samples pushed so far
 
     def push(self, block: np.ndarray) -> None:
         """Append audio ([N] mono or [C, N], already at ``rate``)."""
@@ -70,6 +74,7 @@ class LiveFeatures:
             mono = mono.mean(axis=0)
         self.buf.append(mono)
         self.size += len(mono)
+        self.heard += len(mono)
         while self.buf and self.size - len(self.buf[0]) >= self.keep:
             self.size -= len(self.buf.popleft())
 
@@ -87,7 +92,10 @@ class LiveFeatures:
         """Normalised features of the newest complete window; empty before any audio arrives (the
         features are then missing, and neutral in the mapping)."""
         out = {}
+        now = self.heard / self.rate  # audio time, seconds
         for k, v in self.current_raw().items():
+            if k in self._smoothers:
+                v = self._smoothers[k].step(v, now)
             lo, hi = self.ranges.get(k) or self._calibrate(k, v)
             out[k] = 0.0 if hi <= lo else min(1.0, max(0.0, (v - lo) / (hi - lo)))
         return out
@@ -96,6 +104,37 @@ class LiveFeatures:
         s = self.seen.setdefault(k, [v, v])
         s[0], s[1] = min(s[0], v), max(s[1], v)
         return s[0], s[1]
+
+
+class LiveSmoother:
+    """The offline smoothing (:func:`~bridge.features.smooth`), causal and in time: a median over the
+    values of the last ``median`` seconds, the attack/release follower with time constants in
+    seconds of audio, and the gate against the range seen so far."""
+
+    def __init__(self, s: Smoothing):
+        self.s = s
+        self.recent: deque[tuple[float, float]] = deque()  # (audio seconds, raw value)
+        self.prev: float | None = None
+        self.last_t: float | None = None
+        self.lo, self.hi = math.inf, -math.inf
+
+    def step(self, value: float, t: float) -> float:
+        y = value
+        if self.s.median > 0:
+            self.recent.append((t, value))
+            while self.recent and t - self.recent[0][0] > self.s.median:
+                self.recent.popleft()
+            y = float(np.median([v for _, v in self.recent]))
+        if (self.s.attack > 0 or self.s.release > 0) and self.prev is not None and self.last_t is not None:
+            dt = max(t - self.last_t, 0.0)
+            tau = self.s.attack if y > self.prev else self.s.release
+            a = math.exp(-dt / tau) if tau > 0 else 0.0
+            y = a * self.prev + (1 - a) * y
+        self.prev, self.last_t = y, t
+        self.lo, self.hi = min(self.lo, y), max(self.hi, y)
+        if self.s.gate > 0 and self.hi > self.lo and y < self.lo + self.s.gate * (self.hi - self.lo):
+            return 0.0
+        return y
 
 
 @dataclass

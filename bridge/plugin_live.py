@@ -46,6 +46,7 @@ class PluginFollower:
     report: Callable[[str], None] = print
     reports: list[str] = field(default_factory=list)
     features: LiveFeatures | None = None
+    smoothing: dict = field(default_factory=dict)  # feature → Smoothing, as offline
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _heard: int = 0  # records seen at the last playhead
     _heard_at: float = 0.0  # monotonic time they were seen
@@ -61,7 +62,7 @@ class PluginFollower:
         with self._lock:
             if self.features is None or self.features.rate != block.rate:
                 base = self.analysis or FeatureConfig()
-                self.features = LiveFeatures(analysis=replace(base, rate=block.rate))
+                self.features = LiveFeatures(analysis=replace(base, rate=block.rate), smoothing=self.smoothing)
             self.features.push(block.data)
 
     def current(self) -> dict[str, float]:

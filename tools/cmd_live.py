@@ -159,7 +159,7 @@ def run_bridge(args: argparse.Namespace) -> int:
                     lane.value = osc.transport.lanes[name]
             return timeline.tempo.seconds_at(clock.beats) if args.clock else osc.transport.position()
 
-        features = _live_features(config, audio)
+        features = _live_features(config, audio, mapping.smoothing)
         bridge = LiveBridge(
             client,
             timeline,
@@ -187,14 +187,15 @@ def _audio(args: argparse.Namespace):
     return audio if audio is not None else contextlib.nullcontext(None)
 
 
-def _live_features(config, audio):
-    """Features of the live audio at its own rate, with the config's analysis window."""
+def _live_features(config, audio, smoothing):
+    """Features of the live audio at its own rate, with the config's analysis window and smoothing."""
     if audio is None:
         return None
     from bendbridge.bridge.features import FeatureConfig
     from bendbridge.bridge.live import LiveFeatures
 
-    return LiveFeatures(audio.rate, analysis=FeatureConfig(rate=audio.rate, window=config.feature_window))
+    analysis = FeatureConfig(rate=audio.rate, window=config.feature_window)
+    return LiveFeatures(audio.rate, analysis=analysis, smoothing=smoothing)
 
 
 def _viewer(args: argparse.Namespace):
@@ -243,7 +244,13 @@ def _bridge_on_link(args, config, mapping, timeline, lanes, router, port, stop: 
         midi_missing: set[str] = set()
         if port is not None:
             _follow_midi(port, ClockFollower(), router, stop, midi_missing)
-        follower = PluginFollower(receiver, timeline, lanes, report=lambda text: print(f"bridge: {text}", flush=True))
+        follower = PluginFollower(
+            receiver,
+            timeline,
+            lanes,
+            report=lambda text: print(f"bridge: {text}", flush=True),
+            smoothing=mapping.smoothing,
+        )
         bridge = LiveBridge(
             client,
             timeline,

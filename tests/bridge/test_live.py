@@ -187,3 +187,17 @@ def test_the_live_bridge_requests_frames_ahead_of_the_playhead_and_follows_seeks
         stop.set()
         th.join(10)
         server.close()
+
+
+def test_live_smoothing_is_the_offline_follower_in_time():
+    from bendbridge.bridge.features import Smoothing, smooth
+    from bendbridge.bridge.live import LiveSmoother
+
+    s = Smoothing(attack=0.05, release=0.3)
+    steps = np.r_[np.zeros(10), np.ones(30), np.zeros(40)]  # a feature jumping up and down, at 50 per second
+    live = LiveSmoother(s)
+    got = [live.step(float(v), i / 50) for i, v in enumerate(steps)]
+    assert got == pytest.approx(smooth(steps, s, 50.0), abs=1e-12)  # the same follower, causal by nature
+    med = LiveSmoother(Smoothing(median=0.1))
+    spiky = [med.step(v, i / 50) for i, v in enumerate([0, 0, 0, 9, 0, 0, 0])]
+    assert max(spiky) == 0  # a one-tick spike is gone, as offline
