@@ -7,6 +7,7 @@ name, and the warnings that say where the file was read differently from its let
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -45,50 +46,35 @@ class ProjectFile:
         return max(ends, default=Fraction(0))
 
 
-def _midi(path: Path) -> ProjectFile:
-    from .midifile import read_midi
-
-    s = read_midi(path)
-    return ProjectFile(path, "Standard MIDI File", s.tempo, s.meter, s.lanes, s.warnings, s.length_beats)
-
-
-def _rpp(path: Path) -> ProjectFile:
-    from .rpp import read_rpp
-
-    s = read_rpp(path)
-    return ProjectFile(path, "REAPER project", s.tempo, s.meter, s.lanes, s.warnings)
+_READERS = {  # format: (what it is, module, reader) — each reader returns tempo, meter, lanes, warnings
+    "midi": ("Standard MIDI File", "midifile", "read_midi"),
+    "rpp": ("REAPER project", "rpp", "read_rpp"),
+    "ardour": ("Ardour session", "ardour", "read_ardour"),
+    "dawproject": ("DAWproject", "dawproject", "read_dawproject"),
+    "als": ("Ableton Live set", "als", "read_als"),
+}
 
 
-def _ardour(path: Path) -> ProjectFile:
-    from .ardour import read_ardour
+def _reader(fmt: str) -> Callable[[Path], ProjectFile]:
+    kind, module, function = _READERS[fmt]
 
-    s = read_ardour(path)
-    return ProjectFile(path, "Ardour session", s.tempo, s.meter, s.lanes, s.warnings)
+    def read(path: Path) -> ProjectFile:
+        s = getattr(importlib.import_module(f"{__package__}.{module}"), function)(path)
+        length = getattr(s, "length_beats", None)
+        return ProjectFile(path, kind, s.tempo, s.meter, s.lanes, list(s.warnings), length)
 
-
-def _dawproject(path: Path) -> ProjectFile:
-    from .dawproject import read_dawproject
-
-    s = read_dawproject(path)
-    return ProjectFile(path, "DAWproject", s.tempo, s.meter, s.lanes, s.warnings)
-
-
-def _als(path: Path) -> ProjectFile:
-    from .als import read_als
-
-    s = read_als(path)
-    return ProjectFile(path, "Ableton Live set", s.tempo, s.meter, s.lanes, s.warnings)
+    return read
 
 
 FORMATS: dict[str, Callable[[Path], ProjectFile]] = {
-    ".mid": _midi,
-    ".midi": _midi,
-    ".smf": _midi,
-    ".kar": _midi,
-    ".rpp": _rpp,
-    ".ardour": _ardour,
-    ".dawproject": _dawproject,
-    ".als": _als,
+    ".mid": _reader("midi"),
+    ".midi": _reader("midi"),
+    ".smf": _reader("midi"),
+    ".kar": _reader("midi"),
+    ".rpp": _reader("rpp"),
+    ".ardour": _reader("ardour"),
+    ".dawproject": _reader("dawproject"),
+    ".als": _reader("als"),
 }
 
 
@@ -100,7 +86,7 @@ def read_project(path: str | Path, as_format: str | None = None) -> ProjectFile:
         raise ProjectFormatError(str(p), "no such file")
     reader = FORMATS.get(as_format or p.suffix.lower())
     if reader is None and p.read_bytes()[:4] == b"MThd":
-        reader = _midi
+        reader = FORMATS[".mid"]
     if reader is None:
         allowed = ", ".join(sorted(FORMATS))
         raise ProjectFormatError(
