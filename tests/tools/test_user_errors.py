@@ -272,6 +272,26 @@ MISTAKES = [
         "--fps: frame rate 0 out of range",
     ),
     (
+        "live audio input that is not one",
+        lambda d, t: ["bridge", "--config", str(d["config"]), "--audio-in", "jack"],
+        "--audio-in: 'jack': expected jack:PORT, device:NAME or plugin",
+    ),
+    (
+        "live audio from JACK and the plugin link at once",
+        lambda d, t: ["bridge", "--config", str(d["config"]), "--link", "tcp://127.0.0.1:5557", "--audio-in", "jack:x"],
+        "--audio-in: with --link the features hear the plugin's audio: drop one of them",
+    ),
+    (
+        "viewer beyond loopback without asking",
+        lambda d, t: ["bridge", "--config", str(d["config"]), "--osc-port", "0", "--view-host", "0.0.0.0"],
+        "--view-host: '0.0.0.0' is not a loopback address; add --view-remote",
+    ),
+    (
+        "viewer port out of range",
+        lambda d, t: ["bridge", "--config", str(d["config"]), "--view-port", "70000"],
+        "--view-port: 70000 is out of range",
+    ),
+    (
         "MIDI learn for an unknown bend",
         lambda d, t: ["midi-learn", "--config", str(d["config"]), "--param", "spn.angle"],
         "midi[0].bend: no bend with id 'spn'; did you mean spin",
