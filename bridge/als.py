@@ -65,7 +65,6 @@ class AbletonSet:
 class _Target:
     lane: str
     param: ET.Element  # the parameter element (holds MidiControllerRange, ArrangerAutomation)
-    track: ET.Element  # the track that owns it
 
 
 def read_als(path: str | Path) -> AbletonSet:
@@ -78,11 +77,12 @@ def read_als(path: str | Path) -> AbletonSet:
     warnings: list[str] = []
     if version > 12:
         warnings.append(f"written by {root.get('Creator')}: read as a Live 12 set")
-    master = live.find("MainTrack") if live.find("MainTrack") is not None else live.find("MasterTrack")
+    master = next((t for t in (live.find("MainTrack"), live.find("MasterTrack")) if t is not None), None)
     if master is None:
         raise AlsError(str(p), "the set has no master track (<MasterTrack> or <MainTrack>)")
-    targets = _targets(live, master)
-    events = _events(live, master, targets, version)
+    tracks = _tracks(live, master)
+    targets = _targets(tracks)
+    events = _events(tracks, targets)
     chain = _chain(master)
     mixer = chain.find("Mixer") if chain is not None else None
     tempo = _tempo(mixer, events, p, warnings)
@@ -128,14 +128,7 @@ def _tracks(live: ET.Element, master: ET.Element) -> list[tuple[str, ET.Element]
     """(lane prefix, track element) for every track and the master."""
     out, seen = [], set()
     for track in live.find("Tracks") if live.find("Tracks") is not None else []:
-        name = track.find("Name/UserName")
-        name = name.get("Value") if name is not None and name.get("Value") else None
-        name = (
-            name or track.find("Name/EffectiveName").get("Value", "")
-            if track.find("Name/EffectiveName") is not None
-            else name
-        )
-        name = name or f"{track.tag} {len(out) + 1}"
+        name = _name(track) or f"{track.tag} {len(out) + 1}"
         if name in seen:
             name = f"{name} [{len(out) + 1}]"
         seen.add(name)
@@ -159,25 +152,25 @@ def _name(track: ET.Element) -> str:
     return ""
 
 
-def _targets(live: ET.Element, master: ET.Element) -> dict[str, _Target]:
+def _targets(tracks: list[tuple[str, ET.Element]]) -> dict[str, _Target]:
     """Every AutomationTarget Id with the lane name of its parameter."""
     targets: dict[str, _Target] = {}
-    for name, track in _tracks(live, master):
+    for name, track in tracks:
         chain = _chain(track)
         if chain is None:
             continue
         mixer = chain.find("Mixer")
         for param in mixer if mixer is not None else []:
-            _target(targets, param, f"{name}/{_MIXER.get(param.tag, param.tag.lower())}", track)
+            _target(targets, param, f"{name}/{_MIXER.get(param.tag, param.tag.lower())}")
         for k, send in enumerate(mixer.findall("Sends/TrackSendHolder/Send") if mixer is not None else [], start=1):
-            _target(targets, send, f"{name}/send{k}", track)
+            _target(targets, send, f"{name}/send{k}")
         devices = chain.find("DeviceChain/Devices")
         for n, device in enumerate(devices if devices is not None else [], start=1):
-            _device_targets(targets, device, f"{name}/fx{n}", track)
+            _device_targets(targets, device, f"{name}/fx{n}")
     return targets
 
 
-def _device_targets(targets: dict[str, _Target], device: ET.Element, prefix: str, track: ET.Element) -> None:
+def _device_targets(targets: dict[str, _Target], device: ET.Element, prefix: str) -> None:
     for param in device.iter():
         at = param.find("AutomationTarget")
         if at is None or at.get("Id") in targets:
@@ -187,22 +180,22 @@ def _device_targets(targets: dict[str, _Target], device: ET.Element, prefix: str
             named = param.find("ParameterName")
             label = named.get("Value") if named is not None else f"param{param.find('ParameterId').get('Value')}"
             param = param.find("ParameterValue") if param.find("ParameterValue") is not None else param
-        targets[at.get("Id")] = _Target(f"{prefix}/{label}", param, track)
+        targets[at.get("Id")] = _Target(f"{prefix}/{label}", param)
 
 
-def _target(targets: dict[str, _Target], param: ET.Element, lane: str, track: ET.Element) -> None:
+def _target(targets: dict[str, _Target], param: ET.Element, lane: str) -> None:
     at = param.find("AutomationTarget")
     if at is not None and at.get("Id") is not None:
-        targets[at.get("Id")] = _Target(lane, param, track)
+        targets[at.get("Id")] = _Target(lane, param)
 
 
 Events = dict[str, list[ET.Element]]  # AutomationTarget Id → its arrangement automation events
 
 
-def _events(live: ET.Element, master: ET.Element, targets: dict[str, _Target], version: int) -> Events:
+def _events(tracks: list[tuple[str, ET.Element]], targets: dict[str, _Target]) -> Events:
     """Target Id → its arrangement automation events, from envelopes (Live 10+) or the parameters (8-9)."""
     found: dict[str, list[ET.Element]] = {}
-    for _, track in _tracks(live, master):
+    for _, track in tracks:
         for env in track.findall("AutomationEnvelopes/Envelopes/AutomationEnvelope"):
             pointee = env.find("EnvelopeTarget/PointeeId")
             events = env.find("Automation/Events")
