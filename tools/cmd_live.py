@@ -134,14 +134,15 @@ def run_bridge(args: argparse.Namespace) -> int:
         FrameGrid(parse_fps(args.fps, "--fps") if args.fps else config.fps, args.rate), config.tempo, config.meter
     )
     lanes = {s.name: ValueLane() for p in mapping.params for s in p.sources if s.kind == "lane"}
-    if args.audio_in and parse_audio_in(args.audio_in)[0] != "plugin" and args.link:
+    heard_from = parse_audio_in(args.audio_in)[0] if args.audio_in else None
+    if args.link and heard_from not in (None, "plugin"):
         raise BendbridgeError("--audio-in", "with --link the features hear the plugin's audio: drop one of them")
+    if not args.link and heard_from == "plugin":
+        raise BendbridgeError("--audio-in", "plugin audio comes with --link (the plugin's stream)")
     port = open_midi_input(args.midi_in, None, args.midi_backend) if args.midi_in else None
     stop = threading.Event()
     if args.link:
         return _bridge_on_link(args, config, mapping, timeline, lanes, router, port, stop)
-    if args.audio_in and parse_audio_in(args.audio_in)[0] == "plugin":
-        raise BendbridgeError("--audio-in", "plugin audio comes with --link (the plugin's stream)")
     with (
         _audio(args) as audio,
         RenderClient(args.server, keys=args.keys, client_name=args.client, rate=args.rate) as client,
