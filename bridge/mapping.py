@@ -143,17 +143,18 @@ class MusicMapping:
                     x = np.full(n, s.value)
                 elif s.kind == "feature":
                     x = np.asarray(features[s.name], np.float64) if s.name in features else np.full(n, np.nan)
+                    if np.isnan(x).all():
+                        self.missing.add(f"feature {s.name}")
                 elif s.kind == "lane":
-                    x = _lane_values(lanes.get(s.name), positions)
-                    if lanes.get(s.name) is None or (getattr(lanes[s.name], "live", False) and np.isnan(x).all()):
+                    lane = lanes.get(s.name)
+                    x = _lane_values(lane, positions)
+                    if lane is None or (getattr(lane, "live", False) and np.isnan(x).all()):
                         self.missing.add(f"lane {s.name}")  # not given, or a live lane never sent
                 elif s.kind == "lfo":
                     x = np.array([s.lfo(p.beats, timeline) for p in positions])
                 else:  # phase
                     f = timeline.beat_phase if s.name == "beat" else timeline.bar_phase
                     x = np.array([float(f(p.beats)) for p in positions])
-                if s.kind == "feature" and (s.name not in features or np.isnan(x).all()):
-                    self.missing.add(f"feature {s.name}")
                 term = s.depth * np.asarray(curve(s.curve, np.clip(np.nan_to_num(x), 0.0, 1.0)), np.float64)
                 total += np.where(np.isnan(x), 0.0, term)  # a lane before its first point adds nothing
             total = np.clip(total, pm.lo, pm.hi)
