@@ -154,6 +154,11 @@ class LiveBridge:
     _last: Fraction | None = None
     requests: int = 0
 
+    @property
+    def position(self) -> Fraction | None:
+        """The playhead at the last tick (seconds), None before the transport said where it is."""
+        return self._last
+
     def tick(self) -> list[int]:
         """Request the frames now due within the lookahead; returns their indices."""
         pos = self.playhead()

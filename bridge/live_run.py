@@ -84,7 +84,7 @@ class LiveRun:
                 self.say(f"server: {m.message}")
 
     def _playhead(self) -> str:
-        pos = self.bridge._last
+        pos = self.bridge.position
         if pos is None:
             return "stopped"
         tl = self.bridge.timeline

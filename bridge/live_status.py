@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 
 from bendbridge.protocol import FrameReady
 
-__all__ = ["LiveStats"]
+__all__ = ["LiveStats", "percentile"]
 
 
-def _percentile(values: list[float], q: float) -> float:
+def percentile(values: list[float], q: float) -> float:
     if not values:
         return math.nan
     ordered = sorted(values)
@@ -82,7 +82,7 @@ class LiveStats:
             f"delivered {self.delivered} ({self.fps():.1f} fps)",
             f"dropped {self.dropped}",
             f"late {self.late}",
-            f"latency p50 {_ms(_percentile(lat, 0.5))} p99 {_ms(_percentile(lat, 0.99))}",
+            f"latency p50 {_ms(percentile(lat, 0.5))} p99 {_ms(percentile(lat, 0.99))}",
         ]
         if self.missing:
             parts.append("missing: " + ", ".join(self.missing))
@@ -94,7 +94,7 @@ class LiveStats:
         text = (
             f"live session: {took:.1f} s, {self.requested} frames requested, {self.delivered} delivered, "
             f"{self.dropped} dropped by the server, {self.late} late, {self.failed} NaN/black; "
-            f"latency p50 {_ms(_percentile(lat, 0.5))}, p99 {_ms(_percentile(lat, 0.99))}"
+            f"latency p50 {_ms(percentile(lat, 0.5))}, p99 {_ms(percentile(lat, 0.99))}"
         )
         if self.missing:
             text += "; inputs with no data: " + ", ".join(self.missing)

@@ -53,11 +53,6 @@ def _jackd() -> subprocess.Popen:
             time.sleep(0.2)
 
 
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))] if ordered else float("nan")
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seconds", type=float, default=30.0)
@@ -184,6 +179,8 @@ def _offline_throughput(url: str, config, timeline, frames: int = 24) -> float:
 
 
 def _report(args, sent, log, stats, offline_fps, cc_map) -> int:
+    from bendbridge.bridge.live_status import percentile
+
     latencies = []
     for when, value in sent:
         want = cc_map.lo + value / 127 * (cc_map.hi - cc_map.lo)
@@ -195,7 +192,7 @@ def _report(args, sent, log, stats, offline_fps, cc_map) -> int:
     print(f"bench live: {args.seconds:g} s at {args.fps} fps requested, lookahead {args.lookahead} s, demo bends")
     print(f"  CC → frame on the page: {len(latencies)}/{len(sent)} controller moves seen; "
           f"p50 {1000 * statistics.median(latencies) if latencies else float('nan'):.0f} ms, "
-          f"p99 {1000 * _percentile(latencies, 0.99):.0f} ms")  # fmt: skip
+          f"p99 {1000 * percentile(latencies, 0.99):.0f} ms")  # fmt: skip
     print(f"  delivered to the page:  {delivered_fps:.2f} frames/s ({stats.delivered} frames, "
           f"{stats.dropped} dropped, {stats.late} late)")  # fmt: skip
     print(f"  offline batches:        {offline_fps:.2f} frames/s (same model and settings)")
