@@ -107,18 +107,14 @@ def _parse(text: str, path: Path) -> _Chunk:
     return root
 
 
-def _num(tok: list[str], i: int, path: Path, n: int, what: str) -> Fraction:
+def _num(tok: list[str], i: int, path: Path, n: int, what: str, default: Fraction | None = None) -> Fraction:
+    """Token ``i`` of line ``n`` as an exact number; ``default`` (when given) if the line is shorter."""
+    if i >= len(tok) and default is not None:
+        return default
     try:
         return as_fraction(tok[i])
     except (IndexError, ValueError, ZeroDivisionError):
         raise RppError(str(path), f"line {n}: expected {what} in {' '.join(tok)!r}") from None
-
-
-def _tok(tok: list[str], i: int, path: Path, n: int, what: str, default: Fraction | None = None) -> Fraction:
-    """Token ``i`` as an exact number, ``default`` when the line is shorter."""
-    if i >= len(tok) and default is not None:
-        return default
-    return _num(tok, i, path, n, what)
 
 
 def _points(ch: _Chunk, path: Path) -> list[LanePoint]:
@@ -126,10 +122,10 @@ def _points(ch: _Chunk, path: Path) -> list[LanePoint]:
     pts = []
     for n, tok in ch.lines:
         if tok and tok[0] == "PT":
-            shape = int(_tok(tok, 3, path, n, "a shape", Fraction(0)))
+            shape = int(_num(tok, 3, path, n, "a shape", Fraction(0)))
             if not 0 <= shape <= 5:
                 raise RppError(str(path), f"line {n}: envelope point shape {shape} is not one of REAPER's 0-5")
-            tension = float(_tok(tok, 7, path, n, "a Bézier tension", Fraction(0)))
+            tension = float(_num(tok, 7, path, n, "a Bézier tension", Fraction(0)))
             value = float(_num(tok, 2, path, n, "a value"))
             pts.append(LanePoint(_num(tok, 1, path, n, "a time"), value, shape, max(-1.0, min(1.0, tension))))
     return pts
@@ -175,19 +171,19 @@ def _tempo_and_meter(proj: _Chunk, p: Path, warnings: list[str]) -> tuple[TempoM
     n, tok = tempo_line
     bpm = _num(tok, 1, p, n, "a tempo")
     num, den = (
-        int(_tok(tok, 2, p, n, "a numerator", Fraction(4))),
-        int(_tok(tok, 3, p, n, "a denominator", Fraction(4))),
+        int(_num(tok, 2, p, n, "a numerator", Fraction(4))),
+        int(_num(tok, 3, p, n, "a denominator", Fraction(4))),
     )
     env = next((c for c in proj.children if c.name == "TEMPOENVEX"), None)
     markers, sig_at = [], []
     for n, tok in env.lines if env is not None else []:
         if tok and tok[0] == "PT":
             t, b = _num(tok, 1, p, n, "a time"), _num(tok, 2, p, n, "a tempo")
-            shape = int(_tok(tok, 3, p, n, "a shape", Fraction(1)))
+            shape = int(_num(tok, 3, p, n, "a shape", Fraction(1)))
             markers.append(TempoPoint(t, b, shape != 1))
-            sig = int(_tok(tok, 4, p, n, "a time signature", Fraction(0)))
+            sig = int(_num(tok, 4, p, n, "a time signature", Fraction(0)))
             if sig > 0:
-                flags = int(_tok(tok, 6, p, n, "marker flags", Fraction(0)))
+                flags = int(_num(tok, 6, p, n, "marker flags", Fraction(0)))
                 sig_at.append((t, sig & 0xFFFF, sig >> 16, bool(flags & _PARTIAL_MEASURE), n))
     if markers and markers[0].seconds > 0:
         markers.insert(0, TempoPoint(Fraction(0), bpm))
