@@ -94,8 +94,6 @@ class Viewer:
         self.closed = False
         self._inboxes: list[queue.Queue[bytes]] = []
         self._lock = threading.Lock()
-        self.published = 0
-        self.overflows = 0  # events a slow page did not take in time (it skips to newer frames)
         self._thread = threading.Thread(target=self._http.serve_forever, name="viewer", daemon=True)
         self._thread.start()
 
@@ -126,19 +124,13 @@ class Viewer:
         payload = {"frame": frame, "due": due, "png": base64.b64encode(png).decode("ascii"), **(info or {})}
         self._send(b"event: frame\ndata: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n")
 
-    def status(self, info: dict[str, Any]) -> None:
-        """Overlay numbers without a frame (the playhead moving while nothing new is shown)."""
-        self._send(b"event: status\ndata: " + json.dumps(info, separators=(",", ":")).encode() + b"\n\n")
-
     def _send(self, event: bytes) -> None:
-        self.published += 1
         with self._lock:
             inboxes = list(self._inboxes)
         for inbox in inboxes:
             try:
                 inbox.put_nowait(event)
             except queue.Full:  # a page that cannot keep up loses its oldest event, not the session
-                self.overflows += 1
                 try:
                     inbox.get_nowait()
                     inbox.put_nowait(event)

@@ -84,7 +84,6 @@ events.addEventListener("frame", (e) => {
     if (wait > 1) setTimeout(() => show(d, picture), wait); else show(d, picture);
   });
 });
-events.addEventListener("status", (e) => stats(JSON.parse(e.data)));
 
 function fullscreen() {
   if (!document.fullscreenElement) document.documentElement.requestFullscreen().catch(() => {});
