@@ -24,6 +24,7 @@ from bendbridge.protocol import FrameRequest
 
 from .features import FeatureConfig, Smoothing, extract_features
 from .mapping import MusicMapping
+from .sync import SyncSource
 from .timeline import FramePosition, Timeline
 
 __all__ = ["LiveFeatures", "LiveBridge", "ValueLane"]
@@ -151,6 +152,7 @@ class LiveBridge:
     cc_values: Callable[[], dict[str, dict[str, float]]] | None = None
     sent: set[int] = field(default_factory=set)
     on_sent: Callable[[FramePosition, dict, float], None] | None = None  # (position, params, due wall time)
+    sync: SyncSource | None = None  # a live clock with its own beats and meter (JACK master, Link)
     _last: Fraction | None = None
     requests: int = 0
 
@@ -165,21 +167,23 @@ class LiveBridge:
         if pos is None:
             return []
         g = self.timeline.grid
-        if self._last is not None and (
-            pos < self._last or pos - self._last > 2 * Fraction(self.lookahead).limit_denominator(1000)
-        ):
-            self.sent.clear()  # seek or loop: start a new window
-        self._last = pos
         ahead = Fraction(self.lookahead).limit_denominator(1000)
+        if self._last is not None and (pos < self._last - 2 / g.fps or pos - self._last > 2 * ahead):
+            self.sent.clear()  # seek or loop (a clock's jitter of under two frames is not one)
+        self._last = pos
         first = max(0, math.ceil((pos - g.start) * g.fps))  # frames at or after the playhead…
         end = math.ceil((pos + ahead - g.start) * g.fps)  # …and before playhead + lookahead
+        if self.sync is not None and self.sync.state != "rolling":
+            end = first + 1  # a stopped (or held) clock shows the frame at the playhead, nothing ahead
+        self.sent.difference_update([i for i in self.sent if i < first - 2 * g.fps])  # long past
         todo = [i for i in range(first, end) if i not in self.sent]
         if not todo:
             return []
-        positions: list[FramePosition] = [self.timeline.position(i) for i in todo]
+        timeline = self._timeline()
+        positions: list[FramePosition] = [self._position(timeline, i) for i in todo]
         feats = self.features.current() if self.features else {}
         feats_arr = {k: np.full(len(todo), v) for k, v in feats.items()}
-        params = self.mapping.resolve(positions, self.timeline, feats_arr, self.lanes)
+        params = self.mapping.resolve(positions, timeline, feats_arr, self.lanes)
         cc = self.cc_values() if self.cc_values else {}
         now_wall, now_pos = time.time(), pos
         for p, pp in zip(positions, params):
@@ -201,9 +205,24 @@ class LiveBridge:
             )
             self.sent.add(p.frame)
             self.requests += 1
+            if self.sync is not None:
+                self.sync.watch(p.seconds, p.beats, deadline)
             if self.on_sent is not None:
                 self.on_sent(p, pp, deadline)
         return todo
+
+    def _timeline(self) -> Timeline:
+        """The timeline of this tick: the session's, with the clock's meter where it carries one."""
+        meter = self.sync.meter() if self.sync is not None else None
+        return self.timeline if meter is None else Timeline(self.timeline.grid, self.timeline.tempo, meter)
+
+    def _position(self, timeline: Timeline, i: int) -> FramePosition:
+        """Frame ``i`` with the clock's beats where it carries them, else the tempo map's."""
+        beats = self.sync.beats_at(timeline.grid.time(i)) if self.sync is not None else None
+        if beats is None:
+            return timeline.position(i)
+        t = timeline.grid.time(i)
+        return FramePosition(i, t, timeline.grid.sample(i), beats, timeline.meter.bar_beat(beats))
 
     def run(self, stop: Any, period: float = 0.01) -> None:
         while not stop.is_set():

@@ -55,6 +55,11 @@ class LiveRun:
                 self.bridge.features.push(block)
         self.bridge.tick()
         self._replies()
+        sync = self.bridge.sync
+        if sync is not None:
+            sync.measure()
+            for text in sync.news():
+                self.say(text)
         gone = {self.audio.missing} if self.audio is not None and self.audio.missing else set()
         new = self.stats.missed(self.bridge.mapping.missing | self.inputs_missing() | gone)
         for name in new:
@@ -87,11 +92,13 @@ class LiveRun:
         pos = self.bridge.position
         if pos is None:
             return "stopped"
-        tl = self.bridge.timeline
-        return f"{tl.meter.bar_beat(tl.tempo.beats_at(pos))} ({float(pos):.2f} s)"
+        tl, sync = self.bridge.timeline, self.bridge.sync
+        beats = sync.beats_at(pos) if sync is not None else None
+        meter = (sync.meter() if sync is not None else None) or tl.meter
+        return f"{meter.bar_beat(tl.tempo.beats_at(pos) if beats is None else beats)} ({float(pos):.2f} s)"
 
     def _status(self) -> None:
-        line = self.stats.line(self._playhead())
+        line = self.stats.line(self._playhead(), self._sync())
         if self.out.isatty():
             width = shutil.get_terminal_size((120, 20)).columns - 1
             text = line[:width]
@@ -100,6 +107,13 @@ class LiveRun:
         else:
             self.out.write(line + "\n")
         self.out.flush()
+
+    def _sync(self) -> str | None:
+        sync = self.bridge.sync
+        if sync is None:
+            return None
+        text = sync.status()
+        return text + (f", {sync.relocations} relocations" if sync.relocations else "")
 
     def say(self, text: str) -> None:
         """A message on its own line, above the status line."""
@@ -112,7 +126,7 @@ class LiveRun:
     def finish(self) -> str:
         if self.out.isatty() and self._line_len:
             self.out.write("\n")
-        summary = self.stats.summary()
+        summary = self.stats.summary(self._sync())
         self.out.write(summary + "\n")
         self.out.flush()
         return summary

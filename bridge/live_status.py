@@ -74,10 +74,12 @@ class LiveStats:
         recent = [t for t in self._shown_times if now - t <= window]
         return len(recent) / window
 
-    def line(self, playhead: str) -> str:
+    def line(self, playhead: str, sync: str | None = None) -> str:
+        """The status line; ``sync`` is the clock's part (source, state, offset) when one is followed."""
         lat = list(self.latencies)
         parts = [
             f"▶ {playhead}",
+            *([f"sync {sync}"] if sync else []),
             f"requested {self.requested}",
             f"delivered {self.delivered} ({self.fps():.1f} fps)",
             f"dropped {self.dropped}",
@@ -88,7 +90,7 @@ class LiveStats:
             parts.append("missing: " + ", ".join(self.missing))
         return " | ".join(parts)
 
-    def summary(self) -> str:
+    def summary(self, sync: str | None = None) -> str:
         lat = list(self.latencies)
         took = time.time() - self.started
         text = (
@@ -98,6 +100,8 @@ class LiveStats:
         )
         if self.missing:
             text += "; inputs with no data: " + ", ".join(self.missing)
+        if sync:
+            text += f"; sync {sync}"
         return text
 
 
