@@ -14,16 +14,16 @@ import pytest
 RATE = 48_000
 
 
-def start_jack_server():
-    """Starts jackd on the dummy driver; yields the jack module; stops it."""
+def start_jack_server(period: int = 512, name: str | None = None):
+    """Starts jackd on the dummy driver (``period`` frames a cycle); yields the jack module; stops it."""
     if shutil.which("jackd") is None:
         if os.environ.get("BENDBRIDGE_REQUIRE_NATIVE") == "1":
             pytest.fail("jackd is required (apt install jackd2)")
         pytest.skip("jackd is not installed (.ci/run installs jackd2)")
     jack = pytest.importorskip("jack")
-    name = f"bbaudio-{uuid.uuid4().hex[:8]}"
+    name = name or f"bbaudio-{uuid.uuid4().hex[:8]}"
     proc = subprocess.Popen(
-        ["jackd", "-n", name, "-d", "dummy", "-r", str(RATE), "-p", "512"],
+        ["jackd", "-n", name, "-d", "dummy", "-r", str(RATE), "-p", str(period)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

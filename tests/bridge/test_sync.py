@@ -1,0 +1,317 @@
+"""Live clocks against real JACK (``jackd -d dummy``, loopback only): a timebase master that rolls,
+relocates and changes tempo; a server that vanishes and returns; MIDI Time Code written by a JACK
+client at exact sample positions onto a JACK MIDI port, read through python-rtmidi.
+
+Each frame request of the live bridge is checked against the master's own position at the wall
+time the frame is due, sampled from the master's side."""
+
+from __future__ import annotations
+
+import bisect
+import os
+import sys
+import threading
+import time
+import uuid
+from fractions import Fraction as F
+
+import mido
+import pytest
+
+from bendbridge.bridge.live import LiveBridge
+from bendbridge.bridge.live_status import percentile
+from bendbridge.bridge.mapping import MusicMapping
+from bendbridge.bridge.mtc import MtcFollower, frames_timecode
+from bendbridge.bridge.sync import SyncError
+from bendbridge.bridge.sync_jack import JackTransport
+from bendbridge.bridge.timeline import FrameGrid, Timeline
+
+sys.path.insert(0, os.path.dirname(__file__))
+from jack_helpers import RATE, start_jack_server  # noqa: E402
+
+PERIOD = 256
+jack_server = pytest.fixture(lambda: (yield from start_jack_server(PERIOD)))
+
+
+class Recorder:
+    """Stands in for the render client: keeps every frame request with the wall time it was sent."""
+
+    def __init__(self):
+        self.sent = []
+
+    def send(self, request, pos=None):
+        self.sent.append((time.time(), request))
+
+
+def run_bridge(bridge: LiveBridge, stop: threading.Event) -> threading.Thread:
+    def loop():
+        while not stop.is_set():
+            bridge.tick()
+            if bridge.sync is not None:
+                bridge.sync.measure()
+            time.sleep(0.005)
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    return thread
+
+
+class Master:
+    """A JACK client acting as timebase master at a constant tempo in 3/4 (the test changes it)."""
+
+    def __init__(self, jack):
+        self.bpm, self.jack = 120.0, jack
+        self.client = jack.Client("master", no_start_server=True)
+        self.client.set_timebase_callback(self._bbt)
+        self.client.activate()
+        self.log: list[tuple[float, int, int]] = []  # (wall time, transport state, frame)
+        self._stop = threading.Event()
+        threading.Thread(target=self._sample, daemon=True).start()
+
+    def _bbt(self, state, nframes, pos, new_pos):
+        beats = pos.frame / RATE * self.bpm / 60  # quarter notes
+        pos.valid = pos.valid | 0x10
+        pos.bar, pos.beat = int(beats // 3) + 1, int(beats % 3) + 1
+        pos.tick = int(beats % 1 * 1920)
+        pos.bar_start_tick = (pos.bar - 1) * 3 * 1920.0
+        pos.beats_per_bar, pos.beat_type, pos.ticks_per_beat, pos.beats_per_minute = 3.0, 4.0, 1920.0, self.bpm
+
+    def _sample(self):
+        while not self._stop.is_set():
+            rolling, frame = self.client.transport_state == self.jack.ROLLING, self.client.transport_frame  # now
+            self.log.append((time.time(), int(rolling), int(frame)))
+            time.sleep(0.002)
+
+    def frame_at(self, wall: float) -> float | None:
+        """The master's transport frame at wall time ``wall``, interpolated between two samples of
+        one rolling stretch (None across a relocation or a stop)."""
+        i = bisect.bisect(self.log, (wall, 9, 0))
+        if i == 0 or i >= len(self.log):
+            return None
+        (t0, s0, f0), (t1, s1, f1) = self.log[i - 1], self.log[i]
+        if s0 != 1 or s1 != 1 or not 0 <= f1 - f0 <= (t1 - t0) * RATE + 2 * PERIOD:
+            return None
+        return f0 + (wall - t0) * RATE
+
+    def close(self):
+        self._stop.set()
+        self.client.deactivate()
+        self.client.close()
+
+
+@pytest.mark.slow
+def test_requested_frames_land_on_the_masters_position_and_beats_within_one_period(jack_server):
+    master = Master(jack_server)
+    follower = JackTransport(RATE)
+    bridge = LiveBridge(Recorder(), Timeline(FrameGrid(30, RATE)), MusicMapping([]), follower.playhead, 0.3)
+    bridge.sync = follower
+    stop = threading.Event()
+    thread = run_bridge(bridge, stop)
+    try:
+        master.client.transport_locate(2 * RATE)
+        master.client.transport_start()
+        time.sleep(2.0)
+        master.client.transport_locate(10 * RATE)  # a relocation while rolling
+        time.sleep(1.5)
+        tempo_change = time.time()
+        master.bpm = 90.0
+        time.sleep(1.5)
+        master.client.transport_stop()
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        thread.join()
+        follower.close()
+        master.close()
+    errors, beat_errors = [], []
+    for sent, req in bridge.client.sent:
+        truth, at_send = master.frame_at(req.deadline), master.frame_at(sent)
+        if truth is None or at_send is None or abs(truth - at_send - (req.deadline - sent) * RATE) > 2 * PERIOD:
+            continue  # due after the stop, or the master relocated between the request and its due time
+        errors.append(req.sample - truth)
+        bpm = 90.0 if sent > tempo_change + 0.05 else 120.0 if req.deadline < tempo_change else None
+        if bpm is not None:
+            beat_errors.append((float(req.beats) - truth / RATE * bpm / 60) * 60 / bpm * RATE)
+    assert len(errors) > 100
+    print(f"JACK transport offset: p50 {percentile([abs(e) for e in errors], 0.5):.0f} samples, "
+          f"p99 {percentile([abs(e) for e in errors], 0.99):.0f}, max {max(abs(e) for e in errors):.0f}")  # fmt: skip
+    assert max(abs(e) for e in errors) <= PERIOD  # within one JACK period of the master at the due time
+    assert max(abs(e) for e in beat_errors) <= PERIOD  # the master's beats, in samples at its tempo
+    frames = [req.frame for _, req in bridge.client.sent]
+    after = frames[next(i for i, (_, r) in enumerate(bridge.client.sent) if r.seconds >= 10) :]
+    assert after[0] == 300 and len(after) == len(set(after))  # from the new position, each frame once
+    assert follower.offsets and percentile([abs(o) for o in follower.offsets], 0.99) < PERIOD / RATE
+
+
+@pytest.mark.slow
+def test_a_timebase_masters_meter_gives_bars_and_its_tempo_the_beats(jack_server):
+    master = Master(jack_server)
+    follower = JackTransport(RATE)
+    try:
+        master.client.transport_locate(RATE * 3)  # 3 s at 120 BPM: beat 6 = bar 3, beat 1 in 3/4
+        master.client.transport_start()
+        time.sleep(0.3)
+        pos = follower.playhead()
+        beats = follower.beats_at(pos)
+        assert float(beats) == pytest.approx(float(pos) * 2, abs=PERIOD / RATE * 2)
+        assert follower.meter().bar_beat(beats).bar == int(float(pos) * 2 // 3) + 1
+        assert "3/4" in follower.status() and "120.00 BPM" in follower.status()
+    finally:
+        follower.close()
+        master.close()
+
+
+@pytest.mark.slow
+def test_a_vanished_jack_server_is_held_said_once_and_followed_again_when_it_returns():
+    name = f"bbsync-{uuid.uuid4().hex[:8]}"
+    server = start_jack_server(PERIOD, name)
+    jack = next(server)
+    master = jack.Client("roller", no_start_server=True)
+    master.activate()
+    master.transport_locate(RATE * 4)
+    master.transport_start()
+    follower = JackTransport(RATE)
+    bridge = LiveBridge(Recorder(), Timeline(FrameGrid(24, RATE)), MusicMapping([]), follower.playhead, 0.3)
+    bridge.sync = follower
+    restarted = start_jack_server(PERIOD, name)
+    try:
+        time.sleep(0.3)
+        bridge.tick()
+        next(server, None)  # the server goes away
+        deadline = time.monotonic() + 10
+        while follower.state != "lost":
+            assert time.monotonic() < deadline, "the loss was not noticed"
+            time.sleep(0.05)
+        held = follower.playhead()
+        master.close()  # the test's own client of the dead server, closed before a new one starts
+        time.sleep(0.5)
+        bridge.tick()  # never raises while the server is gone
+        assert follower.playhead() == held
+        news = follower.news()
+        assert len(news) == 1 and "JACK server gone" in news[0] and "holding" in news[0]
+        next(restarted)
+        deadline = time.monotonic() + 15
+        while follower.client is None:
+            assert time.monotonic() < deadline, "the follower did not rejoin the server"
+            time.sleep(0.1)
+        time.sleep(0.2)
+        assert follower.playhead() is not None and follower.state == "stopped"
+        assert any("back" in n for n in follower.news())
+    finally:
+        follower.close()
+        next(restarted, None)
+
+
+def test_following_jack_without_a_server_is_one_clear_error(monkeypatch):
+    pytest.importorskip("jack")
+    monkeypatch.setenv("JACK_DEFAULT_SERVER", f"absent-{uuid.uuid4().hex[:6]}")
+    monkeypatch.setenv("JACK_NO_START_SERVER", "1")
+    with pytest.raises(SyncError, match="no JACK server '.*' to follow"):
+        JackTransport(RATE)
+
+
+def test_a_session_rate_other_than_jacks_is_refused(jack_server):
+    with pytest.raises(SyncError, match="the JACK server runs at 48000 Hz; give --rate 48000"):
+        JackTransport(44_100)
+
+
+class MtcWriter:
+    """A JACK client that writes MTC quarter frames onto its MIDI output at exact sample positions:
+    from ``code`` seconds (rate code ``rate``) starting at JACK frame time ``start``, for ``length``
+    seconds; the test reads the true position at any frame time from it."""
+
+    def __init__(self, jack):
+        self.client = jack.Client("mtcgen", no_start_server=True)
+        self.port = self.client.midi_outports.register("out")
+        self.plan: tuple[int, F, int, float] | None = None  # (start frame time, code s, rate code, length s)
+        self.client.set_process_callback(self._process)
+        self.client.activate()
+
+    def play(self, code: F, rate: int, length: float, delay: float = 0.05) -> None:
+        start = self.client.frame_time + int(delay * RATE)
+        self.plan = (start, code, rate, length)
+
+    def _process(self, frames):
+        self.port.clear_buffer()
+        if self.plan is None:
+            return
+        start, code, rate, length = self.plan
+        fps = {0: F(24), 1: F(25), 2: F(30000, 1001), 3: F(30)}[rate]
+        first_frame = round(code * fps)  # the code starts on a frame boundary
+        cycle = self.client.last_frame_time
+        q = max(0, -(-(cycle - start) * 4 * fps // RATE))  # the first quarter frame in this cycle
+        while True:
+            at = start + q * RATE / (4 * fps)
+            if at >= cycle + frames or at - start >= length * RATE:
+                break
+            frame = first_frame + (q // 8) * 2  # each group of eight carries the time of its piece 0
+            h, m, s, f = frames_timecode(frame, rate)
+            piece = q % 8
+            value = [f & 15, f >> 4, s & 15, s >> 4, m & 15, m >> 4, h & 15, (h >> 4) | rate << 1][piece]
+            self.port.write_midi_event(int(at) - cycle, bytes([0xF1, piece << 4 | value]))
+            q += 1
+
+    def truth(self, frame_time: int) -> float | None:
+        start, code, rate, length = self.plan
+        if not 0 <= frame_time - start < length * RATE:
+            return None
+        fps = {0: F(24), 1: F(25), 2: F(30000, 1001), 3: F(30)}[rate]
+        return float(F(round(code * fps)) / fps) + (frame_time - start) / RATE
+
+    def close(self):
+        self.client.deactivate()
+        self.client.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rate", [0, 1, 2, 3])
+def test_mtc_on_a_jack_midi_port_is_followed_through_a_relocation_and_a_dropout(jack_server, rate):
+    pytest.importorskip("rtmidi")
+    writer = MtcWriter(jack_server)
+    backend = mido.Backend("mido.backends.rtmidi/UNIX_JACK")
+    port = backend.open_input(next(n for n in backend.get_input_names() if "mtcgen" in n))
+    follower = MtcFollower()
+    stop = threading.Event()
+
+    def read():
+        while not stop.is_set():
+            for m in port.iter_pending():
+                follower.feed(m, time.monotonic())
+            time.sleep(0.001)
+
+    threading.Thread(target=read, daemon=True).start()
+    errors: list[float] = []
+
+    def measure(seconds: float, skip: float = 0.25) -> None:
+        end = time.monotonic() + seconds
+        time.sleep(skip)  # two frames to lock, and the smoothing to settle
+        while time.monotonic() < end:
+            truth, pos = writer.truth(writer.client.frame_time), follower.playhead()
+            if truth is not None and pos is not None and follower.state == "rolling":
+                errors.append(float(pos) - truth)
+            time.sleep(0.01)
+
+    try:
+        writer.play(F(3600 + 61), rate, 1.5)  # 01:01:01:00
+        measure(1.5)
+        writer.play(F(125), rate, 1.2)  # a relocation back to 00:02:05:00
+        measure(1.2)
+        time.sleep(0.6)  # the code stops: lost, held
+        held = follower.playhead()
+        assert follower.state == "lost"
+        assert held == pytest.approx(125 + 1.2, abs=0.1)
+        time.sleep(0.2)
+        assert follower.playhead() == held
+        writer.play(F(40), rate, 1.0)
+        measure(1.0)
+        assert follower.state == "rolling"
+    finally:
+        stop.set()
+        port.close()
+        writer.close()
+    news = follower.news()
+    assert sum("MTC stopped" in n for n in news) >= 1 and sum("locked" in n or "jumped" in n for n in news) >= 3
+    p50, p99 = percentile([abs(e) for e in errors], 0.5), percentile([abs(e) for e in errors], 0.99)
+    print(f"MTC rate {rate}: offset p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms over {len(errors)} samples")
+    assert len(errors) > 150
+    assert p50 < 2 * PERIOD / RATE and p99 < 1 / 24  # within two periods typically, always within a frame
