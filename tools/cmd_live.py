@@ -24,7 +24,28 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--osc-host", default="127.0.0.1")
     p.add_argument("--midi-in", default=None, help="MIDI input port name (CC mappings, clock)")
     p.add_argument("--midi-backend", default=None, help="mido backend, e.g. mido.backends.rtmidi/UNIX_JACK")
-    p.add_argument("--clock", action="store_true", help="follow MIDI clock/SPP instead of OSC for the playhead")
+    p.add_argument(
+        "--sync",
+        default=None,
+        choices=["osc", "clock", "jack", "link", "mtc"],
+        help="the clock to follow: osc (REAPER/Ardour OSC, the default), clock (MIDI clock + song position on "
+        "--midi-in), jack (JACK transport), link (Ableton Link), mtc (MIDI Time Code on --midi-in)",
+    )
+    p.add_argument("--clock", action="store_true", help="the same as --sync clock")
+    p.add_argument("--quantum", type=float, default=4.0, help="--sync link: beats per phase cycle (default 4)")
+    p.add_argument(
+        "--link-free", action="store_true", help="--sync link: run from joining, ignoring the session's start/stop"
+    )
+    for flag, what in [
+        ("--midi", "MIDI file"),
+        ("--rpp", "REAPER project"),
+        ("--ardour", "Ardour session"),
+        ("--dawproject", "DAWproject"),
+        ("--als", "Ableton Live set"),
+    ]:
+        p.add_argument(
+            flag, type=Path, default=None, help=f"{what}: the tempo map, meters and automation lanes the playhead reads"
+        )
     p.add_argument(
         "--link",
         default=None,
@@ -41,7 +62,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--lookahead", type=float, default=0.5, help="seconds of frames requested ahead of the playhead")
     p.add_argument("--fps", default=None)
-    p.add_argument("--rate", type=int, default=48_000, help="the DAW session's sample rate, Hz")
+    p.add_argument(
+        "--rate",
+        type=int,
+        default=None,
+        help="the DAW session's sample rate, Hz (default 48000; JACK's own with --sync jack)",
+    )
     p.add_argument("--keys", type=Path, default=None)
     p.add_argument("--client", default="client")
     p.add_argument("--no-view", action="store_true", help="no viewer page (frames are still written by the server)")
@@ -93,16 +119,18 @@ def run_learn(args: argparse.Namespace) -> int:
     return 0
 
 
-def _follow_midi(port, clock, router, stop: threading.Event, missing: set[str]) -> None:
-    """Feed MIDI clock and CC messages from ``port`` until ``stop`` is set (a daemon thread). A port
-    that goes away is named in ``missing``; its controls hold their last values."""
+def _follow_midi(port, consumers, stop: threading.Event, missing: set[str]) -> None:
+    """Feed every message of ``port`` to each ``consumer(message, arrival_time)`` until ``stop`` is set
+    (a daemon thread polling every millisecond). A port that goes away is named in ``missing``; its
+    controls hold their last values."""
 
     def loop() -> None:
         while not stop.is_set():
             try:
                 for m in port.iter_pending():
-                    clock.feed(m, time.monotonic())
-                    router.feed(m)
+                    t = time.monotonic()
+                    for consume in consumers:
+                        consume(m, t)
             except Exception as e:  # noqa: BLE001 (a vanished device raises whatever its backend raises)
                 missing.add(f"MIDI port {getattr(port, 'name', '?')} ({type(e).__name__})")
                 return
@@ -111,38 +139,127 @@ def _follow_midi(port, clock, router, stop: threading.Event, missing: set[str]) 
     threading.Thread(target=loop, daemon=True, name="midi-in").start()
 
 
+def _sync_choice(args: argparse.Namespace) -> str:
+    """--sync, with --clock as its older spelling; checked against --link and --midi-in."""
+    if args.clock and args.sync not in (None, "clock"):
+        raise BendbridgeError("--clock", f"--clock is --sync clock; it cannot go with --sync {args.sync}")
+    sync = "clock" if args.clock else (args.sync or "osc")
+    if args.link and sync != "osc":
+        raise BendbridgeError("--sync", f"give --link (the plugin's transport) or --sync {sync}, not both")
+    if sync in ("clock", "mtc") and not args.midi_in:
+        raise BendbridgeError("--midi-in", f"--sync {sync} reads MIDI: name the input port with --midi-in")
+    if sync != "link" and (args.link_free or args.quantum != 4.0):
+        raise BendbridgeError("--quantum" if args.quantum != 4.0 else "--link-free", "only --sync link uses it")
+    return sync
+
+
+def _project(args: argparse.Namespace):
+    """The project file whose tempo map, meters and lanes the live playhead reads, or None."""
+    from bendbridge.bridge.projects import read_project
+
+    given = [(f, getattr(args, f)) for f in ("midi", "rpp", "ardour", "dawproject", "als") if getattr(args, f)]
+    if len(given) > 1:
+        raise BendbridgeError(f"--{given[1][0]}", f"give one project file, not --{given[0][0]} and --{given[1][0]}")
+    if not given:
+        return None
+    fmt, path = given[0]
+    return read_project(path, {"midi": ".mid", "rpp": ".rpp", "ardour": ".ardour"}.get(fmt, f".{fmt}"))
+
+
+def _sync_source(sync: str, args: argparse.Namespace, tempo_bpm: float):
+    """The live clock for --sync jack/link/mtc (a SyncSource), None for osc and MIDI clock."""
+    if sync == "jack":
+        from bendbridge.bridge.sync_jack import JackTransport
+
+        return JackTransport(args.rate)
+    if sync == "link":
+        from bendbridge.bridge.sync_link import LinkSession
+
+        return LinkSession(args.quantum, tempo_bpm, free=args.link_free)
+    if sync == "mtc":
+        from bendbridge.bridge.mtc import MtcFollower
+
+        return MtcFollower()
+    return None
+
+
+def _session_rate(args: argparse.Namespace, sync: str) -> int:
+    """--rate, or JACK's own rate when following JACK without one (48 kHz otherwise)."""
+    if args.rate is not None:
+        return int(finite_number(args.rate, "--rate", 8_000, 768_000, integer=True))
+    if sync == "jack":
+        import jack
+
+        from bendbridge.bridge.sync_jack import quiet
+
+        quiet(jack)
+        try:
+            with jack.Client("bendbridge-rate", no_start_server=True) as probe:
+                return int(probe.samplerate)
+        except jack.JackError:
+            pass  # JackTransport says there is no server, in one line
+        finally:
+            quiet(jack, False)
+    return 48_000
+
+
 def run_bridge(args: argparse.Namespace) -> int:
-    from bendbridge.bridge.audio_in import parse_audio_in
-    from bendbridge.bridge.client import RenderClient
     from bendbridge.bridge.config import SessionConfig
-    from bendbridge.bridge.live import LiveBridge, ValueLane
-    from bendbridge.bridge.live_run import LiveRun, run_live
+    from bendbridge.bridge.live import ValueLane
     from bendbridge.bridge.mapping import load_mapping
     from bendbridge.bridge.midi_live import CcRouter, ClockFollower, load_cc_mappings, open_midi_input
-    from bendbridge.bridge.osc_input import OscInput, OscTransport
     from bendbridge.bridge.timeline import FrameGrid, Timeline, parse_fps
 
-    finite_number(args.rate, "--rate", 8_000, 768_000, integer=True)
     finite_number(args.view_port, "--view-port", 0, 65535, integer=True)
-    if args.link and args.clock:
-        raise BendbridgeError("--clock", "give --link (the plugin's transport) or --clock (MIDI clock), not both")
+    sync = _sync_choice(args)
+    args.rate = _session_rate(args, sync)
     config = SessionConfig.load(args.config)
     config.rendering()  # render settings are checked before anything starts
     mapping = load_mapping(config.tables, config.plan)
     router, clock = CcRouter(load_cc_mappings(config.tables, config.plan)), ClockFollower()
-    timeline = Timeline(
-        FrameGrid(parse_fps(args.fps, "--fps") if args.fps else config.fps, args.rate), config.tempo, config.meter
-    )
-    lanes = {s.name: ValueLane() for p in mapping.params for s in p.sources if s.kind == "lane"}
+    project = _project(args)
+    tempo, meter = (project.tempo, project.meter) if project else (config.tempo, config.meter)
+    timeline = Timeline(FrameGrid(parse_fps(args.fps, "--fps") if args.fps else config.fps, args.rate), tempo, meter)
+    file_lanes = project.lanes if project else {}
+    lanes = {
+        s.name: file_lanes.get(s.name) or ValueLane() for p in mapping.params for s in p.sources if s.kind == "lane"
+    }
+    _check_audio_in(args)
+    source = _sync_source(sync, args, float(tempo.bpm_at(0)))
+    try:
+        port = open_midi_input(args.midi_in, None, args.midi_backend) if args.midi_in else None
+        if args.link:
+            return _bridge_on_link(args, config, mapping, timeline, lanes, router, port, threading.Event())
+        consumers = [lambda m, t: clock.feed(m, t), lambda m, t: router.feed(m)]
+        if sync == "mtc":
+            consumers.insert(0, source.feed)
+        follow = source.playhead if source is not None else None
+        if sync == "clock":
+            follow = lambda: timeline.tempo.seconds_at(clock.beats)  # noqa: E731
+        return _bridge_on_osc(args, config, mapping, timeline, lanes, router, port, consumers, source, follow)
+    finally:
+        if source is not None:
+            source.close()
+
+
+def _check_audio_in(args: argparse.Namespace) -> None:
+    from bendbridge.bridge.audio_in import parse_audio_in
+
     heard_from = parse_audio_in(args.audio_in)[0] if args.audio_in else None
     if args.link and heard_from not in (None, "plugin"):
         raise BendbridgeError("--audio-in", "with --link the features hear the plugin's audio: drop one of them")
     if not args.link and heard_from == "plugin":
         raise BendbridgeError("--audio-in", "plugin audio comes with --link (the plugin's stream)")
-    port = open_midi_input(args.midi_in, None, args.midi_backend) if args.midi_in else None
+
+
+def _bridge_on_osc(args, config, mapping, timeline, lanes, router, port, consumers, source, follow) -> int:
+    """The live bridge on OSC: its lanes, and its playhead unless ``follow`` gives one (a clock)."""
+    from bendbridge.bridge.client import RenderClient
+    from bendbridge.bridge.live import LiveBridge, ValueLane
+    from bendbridge.bridge.live_run import LiveRun, run_live
+    from bendbridge.bridge.osc_input import OscInput, OscTransport
+
     stop = threading.Event()
-    if args.link:
-        return _bridge_on_link(args, config, mapping, timeline, lanes, router, port, stop)
     with (
         _audio(args) as audio,
         RenderClient(args.server, keys=args.keys, client_name=args.client, rate=args.rate) as client,
@@ -152,13 +269,13 @@ def run_bridge(args: argparse.Namespace) -> int:
         _setup(client, args, config, timeline, viewer)
         midi_missing: set[str] = set()
         if port is not None:
-            _follow_midi(port, clock, router, stop, midi_missing)
+            _follow_midi(port, consumers, stop, midi_missing)
 
         def playhead():
             for name, lane in lanes.items():
-                if name in osc.transport.lanes:
+                if isinstance(lane, ValueLane) and name in osc.transport.lanes:
                     lane.value = osc.transport.lanes[name]
-            return timeline.tempo.seconds_at(clock.beats) if args.clock else osc.transport.position()
+            return follow() if follow is not None else osc.transport.position()
 
         features = _live_features(config, audio, mapping.smoothing)
         bridge = LiveBridge(
@@ -170,10 +287,16 @@ def run_bridge(args: argparse.Namespace) -> int:
             features=features,
             lanes=lanes,
             cc_values=router.by_bend,
+            sync=source,
         )
         where = f", viewer {viewer.url}" if viewer else ""
         heard = f", audio: {audio.name}" if audio else ", no audio input (--audio-in)"
-        print(f"bridge: OSC on udp://{args.osc_host}:{osc.port}, server {args.server}{where}{heard}", flush=True)
+        clock_name = source.name if source is not None else "MIDI clock" if follow is not None else "OSC"
+        print(
+            f"bridge: OSC on udp://{args.osc_host}:{osc.port}, playhead from {clock_name}, server {args.server}"
+            f"{where}{heard}",
+            flush=True,
+        )
         run_live(LiveRun(bridge, viewer=viewer, inputs_missing=lambda: midi_missing, audio=audio), stop)
     return 0
 
@@ -232,7 +355,6 @@ def _bridge_on_link(args, config, mapping, timeline, lanes, router, port, stop: 
     from bendbridge.bridge.client import RenderClient
     from bendbridge.bridge.live import LiveBridge
     from bendbridge.bridge.live_run import LiveRun, run_live
-    from bendbridge.bridge.midi_live import ClockFollower
     from bendbridge.bridge.plugin_link import PluginReceiver
     from bendbridge.bridge.plugin_live import PluginFollower
 
@@ -244,7 +366,7 @@ def _bridge_on_link(args, config, mapping, timeline, lanes, router, port, stop: 
         _setup(client, args, config, timeline, viewer)
         midi_missing: set[str] = set()
         if port is not None:
-            _follow_midi(port, ClockFollower(), router, stop, midi_missing)
+            _follow_midi(port, [lambda m, t: router.feed(m)], stop, midi_missing)
         follower = PluginFollower(
             receiver,
             timeline,

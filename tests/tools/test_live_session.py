@@ -113,3 +113,76 @@ def test_the_demo_runs_live_on_jack_audio_from_a_file(server_process, demo, tmp_
     assert bridge.returncode == 0, out
     assert "no data from feature" not in out  # the demo's audio features hear the song through JACK
     assert "Traceback" not in out
+
+
+@pytest.mark.slow
+def test_the_demo_follows_jack_transport_from_a_timebase_master(server_process, demo, tmp_path, jack_server):
+    roller = jack_server.Client("daw", no_start_server=True)
+    roller.set_timebase_callback(_bbt_at_90_in_3_4)
+    roller.activate()
+    server = server_process(EMBEDDED_MODEL, tmp_path / "out")
+    bridge = subprocess.Popen(
+        [sys.executable, "-m", "bendbridge.tools.cli", "bridge", "--config", str(demo["config"]), "--server",
+         server.url, "--osc-port", str(_free_udp_port()), "--no-view", "--sync", "jack", "--output", "jack"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )  # fmt: skip
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(iter(bridge.stdout.readline, "")), daemon=True).start()
+    try:
+        _wait(lambda: any("playhead from jack" in line for line in lines), 120, "the bridge: " + "".join(lines))
+        time.sleep(0.5)
+        roller.transport_locate(RATE * 8)  # 8 s at 90 BPM in 3/4: beat 12, bar 5
+        time.sleep(0.2)  # a locate, then play (JACK may roll one cycle from the old place if both come at once)
+        roller.transport_start()
+        _wait(lambda: any(re.search(r"delivered ([1-9]\d)", line) for line in lines), 120, "ten frames")
+    finally:
+        bridge.send_signal(signal.SIGINT)
+        bridge.wait(60)
+        roller.transport_stop()
+        roller.close()
+    out = "".join(lines)
+    assert bridge.returncode == 0 and "Traceback" not in out, out
+    status = [line for line in lines if "sync jack rolling" in line]
+    assert status and "90.00 BPM, 3/4" in status[-1] and "offset p50" in status[-1]
+    assert re.search(r"▶ (5|6|7):\d:\d+ \((8|9|10)\.\d\d s\)", status[0])  # the master's bars and seconds
+    frames = sorted(int(p.stem.split("_")[-1]) for p in (tmp_path / "out" / "jack").glob("*.png"))
+    assert frames and all(f == 0 or f >= 8 * 24 for f in frames)  # stopped: the frame at 0 only; then from 8 s
+    assert "sync jack" in next(line for line in lines if line.startswith("live session:"))
+
+
+def _bbt_at_90_in_3_4(state, nframes, pos, new_pos):
+    beats = pos.frame / RATE * 1.5
+    pos.valid = pos.valid | 0x10
+    pos.bar, pos.beat, pos.tick = int(beats // 3) + 1, int(beats % 3) + 1, int(beats % 1 * 1920)
+    pos.bar_start_tick = (pos.bar - 1) * 3 * 1920.0
+    pos.beats_per_bar, pos.beat_type, pos.ticks_per_beat, pos.beats_per_minute = 3.0, 4.0, 1920.0, 90.0
+
+
+@pytest.mark.parametrize(
+    "options, match",
+    [
+        (["--sync", "mtc"], "--midi-in: --sync mtc reads MIDI: name the input port with --midi-in"),
+        (["--sync", "link", "--quantum", "0"], "--quantum"),
+        (["--quantum", "3"], "--quantum: only --sync link uses it"),
+        (["--sync", "jack", "--link", "tcp://127.0.0.1:5557"], "give --link (the plugin's transport) or --sync jack"),
+        (["--clock", "--sync", "jack"], "--clock is --sync clock"),
+        (["--midi", "a.mid", "--rpp", "b.rpp"], "give one project file"),
+        (["--sync", "osc", "--rpp", "missing.rpp"], "missing.rpp: no such file"),
+    ],
+)
+def test_bad_sync_options_are_one_line_and_exit_2(demo, options, match):
+    r = subprocess.run(
+        [sys.executable, "-m", "bendbridge.tools.cli", "bridge", "--config", str(demo["config"]), "--server",
+         "tcp://127.0.0.1:9", *options],
+        capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=60,
+    )  # fmt: skip
+    assert r.returncode == 2 and match in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_following_jack_with_no_server_is_one_line_and_exit_2(demo):
+    env = {**os.environ, "JACK_DEFAULT_SERVER": "absent-bendbridge", "JACK_NO_START_SERVER": "1"}
+    r = subprocess.run(
+        [sys.executable, "-m", "bendbridge.tools.cli", "bridge", "--config", str(demo["config"]), "--sync", "jack"],
+        capture_output=True, text=True, env=env, timeout=60,
+    )  # fmt: skip
+    assert r.returncode == 2 and "no JACK server 'absent-bendbridge' to follow" in r.stderr and len(r.stderr.strip().splitlines()) == 1
