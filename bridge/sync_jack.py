@@ -7,10 +7,10 @@ with the frame time the period started at; between periods the position is that 
 frames elapsed since (the server's own clock, ``jack_frame_time``), so it is exact to a sample while
 rolling. A relocation (locate, loop) is simply the next period's frame.
 
-With a timebase master the frame's beats are the master's: its bar, beat and tick (through
-``bar_start_tick`` when the master fills it, else bars × beats per bar, exact while the meter is
-constant), in quarter notes (a JACK beat is a 1/``beat_type`` note), extrapolated at the master's
-tempo. Without one the session's tempo map gives the beats.
+With a timebase master the frame's beats are the master's: its bar, beat and tick (bars × beats
+per bar, exact while the meter is constant), in quarter notes (a JACK beat is a 1/``beat_type``
+note), carried ahead at the speed its beats are measured to move (see :meth:`JackTransport._track`).
+Without one the session's tempo map gives the beats.
 
 When the server goes away (``jack_on_shutdown``) the last position is held, said once, and the
 follower tries to rejoin every second; when it comes back following resumes.
@@ -48,13 +48,12 @@ class JackSnapshot:
 
 def master_beats(bbt: tuple[int, int, float, float, float, float, float, float]) -> Fraction:
     """Quarter-note beats since the song start from a master's (bar, beat, tick, bar_start_tick,
-    ticks_per_beat, beats_per_bar, beat_type, bpm); bars and beats count from 1."""
-    bar, beat, tick, bar_start_tick, ticks_per_beat, beats_per_bar, beat_type, _ = bbt
+    ticks_per_beat, beats_per_bar, beat_type, bpm); bars and beats count from 1. Bars count at
+    the current meter (exact while it is constant): ``bar_start_tick`` is not used, as masters fill
+    it inconsistently (Ardour 7.3 gives 101098702 at bar 10 of a 3/4 song at 1920 ticks a beat)."""
+    bar, beat, tick, _, ticks_per_beat, beats_per_bar, beat_type, _ = bbt
     tpb = Fraction(ticks_per_beat) if ticks_per_beat > 0 else Fraction(1920)
-    if bar_start_tick > 0 or bar == 1:
-        units = Fraction(bar_start_tick) / tpb + (beat - 1) + Fraction(tick) / tpb
-    else:
-        units = (bar - 1) * Fraction(beats_per_bar) + (beat - 1) + Fraction(tick) / tpb
+    units = (bar - 1) * Fraction(beats_per_bar) + (beat - 1) + Fraction(tick) / tpb
     return units * 4 / Fraction(beat_type if beat_type > 0 else 4)
 
 
@@ -70,8 +69,10 @@ class JackTransport(SyncSource):
         self.client: Any = None
         self.snapshot: JackSnapshot | None = None
         self._held: Fraction | None = None
-        self._probe: tuple[int, Fraction] | None = None  # (frame, master beats) to see the master's beats move
-        self.bbt_frozen = False  # a master whose bar|beat|tick stands still while rolling (Ardour 7.3 does)
+        self._probe: tuple[int, int, Fraction] | None = None  # (frame, cycle, master beats): how beats move
+        self.master_speed: Fraction | None = None  # the master's beats measured while rolling, quarters/s
+        self._still = 0  # measurements in a row in which the master's beats did not move
+        self.bbt_frozen = False  # a master whose bar|beat|tick stands still while rolling
         self._closed = threading.Event()
         self._connect(first=True)
 
@@ -154,33 +155,45 @@ class JackTransport(SyncSource):
         self.set_state("rolling" if rolling else "stopped")
         return pos
 
-    def _master_moves(self, snap: JackSnapshot, at_snap: Fraction) -> bool:
-        """False for a master whose beats stood still over half a second of rolling (its tempo and
-        meter may be right, but its bar|beat|tick are not: the tempo map gives the beats instead)."""
+    def _track(self, snap: JackSnapshot, at_snap: Fraction) -> None:
+        """Measure how fast the master's beats move (quarters per second, over ≥ 0.1 s of rolling):
+        that speed, not the master's ``beats_per_minute``, carries its beats ahead (Ardour 7.3 keeps
+        reporting the first tempo of the session after a change). Beats that stand still for half
+        a second while rolling mark a master whose bar|beat|tick are not kept: the tempo map gives
+        the beats instead."""
         if snap.state != ROLLING:
-            return not self.bbt_frozen
-        if self._probe is None or snap.frame < self._probe[0]:
-            self._probe = (snap.frame, at_snap)
-        elif snap.frame - self._probe[0] >= snap.rate // 2:
-            frozen = at_snap == self._probe[1]
-            if frozen and not self.bbt_frozen:
-                with self._lock:
-                    self._news.append(
-                        "the JACK timebase master's bar|beat stands still while rolling: beats from the tempo map"
-                    )
-            self.bbt_frozen, self._probe = frozen, (snap.frame, at_snap)
-        return not self.bbt_frozen
+            self._probe = None
+            return
+        probe = self._probe
+        moved = snap.frame - probe[0] if probe else 0
+        if probe is None or abs(moved - (snap.cycle - probe[1])) > 2 * 8192 or at_snap < probe[2]:
+            self._probe, self.master_speed = (snap.frame, snap.cycle, at_snap), None  # new, or relocated
+            return
+        if moved < snap.rate // 10:
+            return
+        speed = (at_snap - probe[2]) * snap.rate / moved
+        self._still = self._still + 1 if speed == 0 else 0
+        frozen = self._still >= 5
+        if frozen and not self.bbt_frozen:
+            with self._lock:
+                self._news.append(
+                    "the JACK timebase master's bar|beat stands still while rolling: beats from the tempo map"
+                )
+        self.bbt_frozen, self.master_speed = frozen, speed or None
+        self._probe = (snap.frame, snap.cycle, at_snap)
 
     def beats_at(self, seconds: Fraction) -> Fraction | None:
         snap = self.snapshot
         if snap is None or snap.bbt is None:
             return None
         at_snap = master_beats(snap.bbt)
-        if not self._master_moves(snap, at_snap):
+        self._track(snap, at_snap)
+        if self.bbt_frozen:
             return None
-        bpm, unit = Fraction(snap.bbt[7]), Fraction(snap.bbt[6] or 4)
-        speed = 1 if snap.state == ROLLING else 0
-        return at_snap + speed * (seconds - Fraction(snap.frame, snap.rate)) * bpm / 60 * 4 / unit
+        if snap.state != ROLLING:
+            return at_snap
+        speed = self.master_speed or Fraction(snap.bbt[7]) / 60 * 4 / Fraction(snap.bbt[6] or 4)
+        return at_snap + (seconds - Fraction(snap.frame, snap.rate)) * speed
 
     def meter(self) -> TimeSignatureMap | None:
         snap = self.snapshot
@@ -198,6 +211,8 @@ class JackTransport(SyncSource):
         if self.bbt_frozen:
             return f"master's bar|beat frozen: beats from the tempo map, master says {snap.bbt[7]:.2f} BPM"
         bar, beat, tick, _, _, bpb, unit, bpm = snap.bbt
+        if self.master_speed is not None and snap.state == ROLLING:
+            bpm = float(self.master_speed * 60 * Fraction(unit or 4) / 4)  # as it moves (see _track)
         return f"master {bar}|{beat}|{int(tick):04d}, {bpm:.2f} BPM, {bpb:g}/{unit:g}"
 
     def close(self) -> None:

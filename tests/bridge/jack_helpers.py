@@ -7,9 +7,12 @@ import shutil
 import subprocess
 import time
 import uuid
+from fractions import Fraction as F
 
 import numpy as np
 import pytest
+
+from bendbridge.bridge.mtc import frames_timecode
 
 RATE = 48_000
 
@@ -64,5 +67,53 @@ class Player:
         self.pos += len(chunk)
 
     def close(self) -> None:
+        self.client.deactivate()
+        self.client.close()
+
+
+class MtcWriter:
+    """A JACK client that writes MTC quarter frames onto its MIDI output at exact sample positions:
+    from ``code`` seconds (rate code ``rate``) starting at JACK frame time ``start``, for ``length``
+    seconds; the test reads the true position at any frame time from it."""
+
+    def __init__(self, jack):
+        self.client = jack.Client("mtcgen", no_start_server=True)
+        self.port = self.client.midi_outports.register("out")
+        self.plan: tuple[int, F, int, float] | None = None  # (start frame time, code s, rate code, length s)
+        self.client.set_process_callback(self._process)
+        self.client.activate()
+
+    def play(self, code: F, rate: int, length: float, delay: float = 0.05) -> None:
+        start = self.client.frame_time + int(delay * RATE)
+        self.plan = (start, code, rate, length)
+
+    def _process(self, frames):
+        self.port.clear_buffer()
+        if self.plan is None:
+            return
+        start, code, rate, length = self.plan
+        fps = {0: F(24), 1: F(25), 2: F(30000, 1001), 3: F(30)}[rate]
+        first_frame = round(code * fps)  # the code starts on a frame boundary
+        cycle = self.client.last_frame_time
+        q = max(0, -(-(cycle - start) * 4 * fps // RATE))  # the first quarter frame in this cycle
+        while True:
+            at = start + q * RATE / (4 * fps)
+            if at >= cycle + frames or at - start >= length * RATE:
+                break
+            frame = first_frame + (q // 8) * 2  # each group of eight carries the time of its piece 0
+            h, m, s, f = frames_timecode(frame, rate)
+            piece = q % 8
+            value = [f & 15, f >> 4, s & 15, s >> 4, m & 15, m >> 4, h & 15, (h >> 4) | rate << 1][piece]
+            self.port.write_midi_event(int(at) - cycle, bytes([0xF1, piece << 4 | value]))
+            q += 1
+
+    def truth(self, frame_time: int) -> float | None:
+        start, code, rate, length = self.plan
+        if not 0 <= frame_time - start < length * RATE:
+            return None
+        fps = {0: F(24), 1: F(25), 2: F(30000, 1001), 3: F(30)}[rate]
+        return float(F(round(code * fps)) / fps) + (frame_time - start) / RATE
+
+    def close(self):
         self.client.deactivate()
         self.client.close()

@@ -21,13 +21,13 @@ import pytest
 from bendbridge.bridge.live import LiveBridge
 from bendbridge.bridge.live_status import percentile
 from bendbridge.bridge.mapping import MusicMapping
-from bendbridge.bridge.mtc import MtcFollower, frames_timecode
+from bendbridge.bridge.mtc import MtcFollower
 from bendbridge.bridge.sync import SyncError
 from bendbridge.bridge.sync_jack import JackTransport
 from bendbridge.bridge.timeline import FrameGrid, Timeline
 
 sys.path.insert(0, os.path.dirname(__file__))
-from jack_helpers import RATE, start_jack_server  # noqa: E402
+from jack_helpers import RATE, MtcWriter, start_jack_server  # noqa: E402
 
 PERIOD = 256
 jack_server = pytest.fixture(lambda: (yield from start_jack_server(PERIOD)))
@@ -60,7 +60,7 @@ class Master:
     """A JACK client acting as timebase master at a constant tempo in 3/4 (the test changes it)."""
 
     def __init__(self, jack):
-        self.bpm, self.jack = 120.0, jack
+        self.bpm, self.jack, self.frozen = 120.0, jack, False
         self.client = jack.Client("master", no_start_server=True)
         self.client.set_timebase_callback(self._bbt)
         self.client.activate()
@@ -69,7 +69,7 @@ class Master:
         threading.Thread(target=self._sample, daemon=True).start()
 
     def _bbt(self, state, nframes, pos, new_pos):
-        beats = pos.frame / RATE * self.bpm / 60  # quarter notes
+        beats = 0 if self.frozen else pos.frame / RATE * self.bpm / 60  # quarter notes
         pos.valid = pos.valid | 0x10
         pos.bar, pos.beat = int(beats // 3) + 1, int(beats % 3) + 1
         pos.tick = int(beats % 1 * 1920)
@@ -215,54 +215,6 @@ def test_a_session_rate_other_than_jacks_is_refused(jack_server):
         JackTransport(44_100)
 
 
-class MtcWriter:
-    """A JACK client that writes MTC quarter frames onto its MIDI output at exact sample positions:
-    from ``code`` seconds (rate code ``rate``) starting at JACK frame time ``start``, for ``length``
-    seconds; the test reads the true position at any frame time from it."""
-
-    def __init__(self, jack):
-        self.client = jack.Client("mtcgen", no_start_server=True)
-        self.port = self.client.midi_outports.register("out")
-        self.plan: tuple[int, F, int, float] | None = None  # (start frame time, code s, rate code, length s)
-        self.client.set_process_callback(self._process)
-        self.client.activate()
-
-    def play(self, code: F, rate: int, length: float, delay: float = 0.05) -> None:
-        start = self.client.frame_time + int(delay * RATE)
-        self.plan = (start, code, rate, length)
-
-    def _process(self, frames):
-        self.port.clear_buffer()
-        if self.plan is None:
-            return
-        start, code, rate, length = self.plan
-        fps = {0: F(24), 1: F(25), 2: F(30000, 1001), 3: F(30)}[rate]
-        first_frame = round(code * fps)  # the code starts on a frame boundary
-        cycle = self.client.last_frame_time
-        q = max(0, -(-(cycle - start) * 4 * fps // RATE))  # the first quarter frame in this cycle
-        while True:
-            at = start + q * RATE / (4 * fps)
-            if at >= cycle + frames or at - start >= length * RATE:
-                break
-            frame = first_frame + (q // 8) * 2  # each group of eight carries the time of its piece 0
-            h, m, s, f = frames_timecode(frame, rate)
-            piece = q % 8
-            value = [f & 15, f >> 4, s & 15, s >> 4, m & 15, m >> 4, h & 15, (h >> 4) | rate << 1][piece]
-            self.port.write_midi_event(int(at) - cycle, bytes([0xF1, piece << 4 | value]))
-            q += 1
-
-    def truth(self, frame_time: int) -> float | None:
-        start, code, rate, length = self.plan
-        if not 0 <= frame_time - start < length * RATE:
-            return None
-        fps = {0: F(24), 1: F(25), 2: F(30000, 1001), 3: F(30)}[rate]
-        return float(F(round(code * fps)) / fps) + (frame_time - start) / RATE
-
-    def close(self):
-        self.client.deactivate()
-        self.client.close()
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("rate", [0, 1, 2, 3])
 def test_mtc_on_a_jack_midi_port_is_followed_through_a_relocation_and_a_dropout(jack_server, rate):
@@ -315,3 +267,22 @@ def test_mtc_on_a_jack_midi_port_is_followed_through_a_relocation_and_a_dropout(
     print(f"MTC rate {rate}: offset p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms over {len(errors)} samples")
     assert len(errors) > 150
     assert p50 < 2 * PERIOD / RATE and p99 < 1 / 24  # within two periods typically, always within a frame
+
+
+@pytest.mark.slow
+def test_a_master_whose_bar_and_beat_stand_still_is_not_trusted_for_beats(jack_server):
+    master = Master(jack_server)
+    master.frozen = True  # like Ardour 7.3 when it publishes BBT but does not follow JACK transport
+    follower = JackTransport(RATE)
+    try:
+        master.client.transport_start()
+        deadline = time.monotonic() + 5
+        while not follower.bbt_frozen:
+            assert time.monotonic() < deadline, "a standing master was trusted"
+            follower.beats_at(follower.playhead() or F(0))
+            time.sleep(0.02)
+        assert follower.beats_at(follower.playhead()) is None and follower.meter() is None  # the tempo map's
+        assert [n for n in follower.news() if "stands still" in n] and "frozen" in follower.status()
+    finally:
+        follower.close()
+        master.close()

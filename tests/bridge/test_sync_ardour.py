@@ -1,0 +1,143 @@
+"""Headless Ardour 7 as the JACK transport source: Ardour rolls, relocates and crosses a tempo
+change on a ``jackd -d dummy`` server; the bridge's JACK follower and live bridge request frames,
+and each is checked against what JACK said at the frame's due time (sampled by a separate client)
+and against Ardour's own bar|beat|tick published as timebase master."""
+
+from __future__ import annotations
+
+import bisect
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from bendbridge.bridge.live import LiveBridge
+from bendbridge.bridge.live_status import percentile
+from bendbridge.bridge.mapping import MusicMapping
+from bendbridge.bridge.projects import read_project
+from bendbridge.bridge.sync_jack import JackTransport
+from bendbridge.bridge.timeline import FrameGrid, Timeline
+
+sys.path.insert(0, os.path.dirname(__file__))
+from jack_helpers import RATE, start_jack_server  # noqa: E402
+
+DATA = Path(__file__).parent / "data" / "ardour_transport"
+PERIOD = 256
+CHANGE = 14.4  # seconds: 130 BPM from bar 9 (24 quarters at 100 BPM)
+jack_server = pytest.fixture(lambda: (yield from start_jack_server(PERIOD)))
+
+
+class Recorder:
+    def __init__(self):
+        self.sent = []
+
+    def send(self, request, pos=None):
+        self.sent.append((time.time(), request))
+
+
+class Watcher:
+    """A plain JACK client sampling the transport (frame now, state, Ardour's BBT) every 2 ms."""
+
+    def __init__(self, jack):
+        self.jack = jack
+        self.client = jack.Client("watcher", no_start_server=True)
+        self.client.activate()
+        self.log: list[tuple[float, int, int, tuple | None]] = []
+        self._stop = threading.Event()
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self):
+        while not self._stop.is_set():
+            rolling = self.client.transport_state == self.jack.ROLLING
+            frame = self.client.transport_frame
+            _, pos = self.client.transport_query()
+            bbt = None
+            if "bar" in pos:
+                bbt = (pos["bar"], pos["beat"], pos["tick"], pos.get("bar_start_tick", 0.0), pos["ticks_per_beat"],
+                       pos["beats_per_bar"], pos["beat_type"], pos["beats_per_minute"])  # fmt: skip
+            self.log.append((time.time(), int(rolling), int(frame), bbt))
+            time.sleep(0.002)
+
+    def frame_at(self, wall: float) -> float | None:
+        i = bisect.bisect(self.log, (wall, 9, 0, None))
+        if i == 0 or i >= len(self.log):
+            return None
+        (t0, r0, f0, _), (t1, r1, f1, _) = self.log[i - 1], self.log[i]
+        if not (r0 and r1 and 0 <= f1 - f0 <= (t1 - t0) * RATE + 2 * PERIOD):
+            return None
+        return f0 + (wall - t0) * RATE
+
+    def close(self):
+        self._stop.set()
+        self.client.deactivate()
+        self.client.close()
+
+
+@pytest.mark.slow
+def test_ardour_on_jack_rolls_relocates_and_changes_tempo_and_the_bridge_follows(jack_server, tmp_path):
+    exe = shutil.which("ardour7-lua")
+    if exe is None:
+        if os.environ.get("BENDBRIDGE_REQUIRE_NATIVE") == "1":
+            pytest.fail("headless Ardour 7 is required (apt install ardour)")
+        pytest.skip("headless Ardour 7 is not installed (apt install ardour)")
+    home = tmp_path / "home"
+    (home / ".config" / "ardour7").mkdir(parents=True)
+    shutil.copy(DATA / "config", home / ".config" / "ardour7" / "config")  # JACK Transport is Ardour's master
+    env = {**os.environ, "HOME": str(home), "BB_SESSION_DIR": str(tmp_path / "session")}
+    ardour = subprocess.Popen([exe, str(DATA / "roll.lua")], env=env, stdout=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(iter(ardour.stdout.readline, "")), daemon=True).start()
+    watcher = Watcher(jack_server)
+    deadline = time.monotonic() + 60
+    while not any("READY" in line for line in lines):
+        assert ardour.poll() is None and time.monotonic() < deadline, "Ardour did not start: " + "".join(lines)
+        time.sleep(0.05)
+    session = read_project(tmp_path / "session" / "session.ardour")  # Ardour's saved tempo map
+    follower = JackTransport(RATE)
+    bridge = LiveBridge(Recorder(), Timeline(FrameGrid(30, RATE), session.tempo, session.meter),
+                        MusicMapping([]), follower.playhead, 0.3, sync=follower)  # fmt: skip
+    states, stop = [], threading.Event()
+
+    def loop():
+        while not stop.is_set():
+            bridge.tick()
+            follower.measure()
+            if not states or states[-1] != follower.state:
+                states.append(follower.state)
+            time.sleep(0.005)
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    try:
+        assert ardour.wait(60) == 0 and any("DONE" in line for line in lines)
+    finally:
+        stop.set()
+        thread.join()
+        follower.close()
+        watcher.close()
+    assert "rolling" in states and states[-1] == "stopped"  # Ardour's roll and stop reached the bridge
+    errors, beat_errors = [], []
+    for sent, req in bridge.client.sent:
+        truth, at_send = watcher.frame_at(req.deadline), watcher.frame_at(sent)
+        if truth is None or at_send is None or abs(truth - at_send - (req.deadline - sent) * RATE) > 2 * PERIOD:
+            continue
+        errors.append(req.sample - truth)
+        seconds = truth / RATE
+        if not at_send / RATE < CHANGE + 0.15 <= seconds + 0.15:  # not requested before the change and due after
+            beat_errors.append(
+                float(req.beats - session.tempo.beats_at(seconds)) * 60 / (100 if seconds < CHANGE else 130)
+            )
+    worst_beat_ms = max(abs(e) for e in beat_errors) * 1000
+    print(f"Ardour JACK transport offset: p50 {percentile([abs(e) for e in errors], 0.5):.0f} samples, "
+          f"max {max(abs(e) for e in errors):.0f}; beats max {worst_beat_ms:.2f} ms")  # fmt: skip
+    assert len(errors) > 80 and max(abs(e) for e in errors) <= PERIOD  # within one JACK period
+    assert max(abs(e) for e in beat_errors) <= PERIOD / RATE  # Ardour's beats, within one period of time
+    frames = [req.frame for _, req in bridge.client.sent]
+    assert 13 * 30 in frames and all(frames.count(f) == 1 for f in frames if f >= 13 * 30)  # relocated, once each
+    assert abs(float(follower.master_speed) * 60 - 130) < 1  # Ardour's beats moved at 130 BPM after bar 9 …
+    assert {b[7] for *_, b in watcher.log if b and b[0] >= 10} == {100.0}  # … while its BBT field still said 100
