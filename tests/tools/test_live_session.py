@@ -22,7 +22,7 @@ from bendbridge.server.model import EMBEDDED_MODEL
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "bridge"))
 from headless_chromium import Browser  # noqa: E402
-from jack_helpers import RATE, Player, start_jack_server  # noqa: E402
+from jack_helpers import RATE, MtcWriter, Player, start_jack_server  # noqa: E402
 
 jack_server = pytest.fixture(start_jack_server)
 
@@ -150,6 +150,38 @@ def test_the_demo_follows_jack_transport_from_a_timebase_master(server_process, 
     assert "sync jack" in next(line for line in lines if line.startswith("live session:"))
 
 
+@pytest.mark.slow
+def test_the_demo_follows_midi_time_code_on_a_jack_midi_port(server_process, demo, tmp_path, jack_server):
+    from fractions import Fraction
+
+    pytest.importorskip("rtmidi")
+    writer = MtcWriter(jack_server)
+    server = server_process(EMBEDDED_MODEL, tmp_path / "out")
+    bridge = subprocess.Popen(
+        [sys.executable, "-m", "bendbridge.tools.cli", "bridge", "--config", str(demo["config"]), "--server",
+         server.url, "--osc-port", str(_free_udp_port()), "--no-view", "--sync", "mtc", "--midi-in", "mtcgen:out",
+         "--midi-backend", "mido.backends.rtmidi/UNIX_JACK", "--output", "mtc"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )  # fmt: skip
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(iter(bridge.stdout.readline, "")), daemon=True).start()
+    try:
+        _wait(lambda: any("playhead from mtc" in line for line in lines), 120, "the bridge: " + "".join(lines))
+        writer.play(Fraction(6), 1, 30.0)  # 00:00:06:00 at 25 fps, running
+        _wait(lambda: any(re.search(r"delivered ([1-9]\d)", line) for line in lines), 120, "ten frames")
+    finally:
+        bridge.send_signal(signal.SIGINT)
+        bridge.wait(60)
+        writer.close()
+    out = "".join(lines)
+    assert bridge.returncode == 0 and "Traceback" not in out, out
+    assert "MTC locked at 00:00:06:00 (25 fps)" in out
+    status = [line for line in lines if "sync mtc rolling (25 fps)" in line]
+    assert status and re.search(r"\((6|7|8|9|10)\.\d\d s\)", status[0])
+    frames = sorted(int(p.stem.split("_")[-1]) for p in (tmp_path / "out" / "mtc").glob("*.png"))
+    assert frames and frames[0] >= 6 * 24  # rendered from where the code is
+
+
 def _bbt_at_90_in_3_4(state, nframes, pos, new_pos):
     beats = pos.frame / RATE * 1.5
     pos.valid = pos.valid | 0x10
@@ -185,4 +217,5 @@ def test_following_jack_with_no_server_is_one_line_and_exit_2(demo):
         [sys.executable, "-m", "bendbridge.tools.cli", "bridge", "--config", str(demo["config"]), "--sync", "jack"],
         capture_output=True, text=True, env=env, timeout=60,
     )  # fmt: skip
-    assert r.returncode == 2 and "no JACK server 'absent-bendbridge' to follow" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert r.returncode == 2 and "no JACK server 'absent-bendbridge' to follow" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
