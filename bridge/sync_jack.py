@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -69,9 +70,8 @@ class JackTransport(SyncSource):
         self.client: Any = None
         self.snapshot: JackSnapshot | None = None
         self._held: Fraction | None = None
-        self._probe: tuple[int, int, Fraction] | None = None  # (frame, cycle, master beats): how beats move
+        self._seen: deque[tuple[int, int, Fraction]] = deque()  # (frame, cycle, master beats) while rolling
         self.master_speed: Fraction | None = None  # the master's beats measured while rolling, quarters/s
-        self._still = 0  # measurements in a row in which the master's beats did not move
         self.bbt_frozen = False  # a master whose bar|beat|tick stands still while rolling
         self._closed = threading.Event()
         self._connect(first=True)
@@ -156,31 +156,36 @@ class JackTransport(SyncSource):
         return pos
 
     def _track(self, snap: JackSnapshot, at_snap: Fraction) -> None:
-        """Measure how fast the master's beats move (quarters per second, over ≥ 0.1 s of rolling):
-        that speed, not the master's ``beats_per_minute``, carries its beats ahead (Ardour 7.3 keeps
-        reporting the first tempo of the session after a change). Beats that stand still for half
-        a second while rolling mark a master whose bar|beat|tick are not kept: the tempo map gives
-        the beats instead."""
+        """Measure how fast the master's beats move (quarters per second over the last 0.1 s of
+        rolling, sliding with every period seen): that speed, not the master's ``beats_per_minute``,
+        carries its beats ahead (Ardour 7.3 keeps reporting the session's first tempo after a
+        change). Beats that stand still over half a second of rolling mark a master whose
+        bar|beat|tick are not kept: the tempo map gives the beats instead."""
+        seen = self._seen
         if snap.state != ROLLING:
-            self._probe = None
+            seen.clear()
             return
-        probe = self._probe
-        moved = snap.frame - probe[0] if probe else 0
-        if probe is None or abs(moved - (snap.cycle - probe[1])) > 2 * 8192 or at_snap < probe[2]:
-            self._probe, self.master_speed = (snap.frame, snap.cycle, at_snap), None  # new, or relocated
+        if seen and (at_snap < seen[-1][2] or abs(snap.frame - seen[-1][0] - (snap.cycle - seen[-1][1])) > 16384):
+            seen.clear()  # relocated
+        if not seen or snap.frame != seen[-1][0]:
+            seen.append((snap.frame, snap.cycle, at_snap))
+        while len(seen) > 2 and snap.frame - seen[1][0] >= snap.rate:
+            seen.popleft()  # keep about a second
+        older = [e for e in seen if snap.frame - e[0] >= snap.rate // 10]
+        if not older:
+            self.master_speed = None
             return
-        if moved < snap.rate // 10:
-            return
-        speed = (at_snap - probe[2]) * snap.rate / moved
-        self._still = self._still + 1 if speed == 0 else 0
-        frozen = self._still >= 5
+        frame, _, beats = older[-1]  # the newest sample at least 0.1 s back
+        self.master_speed = (at_snap - beats) * snap.rate / (snap.frame - frame) or None
+        span = snap.frame - seen[0][0]
+        frozen = span >= snap.rate // 2 and at_snap == seen[0][2]
         if frozen and not self.bbt_frozen:
             with self._lock:
                 self._news.append(
                     "the JACK timebase master's bar|beat stands still while rolling: beats from the tempo map"
                 )
-        self.bbt_frozen, self.master_speed = frozen, speed or None
-        self._probe = (snap.frame, snap.cycle, at_snap)
+        if frozen or span >= snap.rate // 2:
+            self.bbt_frozen = frozen
 
     def beats_at(self, seconds: Fraction) -> Fraction | None:
         snap = self.snapshot

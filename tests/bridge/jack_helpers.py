@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import bisect
 import os
 import shutil
 import subprocess
+import threading
 import time
 import uuid
 from fractions import Fraction as F
@@ -117,3 +119,63 @@ class MtcWriter:
     def close(self):
         self.client.deactivate()
         self.client.close()
+
+
+class Recorder:
+    """Stands in for the render client: keeps every frame request with the wall time it was sent."""
+
+    def __init__(self):
+        self.sent = []
+
+    def send(self, request, pos=None):
+        self.sent.append((time.time(), request))
+
+
+class TransportLog:
+    """Samples ``client``'s view of JACK transport every 2 ms from a thread: (wall time, rolling,
+    the transport frame now, the timebase master's BBT fields or None)."""
+
+    def __init__(self, jack, client, period: int):
+        self.jack, self.client, self.period = jack, client, period
+        self.log: list[tuple[float, int, int, tuple | None]] = []
+        self._stop = threading.Event()
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self):
+        while not self._stop.is_set():
+            rolling = self.client.transport_state == self.jack.ROLLING
+            frame, wall = self.client.transport_frame, time.time()  # the frame now, and when
+            _, pos = self.client.transport_query()
+            bbt = None
+            if "bar" in pos:
+                bbt = (pos["bar"], pos["beat"], pos["tick"], pos.get("bar_start_tick", 0.0), pos["ticks_per_beat"],
+                       pos["beats_per_bar"], pos["beat_type"], pos["beats_per_minute"])  # fmt: skip
+            self.log.append((wall, int(rolling), int(frame), bbt))
+            time.sleep(0.002)
+
+    def frame_at(self, wall: float) -> float | None:
+        """The transport frame at wall time ``wall``, interpolated between two samples of one
+        rolling stretch (None across a relocation or a stop)."""
+        i = bisect.bisect(self.log, (wall, 9, 0, None))
+        if i == 0 or i >= len(self.log):
+            return None
+        (t0, r0, f0, _), (t1, r1, f1, _) = self.log[i - 1], self.log[i]
+        if not (r0 and r1 and 0 <= f1 - f0 <= (t1 - t0) * RATE + 2 * self.period):
+            return None
+        return f0 + (wall - t0) * RATE
+
+    def at_due(self, sent: list) -> list[tuple[float, float, float, object]]:
+        """(wall time sent, frame then, frame at due time, request) of each request whose due time the
+        transport reached rolling from where it was when the request was sent (no relocation or
+        stop in between)."""
+        out = []
+        for wall, req in sent:
+            truth, at_send = self.frame_at(req.deadline), self.frame_at(wall)
+            if truth is None or at_send is None:
+                continue
+            if abs(truth - at_send - (req.deadline - wall) * RATE) <= 2 * self.period:
+                out.append((wall, at_send, truth, req))
+        return out
+
+    def close(self):
+        self._stop.set()

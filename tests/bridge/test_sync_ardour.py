@@ -5,7 +5,6 @@ and against Ardour's own bar|beat|tick published as timebase master."""
 
 from __future__ import annotations
 
-import bisect
 import os
 import shutil
 import subprocess
@@ -24,58 +23,12 @@ from bendbridge.bridge.sync_jack import JackTransport
 from bendbridge.bridge.timeline import FrameGrid, Timeline
 
 sys.path.insert(0, os.path.dirname(__file__))
-from jack_helpers import RATE, start_jack_server  # noqa: E402
+from jack_helpers import RATE, Recorder, TransportLog, start_jack_server  # noqa: E402
 
 DATA = Path(__file__).parent / "data" / "ardour_transport"
 PERIOD = 256
 CHANGE = 14.4  # seconds: 130 BPM from bar 9 (24 quarters at 100 BPM)
 jack_server = pytest.fixture(lambda: (yield from start_jack_server(PERIOD)))
-
-
-class Recorder:
-    def __init__(self):
-        self.sent = []
-
-    def send(self, request, pos=None):
-        self.sent.append((time.time(), request))
-
-
-class Watcher:
-    """A plain JACK client sampling the transport (frame now, state, Ardour's BBT) every 2 ms."""
-
-    def __init__(self, jack):
-        self.jack = jack
-        self.client = jack.Client("watcher", no_start_server=True)
-        self.client.activate()
-        self.log: list[tuple[float, int, int, tuple | None]] = []
-        self._stop = threading.Event()
-        threading.Thread(target=self._run, daemon=True).start()
-
-    def _run(self):
-        while not self._stop.is_set():
-            rolling = self.client.transport_state == self.jack.ROLLING
-            frame = self.client.transport_frame
-            _, pos = self.client.transport_query()
-            bbt = None
-            if "bar" in pos:
-                bbt = (pos["bar"], pos["beat"], pos["tick"], pos.get("bar_start_tick", 0.0), pos["ticks_per_beat"],
-                       pos["beats_per_bar"], pos["beat_type"], pos["beats_per_minute"])  # fmt: skip
-            self.log.append((time.time(), int(rolling), int(frame), bbt))
-            time.sleep(0.002)
-
-    def frame_at(self, wall: float) -> float | None:
-        i = bisect.bisect(self.log, (wall, 9, 0, None))
-        if i == 0 or i >= len(self.log):
-            return None
-        (t0, r0, f0, _), (t1, r1, f1, _) = self.log[i - 1], self.log[i]
-        if not (r0 and r1 and 0 <= f1 - f0 <= (t1 - t0) * RATE + 2 * PERIOD):
-            return None
-        return f0 + (wall - t0) * RATE
-
-    def close(self):
-        self._stop.set()
-        self.client.deactivate()
-        self.client.close()
 
 
 @pytest.mark.slow
@@ -92,7 +45,9 @@ def test_ardour_on_jack_rolls_relocates_and_changes_tempo_and_the_bridge_follows
     ardour = subprocess.Popen([exe, str(DATA / "roll.lua")], env=env, stdout=subprocess.PIPE, text=True)
     lines: list[str] = []
     threading.Thread(target=lambda: lines.extend(iter(ardour.stdout.readline, "")), daemon=True).start()
-    watcher = Watcher(jack_server)
+    watcher_client = jack_server.Client("watcher", no_start_server=True)
+    watcher_client.activate()
+    watcher = TransportLog(jack_server, watcher_client, PERIOD)
     deadline = time.monotonic() + 60
     while not any("READY" in line for line in lines):
         assert ardour.poll() is None and time.monotonic() < deadline, "Ardour did not start: " + "".join(lines)
@@ -120,12 +75,10 @@ def test_ardour_on_jack_rolls_relocates_and_changes_tempo_and_the_bridge_follows
         thread.join()
         follower.close()
         watcher.close()
+        watcher_client.close()
     assert "rolling" in states and states[-1] == "stopped"  # Ardour's roll and stop reached the bridge
     errors, beat_errors = [], []
-    for sent, req in bridge.client.sent:
-        truth, at_send = watcher.frame_at(req.deadline), watcher.frame_at(sent)
-        if truth is None or at_send is None or abs(truth - at_send - (req.deadline - sent) * RATE) > 2 * PERIOD:
-            continue
+    for _, at_send, truth, req in watcher.at_due(bridge.client.sent):
         errors.append(req.sample - truth)
         seconds = truth / RATE
         if not at_send / RATE < CHANGE + 0.15 <= seconds + 0.15:  # not requested before the change and due after
