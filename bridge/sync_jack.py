@@ -216,9 +216,12 @@ class JackTransport(SyncSource):
         if self.bbt_frozen:
             return f"master's bar|beat frozen: beats from the tempo map, master says {snap.bbt[7]:.2f} BPM"
         bar, beat, tick, _, _, bpb, unit, bpm = snap.bbt
+        text = f"master {bar}|{beat}|{int(tick):04d}, {bpm:.2f} BPM, {bpb:g}/{unit:g}"
         if self.master_speed is not None and snap.state == ROLLING:
-            bpm = float(self.master_speed * 60 * Fraction(unit or 4) / 4)  # as it moves (see _track)
-        return f"master {bar}|{beat}|{int(tick):04d}, {bpm:.2f} BPM, {bpb:g}/{unit:g}"
+            moving = float(self.master_speed * 60 * Fraction(unit or 4) / 4)  # as its beats move (see _track)
+            if abs(moving - bpm) > 0.01 * bpm:
+                text += f", its beats move at {moving:.1f} BPM"
+        return text
 
     def close(self) -> None:
         self._closed.set()

@@ -145,7 +145,9 @@ def _sync_choice(args: argparse.Namespace) -> str:
         raise BendbridgeError("--clock", f"--clock is --sync clock; it cannot go with --sync {args.sync}")
     sync = "clock" if args.clock else (args.sync or "osc")
     if args.link and sync != "osc":
-        raise BendbridgeError("--sync", f"give --link (the plugin's transport) or --sync {sync}, not both")
+        flag = "--clock" if args.clock else "--sync"
+        what = f"{flag} (MIDI clock)" if args.clock else f"--sync {sync}"
+        raise BendbridgeError(flag, f"give --link (the plugin's transport) or {what}, not both")
     if sync in ("clock", "mtc") and not args.midi_in:
         raise BendbridgeError("--midi-in", f"--sync {sync} reads MIDI: name the input port with --midi-in")
     if sync != "link" and (args.link_free or args.quantum != 4.0):
@@ -163,7 +165,7 @@ def _project(args: argparse.Namespace):
     if not given:
         return None
     fmt, path = given[0]
-    return read_project(path, {"midi": ".mid", "rpp": ".rpp", "ardour": ".ardour"}.get(fmt, f".{fmt}"))
+    return read_project(path, ".mid" if fmt == "midi" else f".{fmt}")  # read as the flag says, whatever its suffix
 
 
 def _sync_source(sync: str, args: argparse.Namespace, tempo_bpm: float):
