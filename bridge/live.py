@@ -163,7 +163,7 @@ class LiveBridge:
 
     def tick(self) -> list[int]:
         """Request the frames now due within the lookahead; returns their indices."""
-        pos = self.playhead()
+        pos, now_wall = self.playhead(), time.time()  # the wall time the playhead was read at
         if pos is None:
             return []
         g = self.timeline.grid
@@ -185,11 +185,10 @@ class LiveBridge:
         feats_arr = {k: np.full(len(todo), v) for k, v in feats.items()}
         params = self.mapping.resolve(positions, timeline, feats_arr, self.lanes)
         cc = self.cc_values() if self.cc_values else {}
-        now_wall, now_pos = time.time(), pos
         for p, pp in zip(positions, params):
             for bend, vals in cc.items():
                 pp.setdefault(bend, {}).update(vals)
-            deadline = now_wall + float(p.seconds - now_pos)
+            deadline = now_wall + float(p.seconds - pos)
             self.client.send(
                 FrameRequest(
                     frame=p.frame,
