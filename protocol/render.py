@@ -13,9 +13,24 @@ from typing import Any
 from .errors import PlanError, hint
 from .fields import Field, validate_value
 
-__all__ = ["RENDER_FIELDS", "SCHEDULERS", "RenderSettings", "check_scheduler", "render_identity"]
+__all__ = [
+    "PRECISION_HELP",
+    "PRECISIONS",
+    "RENDER_FIELDS",
+    "SCHEDULERS",
+    "RenderSettings",
+    "check_scheduler",
+    "render_identity",
+]
 
 SCHEDULERS = ("default", "ddim", "euler", "dpm", "pndm")  # "default": the model folder's own scheduler
+# the number format a model computes in: auto = fp16 on CUDA, bf16 on a CPU with native bf16
+# (AVX512-BF16 or AMX), else fp32; fp16 runs only on a GPU
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PRECISION_HELP = (
+    "number format of the model: auto (fp16 on CUDA; bf16 on a CPU with native bf16, else fp32), fp32, "
+    "bf16, fp16 (GPU only); default fp16 on CUDA, else fp32"
+)
 
 RENDER_FIELDS: dict[str, Field] = {
     "prompts": Field("list_str", max_len=64),

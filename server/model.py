@@ -28,6 +28,8 @@ __all__ = [
     "default_device",
     "load_model",
     "model_defaults",
+    "native_bf16",
+    "precision_dtype",
 ]
 
 EMBEDDED_MODEL = Path(__file__).resolve().parent / "embedded" / "model"
@@ -82,15 +84,39 @@ def default_device() -> torch.device:
     return torch.device("cpu")
 
 
+def native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX). Without it PyTorch
+    emulates bf16 and a model runs several times slower than in fp32 (``bendbridge bench model``)."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+def precision_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """The dtype a model computes in for ``--precision`` (see :data:`~protocol.render.PRECISIONS`)."""
+    from bendbridge.protocol.render import PRECISIONS
+
+    if precision not in PRECISIONS:
+        raise ModelError("--precision", f"{precision!r} is not a precision; allowed: {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        if device.type == "cuda":
+            return torch.float16
+        return torch.bfloat16 if device.type == "cpu" and native_bf16() else torch.float32
+    if precision == "fp16" and device.type == "cpu":
+        raise ModelError("--precision", "fp16 runs only on a GPU; on the CPU use fp32 or bf16")
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
 def load_model(
     model: str | Path | None = None,
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
     channels_last: bool = True,
+    precision: str | None = None,
 ) -> LoadedModel:
     """Load a diffusers Stable Diffusion folder (default: the embedded model) onto ``device``.
 
-    ``dtype`` defaults to float16 on CUDA and float32 elsewhere. ``channels_last`` stores the
+    ``precision`` (auto, fp32, bf16, fp16) chooses the dtype by name (:func:`precision_dtype`);
+    otherwise ``dtype`` defaults to float16 on CUDA and float32 elsewhere. ``channels_last`` stores the
     U-Net's and VAE's convolution weights NHWC, which the oneDNN and cuDNN kernels run faster
     (measured here: 8–16 % less time per U-Net row on CPU, batch 1–16; images within 1/255).
     Never touches the network. Raises ModelError naming the folder when it is not a diffusers
@@ -99,6 +125,8 @@ def load_model(
     path = Path(model) if model is not None else EMBEDDED_MODEL
     _check_folder(path)
     dev = torch.device(device) if device is not None else default_device()
+    if precision is not None:
+        dtype = precision_dtype(precision, dev)
     if dtype is None:
         dtype = torch.float16 if dev.type == "cuda" else torch.float32
     with _quiet_hub_libraries():

@@ -1,7 +1,9 @@
 """Seconds per frame of the embedded model (or ``--model DIR``): batch 1 and batch 8, with and
-without classifier-free guidance, measured interleaved in one run.
+without classifier-free guidance, measured interleaved in one run; then, per precision, the U-Net
+row's achieved GFLOP/s against this machine's matmul peak in the same precision, and the demo's
+frames in each precision against fp32 (see ``bench_limits``).
 
-    bendbridge bench model [--model DIR] [--steps N] [--repeats R]
+    bendbridge bench model [--model DIR] [--steps N] [--repeats R] [--precisions fp32,bf16]
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--precisions", default="fp32,bf16", help="compared on the CPU (fp16 needs a GPU)")
+    ap.add_argument("--frames", type=int, default=8, help="demo frames rendered in each precision")
     args = ap.parse_args(argv)
 
     from bendbridge.protocol.render import RenderSettings
@@ -51,7 +55,37 @@ def main(argv: list[str] | None = None) -> int:
         s1, s8 = t[(label, 1)], t[(label, 8)] / 8
         print(f"{label:<8}{s1:>11.3f} s/f{s8:>11.3f} s/f{s1 / s8:>19.2f}x")
     print(f"guidance costs ×{t[('cfg', 8)] / t[('no-cfg', 8)]:.2f} at batch 8")
+    _limits(args, [p.strip() for p in args.precisions.split(",") if p.strip()])
     return 0
+
+
+def _limits(args: argparse.Namespace, precisions: list[str]) -> None:
+    """The U-Net row against the matmul peak, per precision; the demo in each precision vs fp32."""
+    from bendbridge.server.model import load_model, native_bf16, precision_dtype
+
+    from .bench_limits import matmul_peak, precision_difference, row_speed, unet_row_flops
+
+    for name in precisions:
+        precision_dtype(name, torch.device("cpu"))  # a wrong name or fp16 on the CPU is one line
+    print(
+        f"\nagainst the limit: CPU {torch.backends.cpu.get_cpu_capability()}, native bf16 "
+        f"{'yes' if native_bf16() else 'no (emulated)'}, {torch.get_num_threads()} threads, U-Net rows at batch 16"
+    )
+    print(f"{'':<6}{'GFLOP/row':>10}{'ms/row':>9}{'GFLOP/s':>9}{'peak GFLOP/s':>14}{'of peak':>9}  peak measured on")
+    for name in precisions:
+        model = load_model(args.model, "cpu", precision=name)
+        flops, seconds = unet_row_flops(model), row_speed(model)
+        peak, n, kernel = matmul_peak(model.pipe.unet.dtype)
+        achieved = flops / seconds
+        print(
+            f"{name:<6}{flops / 1e9:>10.3f}{seconds * 1000:>9.2f}{achieved / 1e9:>9.1f}{peak / 1e9:>14.1f}"
+            f"{achieved / peak:>9.0%}  {kernel} {n}x{n}"
+        )
+    diffs = precision_difference(args.model, precisions, args.frames)
+    print(f"\nthe demo's first {args.frames} frames, each precision against fp32 (pixel values 0-255)")
+    print(f"{'':<6}{'s/frame':>9}{'max diff':>10}{'mean diff':>11}")
+    for name, d in diffs.items():
+        print(f"{name:<6}{d['s_per_frame']:>9.3f}{d['max']:>10.0f}{d['mean']:>11.3f}")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 
 from bendbridge.protocol.errors import BendbridgeError
-from bendbridge.protocol.render import SCHEDULERS, check_scheduler
+from bendbridge.protocol.render import PRECISION_HELP, PRECISIONS, SCHEDULERS, check_scheduler
 
 __all__ = ["add_commands"]
 
@@ -19,6 +19,7 @@ def _model_args(p: argparse.ArgumentParser) -> None:
         "--model", type=Path, default=None, help="diffusers Stable Diffusion folder (default: the embedded model)"
     )
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: best available)")
+    p.add_argument("--precision", default=None, choices=PRECISIONS, help=PRECISION_HELP)
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -67,7 +68,7 @@ def run_layers(args: argparse.Namespace) -> int:
     settings = RenderSettings(("layers",)).override(
         {"width": "--size", "height": "--size"}, width=args.size, height=args.size
     )
-    model = load_model(args.model, args.device)
+    model = load_model(args.model, args.device, precision=args.precision)
     r = Renderer(model, RenderConfig(settings))
     c = model.pipe.unet.config.in_channels
     h, w = r.height // r.vae_factor, r.width // r.vae_factor
@@ -125,9 +126,10 @@ def run_render(args: argparse.Namespace) -> int:
     from bendbridge.server.model import load_model
     from bendbridge.server.render import FrameSpec, RenderConfig, Renderer
 
-    res = Renderer(load_model(args.model, args.device), RenderConfig(settings, plan, scheduler=args.scheduler)).render(
-        [FrameSpec(noise_angle=args.noise_angle, prompt_weights=weights)]
-    )[0]
+    res = Renderer(
+        load_model(args.model, args.device, precision=args.precision),
+        RenderConfig(settings, plan, scheduler=args.scheduler),
+    ).render([FrameSpec(noise_angle=args.noise_angle, prompt_weights=weights)])[0]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(res.image).save(args.out)
     for f in res.faults:
@@ -145,7 +147,7 @@ def run_sweep(args: argparse.Namespace) -> int:
 
     from bendbridge.server.model import load_model
 
-    sheet = render_sheet(load_model(args.model, args.device), sweep)
+    sheet = render_sheet(load_model(args.model, args.device, precision=args.precision), sweep)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(args.out)
     print(f"wrote {args.out} ({len(sweep.rows)} rows)")

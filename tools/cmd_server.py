@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from bendbridge.protocol.errors import BendbridgeError
+from bendbridge.protocol.render import PRECISION_HELP, PRECISIONS
 from bendbridge.protocol.security import DEFAULT_CONTROL, DEFAULT_EVENTS
 from bendbridge.protocol.values import finite_number
 
@@ -24,6 +25,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--events", default=DEFAULT_EVENTS, help=f"event endpoint, PUB (default {DEFAULT_EVENTS})")
     p.add_argument("--model", type=Path, default=None, help="diffusers folder (default: the embedded model)")
     p.add_argument("--device", default=None)
+    p.add_argument("--precision", default=None, choices=PRECISIONS, help=PRECISION_HELP)
     p.add_argument(
         "--output-root", type=Path, default=Path("renders"), help="every file the server writes goes under here"
     )
@@ -75,6 +77,7 @@ def run_serve(args: argparse.Namespace) -> int:
         events=args.events,
         model=args.model,
         device=args.device,
+        precision=args.precision,
         output_root=args.output_root,
         max_batch=args.max_batch,
         keys=args.keys,
@@ -83,7 +86,7 @@ def run_serve(args: argparse.Namespace) -> int:
     w = server.welcome()
     print(
         f"bendbridge server: control {server.control_endpoint}, events {server.events_endpoint}, "
-        f"model {w.model} on {w.device}, "
+        f"model {w.model} on {w.device} in {str(server.model.pipe.unet.dtype).removeprefix('torch.')}, "
         f"output root {server.root}, auth {w.auth}",
         flush=True,
     )

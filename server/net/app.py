@@ -55,6 +55,7 @@ class ServerConfig:
     events: str = DEFAULT_EVENTS
     model: Path | None = None  # None: the embedded model
     device: str | None = None
+    precision: str | None = None  # auto, fp32, bf16, fp16 (None: fp16 on CUDA, else fp32)
     output_root: Path = Path("renders")
     max_batch: int = 8
     keys: Path | None = None  # CURVE key folder; required for non-loopback endpoints
@@ -81,7 +82,7 @@ class RenderServer:
         if model is None:
             from bendbridge.server.model import load_model
 
-            model = load_model(config.model, config.device)
+            model = load_model(config.model, config.device, precision=config.precision)
         self.model = model
         self.model_name = model.name
         self.sessions: dict[str, RenderSession] = {}

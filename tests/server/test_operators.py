@@ -96,8 +96,9 @@ def test_r6_with_all_angles_zero_is_bit_identical():
     assert torch.equal(y, x)
 
 
-def test_rotate_plane_by_zero_and_multiply_by_one_and_add_zero_are_bit_identical():
-    x = _x()
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_rotate_plane_by_zero_and_multiply_by_one_and_add_zero_are_bit_identical(dtype):
+    x = _x().to(dtype)
     assert torch.equal(run("rotate_plane", x, angle=_p(0, 0, 0), plane=(0, 2)), x)
     assert torch.equal(run("multiply", x, factor=_p(1, 1, 1)), x)
     assert torch.equal(run("add", x, value=_p(0, 0, 0)), x)
@@ -292,3 +293,36 @@ def test_every_operator_gives_the_same_result_on_channels_last_activations(name)
     plain = run(name, x, **params)
     cl = run(name, x.contiguous(memory_format=torch.channels_last), **params)
     torch.testing.assert_close(cl, plain, rtol=1e-6, atol=1e-6)
+
+
+def _demo_params(name: str, b: int) -> dict:
+    """A parameter set that moves the operator away from its identity (per sample where a float)."""
+    spec = operator_spec(name)
+    params = {}
+    for k, p in spec.params.items():
+        if p.kind == "float":
+            v = (
+                p.default
+                if p.identity is None or p.default != p.identity
+                else (p.lo if p.lo is not None and p.lo != p.identity else p.identity + 0.5)
+            )
+            params[k] = _p(*[v] * b)
+        elif p.kind == "matrix":
+            params[k] = torch.eye(4, dtype=torch.float64).flip(0).expand(b, 4, 4)
+        else:
+            params[k] = p.default
+    return params
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("name", sorted(n for n, s in CATALOGUE.items() if 4 in s.ranks))
+def test_every_operator_keeps_reduced_precision_and_agrees_with_float32(name, dtype):
+    x = _x(b=2, c=4, h=8, w=8).to(dtype)  # activations as a bf16/fp16 model hands them over
+    params = _demo_params(name, 2)
+    low = run(name, x, **params)
+    ref = run(name, x.float(), **params)  # the same (rounded) input, in float32
+    assert low.dtype == dtype and low.shape == x.shape and torch.isfinite(low).all() == torch.isfinite(ref).all()
+    eps = torch.finfo(dtype).eps
+    scale = ref.abs().max().clamp(min=1.0)
+    # the reduced type rounds every intermediate: agree within a few of its ulps of the output's scale
+    torch.testing.assert_close(low.float(), ref, rtol=8 * eps, atol=8 * eps * scale)

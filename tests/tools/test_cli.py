@@ -106,11 +106,22 @@ def test_every_tool_module_imports():
 
 @needs_model
 @pytest.mark.slow
-def test_bench_model_runs_and_prints_both_guidance_settings():
-    r = bb("bench", "model", "--steps", "2", "--repeats", "1")
+def test_bench_model_prints_guidance_the_limit_and_each_precision_against_fp32():
+    r = bb("bench", "model", "--steps", "2", "--repeats", "1", "--frames", "2")
     assert r.returncode == 0, r.stderr
     rows = {line.split()[0]: line.split() for line in r.stdout.splitlines() if line.startswith(("cfg", "no-cfg"))}
     assert set(rows) == {"cfg", "no-cfg"} and all(float(v[1]) > 0 for v in rows.values())
+    limit, demo = r.stdout.split("against the limit")[1].split("against fp32")
+    row = {line.split()[0]: line.split() for line in limit.splitlines() if line.startswith(("fp32", "bf16"))}
+    assert set(row) == {"fp32", "bf16"} and float(row["fp32"][1]) == pytest.approx(float(row["bf16"][1]))
+    assert 0 < float(row["fp32"][5].rstrip("%")) <= 100  # the row's GFLOP/s is a share of the measured peak
+    diff = {line.split()[0]: line.split() for line in demo.splitlines() if line.startswith(("fp32", "bf16"))}
+    assert diff["fp32"][2:] == ["0", "0.000"] and 0 < float(diff["bf16"][3]) < 5  # bf16 close to fp32, not equal
+
+
+def test_fp16_on_the_cpu_is_refused_in_one_line():
+    r = bb("render", "--prompt", "a red circle", "--precision", "fp16", "--device", "cpu", "--out", "/tmp/never.png")
+    assert r.returncode == 2 and "--precision: fp16 runs only on a GPU" in r.stderr
 
 
 @needs_model

@@ -1,0 +1,128 @@
+"""How close a model's U-Net runs to what this machine can do, and what a lower precision costs
+in pixels — the second and third parts of ``bendbridge bench model``.
+
+- *Against the limit*: the FLOPs of one U-Net row (one sample, one denoising step) counted by
+  PyTorch's ``FlopCounterMode`` at the model's latent size, the row's time at batch 16, and the
+  achieved GFLOP/s beside this machine's own dense-matmul peak, measured in the same run and the
+  same precision (square matmuls sized to take about 0.2 s).
+- *Precision against fp32*: frames of the demo song (its bends and per-frame parameters) rendered
+  in fp32 and in each other precision; max and mean absolute difference per pixel (0–255) and
+  the seconds per frame of each.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = ["unet_row_flops", "matmul_peak", "row_speed", "precision_difference"]
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _unet_inputs(model, batch: int, dtype: torch.dtype):
+    """Latents [B, C, h, w], a timestep and text embeddings [B, T, D] of the model's own sizes."""
+    unet, vae = model.pipe.unet, model.pipe.vae
+    side = model.defaults.size // 2 ** (len(vae.config.block_out_channels) - 1)  # the VAE's down-sampling
+    x = torch.randn(batch, unet.config.in_channels, side, side, dtype=dtype).contiguous(
+        memory_format=torch.channels_last
+    )
+    seq = model.pipe.tokenizer.model_max_length
+    enc = torch.randn(batch, seq, unet.config.cross_attention_dim, dtype=dtype)
+    return x, torch.tensor(500), enc
+
+
+def unet_row_flops(model) -> float:
+    """FLOPs of one U-Net row (multiply-adds count 2), at the model's image size."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x, t, enc = _unet_inputs(model, 1, model.pipe.unet.dtype)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model.pipe.unet(x, t, encoder_hidden_states=enc)
+    return float(counter.get_total_flops())
+
+
+def row_speed(model, batch: int = 16, repeats: int = 3) -> float:
+    """Seconds per U-Net row at ``batch`` (median of ``repeats`` after a warm-up)."""
+    x, t, enc = _unet_inputs(model, batch, model.pipe.unet.dtype)
+    times = []
+    with torch.no_grad():
+        model.pipe.unet(x, t, encoder_hidden_states=enc)
+        for _ in range(repeats):
+            start = time.perf_counter()
+            model.pipe.unet(x, t, encoder_hidden_states=enc)
+            times.append((time.perf_counter() - start) / batch)
+    return statistics.median(times)
+
+
+def matmul_peak(dtype: torch.dtype, target_s: float = 0.2, repeats: int = 3) -> tuple[float, int, str]:
+    """This machine's dense-product rate in ``dtype`` (FLOP/s), the square size it was measured at
+    and the kernel: the better of ``a @ b`` and the same product as a 1×1 convolution (oneDNN's
+    path, which the U-Net's convolutions take; for bf16 without native support PyTorch's matmul
+    falls back to a reference loop that a model never uses). Sizes double from 128 until one
+    product takes ``target_s`` / 4."""
+    best = (0.0, 0, "")
+    for kernel in ("matmul", "conv1x1"):
+        n = 64
+        while True:
+            n *= 2
+            run = _product(kernel, n, dtype)
+            start = time.perf_counter()
+            run()
+            if time.perf_counter() - start >= target_s / 4 or n >= 4096:
+                break
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - start)
+        rate = 2 * n**3 / statistics.median(times)
+        best = max(best, (rate, n, kernel))
+    return best
+
+
+def _product(kernel: str, n: int, dtype: torch.dtype):
+    """An n×n by n×n product as a matmul, or as a 1×1 convolution of n channels over n pixels."""
+    if kernel == "matmul":
+        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+        return lambda: a @ b
+    x = torch.randn(1, n, n, 1, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(n, n, 1, 1, dtype=dtype).contiguous(memory_format=torch.channels_last)
+
+    def conv():
+        with torch.no_grad():
+            return torch.nn.functional.conv2d(x, w)
+
+    return conv
+
+
+def precision_difference(model_path, precisions: list[str], frames: int = 8) -> dict[str, dict[str, float]]:
+    """Render the demo's first ``frames`` frames in fp32 and each of ``precisions``: per precision,
+    seconds per frame and the max / mean absolute pixel difference from fp32 (0–255)."""
+    from bendbridge.bridge.bounce import BounceSpec, plan_bounce
+    from bendbridge.bridge.demo_song import write_demo
+    from bendbridge.server.model import load_model
+    from bendbridge.server.render import FrameSpec, RenderConfig, Renderer
+
+    demo = write_demo(Path(tempfile.mkdtemp(prefix="bb-precision-")))
+    bp = plan_bounce(BounceSpec(audio=demo["audio"], config=demo["config"], midi=demo["midi"], out=Path("x.mp4")))
+    specs = [FrameSpec(params=p) for p in bp.params[:frames]]
+    images, seconds = {}, {}
+    for name in ["fp32", *[p for p in precisions if p != "fp32"]]:
+        model = load_model(model_path, "cpu", precision=name)
+        renderer = Renderer(model, RenderConfig(bp.settings, bp.plan, max_batch=8))
+        renderer.render(specs[:1])  # warm-up
+        renderer.prefix.clear()
+        start = time.perf_counter()
+        images[name] = np.stack([r.image for r in renderer.render(specs)]).astype(np.int16)
+        seconds[name] = (time.perf_counter() - start) / len(specs)
+    out = {}
+    for name, img in images.items():
+        diff = np.abs(img - images["fp32"])
+        out[name] = {"s_per_frame": seconds[name], "max": float(diff.max()), "mean": float(diff.mean())}
+    return out
