@@ -34,17 +34,19 @@ def start_jack_server(period: int = 512, name: str | None = None):
     )
     os.environ["JACK_DEFAULT_SERVER"] = name
     deadline = time.monotonic() + 15
-    while True:
-        try:
-            jack.Client("probe", no_start_server=True).close()
-            break
-        except jack.JackError:
-            assert time.monotonic() < deadline, "jackd did not start"
-            time.sleep(0.1)
-    yield jack
-    proc.terminate()
-    proc.wait(10)
-    os.environ.pop("JACK_DEFAULT_SERVER", None)
+    try:
+        while True:
+            try:
+                jack.Client("probe", no_start_server=True).close()
+                break
+            except jack.JackError:
+                assert time.monotonic() < deadline, "jackd did not start"
+                time.sleep(0.1)
+        yield jack
+    finally:  # also when it does not start, or the generator is closed early (a failed test)
+        proc.terminate()
+        proc.wait(10)
+        os.environ.pop("JACK_DEFAULT_SERVER", None)
 
 
 class Player:

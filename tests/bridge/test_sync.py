@@ -78,15 +78,15 @@ def test_requested_frames_land_on_the_masters_position_and_beats_within_one_peri
     stop = threading.Event()
     thread = run_bridge(bridge, stop)
     try:
-        master.client.transport_locate(2 * RATE)
+        master.client.transport_frame = 2 * RATE
         master.client.transport_start()
         time.sleep(2.0)
-        master.client.transport_locate(10 * RATE)  # a relocation while rolling
+        master.client.transport_frame = 10 * RATE  # a relocation while rolling
         time.sleep(1.5)
         tempo_change = time.time()
         master.bpm = 90.0
         time.sleep(1.5)
-        master.client.transport_locate(10 * RATE)  # a loop: back to 10 s while rolling
+        master.client.transport_frame = 10 * RATE  # a loop: back to 10 s while rolling
         time.sleep(1.0)
         master.client.transport_stop()
         time.sleep(0.3)
@@ -119,7 +119,7 @@ def test_a_timebase_masters_meter_gives_bars_and_its_tempo_the_beats(jack_server
     master = Master(jack_server)
     follower = JackTransport(RATE)
     try:
-        master.client.transport_locate(RATE * 3)  # 3 s at 120 BPM: beat 6 = bar 3, beat 1 in 3/4
+        master.client.transport_frame = RATE * 3  # 3 s at 120 BPM: beat 6 = bar 3, beat 1 in 3/4
         master.client.transport_start()
         time.sleep(0.3)
         pos = follower.playhead()
@@ -139,7 +139,7 @@ def test_a_vanished_jack_server_is_held_said_once_and_followed_again_when_it_ret
     jack = next(server)
     master = jack.Client("roller", no_start_server=True)
     master.activate()
-    master.transport_locate(RATE * 4)
+    master.transport_frame = RATE * 4
     master.transport_start()
     follower = JackTransport(RATE)
     bridge = LiveBridge(Recorder(), Timeline(FrameGrid(24, RATE)), MusicMapping([]), follower.playhead, 0.3)
@@ -172,7 +172,8 @@ def test_a_vanished_jack_server_is_held_said_once_and_followed_again_when_it_ret
         assert any("back" in n for n in follower.news())
     finally:
         follower.close()
-        next(restarted, None)
+        restarted.close()  # stops it if it started; never starts it
+        server.close()
 
 
 def test_following_jack_without_a_server_is_one_clear_error(monkeypatch):

@@ -131,7 +131,7 @@ def test_the_demo_follows_jack_transport_from_a_timebase_master(server_process, 
     try:
         _wait(lambda: any("playhead from jack" in line for line in lines), 120, "the bridge: " + "".join(lines))
         time.sleep(0.5)
-        roller.transport_locate(RATE * 8)  # 8 s at 90 BPM in 3/4: beat 12, bar 5
+        roller.transport_frame = RATE * 8  # 8 s at 90 BPM in 3/4: beat 12, bar 5
         time.sleep(0.2)  # a locate, then play (JACK may roll one cycle from the old place if both come at once)
         roller.transport_start()
         _wait(lambda: any(re.search(r"delivered ([1-9]\d)", line) for line in lines), 120, "ten frames")
