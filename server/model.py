@@ -22,17 +22,22 @@ from bendbridge.protocol.errors import BendbridgeError
 
 __all__ = [
     "EMBEDDED_MODEL",
+    "FAST_MODEL",
+    "NAMED_MODELS",
     "LoadedModel",
     "ModelDefaults",
     "ModelError",
     "default_device",
     "load_model",
     "model_defaults",
+    "model_folder",
     "native_bf16",
     "precision_dtype",
 ]
 
 EMBEDDED_MODEL = Path(__file__).resolve().parent / "embedded" / "model"
+FAST_MODEL = EMBEDDED_MODEL.parent / "fast"  # distilled from it: 2 steps, no guidance (tools/train_fast_model.py)
+NAMED_MODELS = {"embedded": EMBEDDED_MODEL, "fast": FAST_MODEL}  # what --model NAME means, before a folder NAME
 
 
 class ModelError(BendbridgeError):
@@ -62,7 +67,7 @@ class LoadedModel:
         """How sessions and manifests name the model: ``embedded``, its folder, or ``in-memory``."""
         if self.path is None:
             return "in-memory"
-        return "embedded" if self.path == EMBEDDED_MODEL else str(self.path)
+        return next((k for k, v in NAMED_MODELS.items() if v == self.path), str(self.path))
 
 
 def model_defaults(model_dir: Path) -> ModelDefaults:
@@ -82,6 +87,15 @@ def default_device() -> torch.device:
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def model_folder(model: str | Path | None) -> Path:
+    """The folder ``--model`` names: a folder, or ``embedded`` / ``fast`` (the models that ship)
+    where no folder of that name exists here; None is the embedded model."""
+    if model is None:
+        return EMBEDDED_MODEL
+    path = Path(model)
+    return NAMED_MODELS[str(model)] if str(model) in NAMED_MODELS and not path.exists() else path
 
 
 def native_bf16() -> bool:
@@ -122,7 +136,7 @@ def load_model(
     Never touches the network. Raises ModelError naming the folder when it is not a diffusers
     pipeline folder.
     """
-    path = Path(model) if model is not None else EMBEDDED_MODEL
+    path = model_folder(model)
     _check_folder(path)
     dev = torch.device(device) if device is not None else default_device()
     if precision is not None:
@@ -178,6 +192,22 @@ def _quiet_hub_libraries() -> Iterator[None]:
         tlog.enable_progress_bar()
 
 
+def _shared_parts(path: Path) -> dict[str, Any]:
+    """Parts a folder takes from the embedded model (``"shares"`` in its ``bendbridge.json``) and does
+    not hold itself: the fast model links them in a source checkout, an installed wheel leaves the
+    links out, and they are loaded from the embedded model's folder instead."""
+    f = path / "bendbridge.json"
+    shared = json.loads(f.read_text()).get("shares", []) if f.exists() else []
+    missing = [name for name in shared if not (path / name).exists()]
+    if not missing:
+        return {}
+    from diffusers import AutoencoderKL
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    kinds = {"vae": AutoencoderKL, "text_encoder": CLIPTextModel, "tokenizer": CLIPTokenizer}
+    return {name: kinds[name].from_pretrained(EMBEDDED_MODEL / name, local_files_only=True) for name in missing}
+
+
 def _from_pretrained(path: Path) -> Any:
     """``StableDiffusionPipeline.from_pretrained`` offline, without a safety checker."""
     from diffusers import StableDiffusionPipeline
@@ -185,7 +215,12 @@ def _from_pretrained(path: Path) -> Any:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         pipe = StableDiffusionPipeline.from_pretrained(
-            path, safety_checker=None, feature_extractor=None, requires_safety_checker=False, local_files_only=True
+            path,
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+            local_files_only=True,
+            **_shared_parts(path),
         )
     except (OSError, ValueError, KeyError, TypeError) as e:
         message = f"{str(path)!r}: cannot load it as a Stable Diffusion pipeline ({type(e).__name__}: {e})"

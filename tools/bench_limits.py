@@ -105,11 +105,12 @@ def precision_difference(model_path, precisions: list[str], frames: int = 8) -> 
     """Render the demo's first ``frames`` frames in fp32 and each of ``precisions``: per precision,
     seconds per frame and the max / mean absolute pixel difference from fp32 (0–255)."""
     from bendbridge.bridge.bounce import BounceSpec, plan_bounce
-    from bendbridge.bridge.demo_song import write_demo
-    from bendbridge.server.model import load_model
+    from bendbridge.bridge.demo_song import DEMO_CONFIG, DEMO_FAST_CONFIG, write_demo
+    from bendbridge.server.model import FAST_MODEL, load_model, model_folder
     from bendbridge.server.render import FrameSpec, RenderConfig, Renderer
 
-    demo = write_demo(Path(tempfile.mkdtemp(prefix="bb-precision-")))
+    fast = model_folder(model_path) == FAST_MODEL
+    demo = write_demo(Path(tempfile.mkdtemp(prefix="bb-precision-")), DEMO_FAST_CONFIG if fast else DEMO_CONFIG)
     bp = plan_bounce(BounceSpec(audio=demo["audio"], config=demo["config"], midi=demo["midi"], out=Path("x.mp4")))
     specs = [FrameSpec(params=p) for p in bp.params[:frames]]
     images, seconds = {}, {}

@@ -48,8 +48,10 @@ def test_every_module_and_data_file_is_in_the_wheel(wheel):
     names = set(wheel.namelist())
     for folder in FOLDERS:
         for path in (ROOT / folder).rglob("*"):
+            linked = any((ROOT / parent).is_symlink() for parent in path.relative_to(ROOT).parents)
             if (
                 path.is_file()
+                and not linked  # the fast model's links to the embedded model's parts (loaded from there)
                 and "__pycache__" not in path.parts
                 and (path.suffix in (".py", ".toml", ".json") or "model" in path.parts)
             ):
@@ -66,6 +68,9 @@ def test_every_module_and_data_file_is_in_the_wheel(wheel):
     ):
         assert f"bendbridge/plugin_stub/lv2/{source}" in names  # 'bendbridge plugin build' compiles these
     assert "bendbridge/server/embedded/model/unet/diffusion_pytorch_model.safetensors" in names
+    if (ROOT / "server" / "embedded" / "fast").exists():
+        assert "bendbridge/server/embedded/fast/unet/diffusion_pytorch_model.safetensors" in names
+        assert not any(n.startswith("bendbridge/server/embedded/fast/vae/") for n in names)  # not copied twice
 
 
 def test_only_the_server_extra_needs_torch():
