@@ -15,13 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["write_demo", "bundled_config", "DEMO_CONFIG", "BARS", "TEMPI"]
+__all__ = ["write_demo", "bundled_config", "DEMO_CONFIG", "DEMO_FAST_CONFIG", "BARS", "TEMPI"]
 
 RATE = 44_100
 BARS = 10
 TEMPI = ((1, 100), (5, 128))  # (first bar, BPM)
 _ROOTS = (45, 45, 41, 43, 45, 48, 41, 43, 45, 40)  # bass root per bar (MIDI note numbers)
 DEMO_CONFIG = "demo.toml"
+DEMO_FAST_CONFIG = "demo_fast.toml"  # the same bends for the fast model (2 steps)
 
 
 def _bar_starts() -> list[Fraction]:
@@ -123,13 +124,14 @@ def write_midi(path: Path, ppq: int = 480) -> None:
     mid.save(path)
 
 
-def write_demo(folder: Path) -> dict[str, Path]:
-    """Write song.wav, song.mid and demo.toml into ``folder`` (skipping files already there)."""
+def write_demo(folder: Path, config: str = DEMO_CONFIG) -> dict[str, Path]:
+    """Write song.wav, song.mid and the demo config (``demo.toml``, or ``demo_fast.toml`` for the
+    fast model) into ``folder`` (skipping files already there)."""
     from pedalboard.io import AudioFile
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    paths = {"audio": folder / "song.wav", "midi": folder / "song.mid", "config": folder / DEMO_CONFIG}
+    paths = {"audio": folder / "song.wav", "midi": folder / "song.mid", "config": folder / config}
     if not paths["audio"].exists():
         song = synthesize()
         tmp = folder / ".song.wav.partial.wav"
@@ -139,10 +141,10 @@ def write_demo(folder: Path) -> dict[str, Path]:
     if not paths["midi"].exists():
         write_midi(paths["midi"])
     if not paths["config"].exists():
-        paths["config"].write_text(bundled_config(), encoding="utf-8")
+        paths["config"].write_text(bundled_config(config), encoding="utf-8")
     return paths
 
 
-def bundled_config() -> str:
-    """The demo's bend config as shipped (``write_demo`` keeps an edited copy it finds)."""
-    return importlib.resources.files("bendbridge.bridge").joinpath(DEMO_CONFIG).read_text(encoding="utf-8")
+def bundled_config(config: str = DEMO_CONFIG) -> str:
+    """A demo bend config as shipped (``write_demo`` keeps an edited copy it finds)."""
+    return importlib.resources.files("bendbridge.bridge").joinpath(config).read_text(encoding="utf-8")

@@ -7,7 +7,7 @@ the frames on the viewer page. Measured: CC sent → the first frame carrying it
 page (p50/p99), frames delivered per second — side by side with the same server's offline batch
 throughput for the same settings in the same run.
 
-    bendbridge bench live [--seconds 30] [--fps 24] [--cc-every 1.5] [--lookahead 0.5]
+    bendbridge bench live [--seconds 30] [--fps 24] [--cc-every 1.5] [--lookahead 0.5] [--model fast]
 
 Needs jackd (jackd2), python-rtmidi, Chromium and websocket-client (the dev extra), and the
 render side (``bendbridge[server]``).
@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fps", default="24")
     ap.add_argument("--cc-every", type=float, default=1.5, help="seconds between controller moves")
     ap.add_argument("--lookahead", type=float, default=0.5)
+    ap.add_argument("--model", default=None, help="embedded (default), fast (with its demo config), or a folder")
     args = ap.parse_args(argv)
     jack = _jackd()
     try:
@@ -73,7 +74,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from bendbridge.bridge.client import RenderClient
     from bendbridge.bridge.config import SessionConfig
-    from bendbridge.bridge.demo_song import bundled_config
+    from bendbridge.bridge.demo_song import DEMO_CONFIG, DEMO_FAST_CONFIG, bundled_config
     from bendbridge.bridge.live import LiveBridge
     from bendbridge.bridge.live_run import LiveRun
     from bendbridge.bridge.mapping import load_mapping
@@ -84,7 +85,8 @@ def _run(args: argparse.Namespace) -> int:
     from bendbridge.server.model import load_model
     from bendbridge.server.net.app import RenderServer, ServerConfig
 
-    text = bundled_config() + '\n[[midi]]\nsource = "cc:1:1"\nbend = "spin"\nparam = "angle"\ntakeover = false\n'
+    demo = DEMO_FAST_CONFIG if str(args.model) == "fast" else DEMO_CONFIG
+    text = bundled_config(demo) + '\n[[midi]]\nsource = "cc:1:1"\nbend = "spin"\nparam = "angle"\ntakeover = false\n'
     config_path = Path(tempfile.mkdtemp(prefix="bb-bench-live-")) / "bench.toml"
     config_path.write_text(text)
     config = SessionConfig.load(config_path)
@@ -92,7 +94,8 @@ def _run(args: argparse.Namespace) -> int:
     router = CcRouter(midi_maps)
     fps = parse_fps(args.fps)
     timeline = Timeline(FrameGrid(fps, 48_000), config.tempo, config.meter)
-    model = load_model()
+    model = load_model(args.model)
+    args.model_name = model.name
     server = RenderServer(ServerConfig(control="tcp://127.0.0.1:*", events="tcp://127.0.0.1:*",
                                        output_root=config_path.parent / "out"), model)  # fmt: skip
     stop = threading.Event()
@@ -189,7 +192,10 @@ def _report(args, sent, log, stats, offline_fps, cc_map) -> int:
         if shown:
             latencies.append(shown[0] / 1000 - when)
     delivered_fps = stats.delivered / args.seconds
-    print(f"bench live: {args.seconds:g} s at {args.fps} fps requested, lookahead {args.lookahead} s, demo bends")
+    print(
+        f"bench live: {args.model_name} model, {args.seconds:g} s at {args.fps} fps requested, "
+        f"lookahead {args.lookahead} s, demo bends"
+    )
     print(f"  CC → frame on the page: {len(latencies)}/{len(sent)} controller moves seen; "
           f"p50 {1000 * statistics.median(latencies) if latencies else float('nan'):.0f} ms, "
           f"p99 {1000 * percentile(latencies, 0.99):.0f} ms")  # fmt: skip

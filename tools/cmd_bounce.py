@@ -60,6 +60,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run_bounce)
 
     p = sub.add_parser("demo", help="synthesise the demo song and bounce it to a video")
+    p.add_argument("--fast", action="store_true", help="on the fast model (2 steps, no guidance) with its demo config")
     p.add_argument(
         "--song-dir", type=Path, default=None, help="where the demo song, MIDI and config go (default: beside --out)"
     )
@@ -160,15 +161,21 @@ def _use_recording(spec, recorded: Path, folder: Path) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from bendbridge.bridge.demo_song import bundled_config, write_demo
+    from bendbridge.bridge.bounce import BounceError
+    from bendbridge.bridge.demo_song import DEMO_CONFIG, DEMO_FAST_CONFIG, bundled_config, write_demo
     from bendbridge.bridge.video import check_video_path
 
     check_video_path(args.out, "--out")  # before the song is synthesised
 
+    config = DEMO_CONFIG
+    if args.fast:
+        if args.model is not None:
+            raise BounceError("--fast", "--fast is the fast model: give --fast or --model, not both")
+        args.model, config = Path("fast"), DEMO_FAST_CONFIG
     folder = args.song_dir or args.out.parent / "demo_song"
-    paths = write_demo(folder)
+    paths = write_demo(folder, config)
     print(f"demo song, MIDI and config in {folder}")
-    if paths["config"].read_text(encoding="utf-8") != bundled_config():
+    if paths["config"].read_text(encoding="utf-8") != bundled_config(config):
         print(
             f"note: using the existing {paths['config']}, which differs from the bundled demo config "
             f"(delete it to get the current one)"

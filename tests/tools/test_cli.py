@@ -119,11 +119,6 @@ def test_bench_model_prints_guidance_the_limit_and_each_precision_against_fp32()
     assert diff["fp32"][2:] == ["0", "0.000"] and 0 < float(diff["bf16"][3]) < 5  # bf16 close to fp32, not equal
 
 
-def test_fp16_on_the_cpu_is_refused_in_one_line():
-    r = bb("render", "--prompt", "a red circle", "--precision", "fp16", "--device", "cpu", "--out", "/tmp/never.png")
-    assert r.returncode == 2 and "--precision: fp16 runs only on a GPU" in r.stderr
-
-
 @needs_model
 @pytest.mark.slow
 def test_bench_live_measures_cc_to_page_latency_and_both_throughputs():

@@ -267,6 +267,26 @@ MISTAKES = [
         "--clock: give --link (the plugin's transport) or --clock (MIDI clock), not both",
     ),
     (
+        "demo fast and a model at once",
+        lambda d, t: ["demo", "--fast", "--model", str(t), "--out", str(t / "x.mp4")],
+        "--fast: --fast is the fast model: give --fast or --model, not both",
+    ),
+    (
+        "fp16 on the CPU",
+        lambda d, t: [
+            "render",
+            "--prompt",
+            "a red circle",
+            "--device",
+            "cpu",
+            "--precision",
+            "fp16",
+            "--out",
+            str(t / "x.png"),
+        ],  # fmt: skip
+        "--precision: fp16 runs only on a GPU; on the CPU use fp32 or bf16",
+    ),
+    (
         "live frame rate",
         lambda d, t: ["bridge", "--config", str(d["config"]), "--fps", "0"],
         "--fps: frame rate 0 out of range",
