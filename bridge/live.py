@@ -217,10 +217,10 @@ class LiveBridge:
 
     def _position(self, timeline: Timeline, i: int) -> FramePosition:
         """Frame ``i`` with the clock's beats where it carries them, else the tempo map's."""
-        beats = self.sync.beats_at(timeline.grid.time(i)) if self.sync is not None else None
+        t = timeline.grid.time(i)
+        beats = self.sync.beats_at(t) if self.sync is not None else None
         if beats is None:
             return timeline.position(i)
-        t = timeline.grid.time(i)
         return FramePosition(i, t, timeline.grid.sample(i), beats, timeline.meter.bar_beat(beats))
 
     def run(self, stop: Any, period: float = 0.01) -> None:

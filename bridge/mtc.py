@@ -124,8 +124,7 @@ class MtcFollower(SyncSource):
         self.lock_events += 1
         where = f"{_tc(hour, minute, sec, frame, rate)} ({RATE_NAMES[rate]} fps)"
         if self.state == "rolling":
-            with self._lock:
-                self._news.append(f"MTC jumped to {where}")
+            self.say(f"MTC jumped to {where}")
         self.set_state("rolling", f"MTC locked at {where}")
 
     def _pull(self, code: Fraction, t: float) -> None:

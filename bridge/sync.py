@@ -75,6 +75,11 @@ class SyncSource:
             if news:
                 self._news.append(news)
 
+    def say(self, news: str) -> None:
+        """Say ``news`` once on the console without a change of state (a jump, a master not trusted)."""
+        with self._lock:
+            self._news.append(news)
+
     def news(self) -> list[str]:
         """State changes not yet said (each is returned once)."""
         with self._lock:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from collections import deque
 from dataclasses import dataclass
 from fractions import Fraction
@@ -180,10 +179,7 @@ class JackTransport(SyncSource):
         span = snap.frame - seen[0][0]
         frozen = span >= snap.rate // 2 and at_snap == seen[0][2]
         if frozen and not self.bbt_frozen:
-            with self._lock:
-                self._news.append(
-                    "the JACK timebase master's bar|beat stands still while rolling: beats from the tempo map"
-                )
+            self.say("the JACK timebase master's bar|beat stands still while rolling: beats from the tempo map")
         if frozen or span >= snap.rate // 2:
             self.bbt_frozen = frozen
 
@@ -244,14 +240,3 @@ def quiet(jack: Any, on: bool = True) -> None:
     """Silence libjack's error and info lines (True) or give them back to stderr (False)."""
     jack.set_error_function((lambda _message: None) if on else None)
     jack.set_info_function((lambda _message: None) if on else None)
-
-
-def wait_for_position(source: SyncSource, timeout: float = 5.0) -> Fraction | None:
-    """The first position a source reports within ``timeout`` seconds (tests and startup)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        pos = source.playhead()
-        if pos is not None:
-            return pos
-        time.sleep(0.01)
-    return None

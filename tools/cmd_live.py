@@ -7,6 +7,7 @@ import threading
 import time
 from pathlib import Path
 
+from bendbridge.bridge.sync import SOURCES
 from bendbridge.protocol.errors import BendbridgeError
 from bendbridge.protocol.values import finite_number
 
@@ -27,7 +28,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--sync",
         default=None,
-        choices=["osc", "clock", "jack", "link", "mtc"],
+        choices=SOURCES,
         help="the clock to follow: osc (REAPER/Ardour OSC, the default), clock (MIDI clock + song position on "
         "--midi-in), jack (JACK transport), link (Ableton Link), mtc (MIDI Time Code on --midi-in)",
     )
@@ -185,26 +186,6 @@ def _sync_source(sync: str, args: argparse.Namespace, tempo_bpm: float):
     return None
 
 
-def _session_rate(args: argparse.Namespace, sync: str) -> int:
-    """--rate, or JACK's own rate when following JACK without one (48 kHz otherwise)."""
-    if args.rate is not None:
-        return int(finite_number(args.rate, "--rate", 8_000, 768_000, integer=True))
-    if sync == "jack":
-        import jack
-
-        from bendbridge.bridge.sync_jack import quiet
-
-        quiet(jack)
-        try:
-            with jack.Client("bendbridge-rate", no_start_server=True) as probe:
-                return int(probe.samplerate)
-        except jack.JackError:
-            pass  # JackTransport says there is no server, in one line
-        finally:
-            quiet(jack, False)
-    return 48_000
-
-
 def run_bridge(args: argparse.Namespace) -> int:
     from bendbridge.bridge.config import SessionConfig
     from bendbridge.bridge.live import ValueLane
@@ -213,22 +194,25 @@ def run_bridge(args: argparse.Namespace) -> int:
     from bendbridge.bridge.timeline import FrameGrid, Timeline, parse_fps
 
     finite_number(args.view_port, "--view-port", 0, 65535, integer=True)
+    if args.rate is not None:
+        finite_number(args.rate, "--rate", 8_000, 768_000, integer=True)
     sync = _sync_choice(args)
-    args.rate = _session_rate(args, sync)
     config = SessionConfig.load(args.config)
     config.rendering()  # render settings are checked before anything starts
     mapping = load_mapping(config.tables, config.plan)
     router, clock = CcRouter(load_cc_mappings(config.tables, config.plan)), ClockFollower()
     project = _project(args)
     tempo, meter = (project.tempo, project.meter) if project else (config.tempo, config.meter)
-    timeline = Timeline(FrameGrid(parse_fps(args.fps, "--fps") if args.fps else config.fps, args.rate), tempo, meter)
     file_lanes = project.lanes if project else {}
-    lanes = {
-        s.name: file_lanes.get(s.name) or ValueLane() for p in mapping.params for s in p.sources if s.kind == "lane"
-    }
+    names = {s.name for p in mapping.params for s in p.sources if s.kind == "lane"}
+    lanes = {name: file_lanes.get(name) or ValueLane() for name in names}
     _check_audio_in(args)
     source = _sync_source(sync, args, float(tempo.bpm_at(0)))
     try:
+        if args.rate is None:  # the session's rate: JACK's own when following it, else 48 kHz
+            args.rate = int(source.client.samplerate) if sync == "jack" else 48_000
+        fps = parse_fps(args.fps, "--fps") if args.fps else config.fps
+        timeline = Timeline(FrameGrid(fps, args.rate), tempo, meter)
         port = open_midi_input(args.midi_in, None, args.midi_backend) if args.midi_in else None
         if args.link:
             return _bridge_on_link(args, config, mapping, timeline, lanes, router, port, threading.Event())
