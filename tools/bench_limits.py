@@ -101,21 +101,21 @@ def _product(kernel: str, n: int, dtype: torch.dtype):
     return conv
 
 
-def precision_difference(model_path, precisions: list[str], frames: int = 8) -> dict[str, dict[str, float]]:
-    """Render the demo's first ``frames`` frames in fp32 and each of ``precisions``: per precision,
-    seconds per frame and the max / mean absolute pixel difference from fp32 (0–255)."""
+def precision_difference(models: dict, frames: int = 8) -> dict[str, dict[str, float]]:
+    """Render the demo's first ``frames`` frames on each of ``models`` (precision name → the same
+    model loaded in it; ``fp32`` among them): per precision, seconds per frame and the max / mean
+    absolute pixel difference from fp32 (0–255)."""
     from bendbridge.bridge.bounce import BounceSpec, plan_bounce
     from bendbridge.bridge.demo_song import DEMO_CONFIG, DEMO_FAST_CONFIG, write_demo
-    from bendbridge.server.model import FAST_MODEL, load_model, model_folder
+    from bendbridge.server.model import FAST_MODEL
     from bendbridge.server.render import FrameSpec, RenderConfig, Renderer
 
-    fast = model_folder(model_path) == FAST_MODEL
+    fast = models["fp32"].path == FAST_MODEL
     demo = write_demo(Path(tempfile.mkdtemp(prefix="bb-precision-")), DEMO_FAST_CONFIG if fast else DEMO_CONFIG)
     bp = plan_bounce(BounceSpec(audio=demo["audio"], config=demo["config"], midi=demo["midi"], out=Path("x.mp4")))
     specs = [FrameSpec(params=p) for p in bp.params[:frames]]
     images, seconds = {}, {}
-    for name in ["fp32", *[p for p in precisions if p != "fp32"]]:
-        model = load_model(model_path, "cpu", precision=name)
+    for name, model in models.items():
         renderer = Renderer(model, RenderConfig(bp.settings, bp.plan, max_batch=8))
         renderer.render(specs[:1])  # warm-up
         renderer.prefix.clear()

@@ -72,8 +72,9 @@ def _limits(args: argparse.Namespace, precisions: list[str]) -> None:
         f"{'yes' if native_bf16() else 'no (emulated)'}, {torch.get_num_threads()} threads, U-Net rows at batch 16"
     )
     print(f"{'':<6}{'GFLOP/row':>10}{'ms/row':>9}{'GFLOP/s':>9}{'peak GFLOP/s':>14}{'of peak':>9}  peak measured on")
+    models = {name: load_model(args.model, "cpu", precision=name) for name in dict.fromkeys(["fp32", *precisions])}
     for name in precisions:
-        model = load_model(args.model, "cpu", precision=name)
+        model = models[name]
         flops, seconds = unet_row_flops(model), row_speed(model)
         peak, n, kernel = matmul_peak(model.pipe.unet.dtype)
         achieved = flops / seconds
@@ -81,7 +82,7 @@ def _limits(args: argparse.Namespace, precisions: list[str]) -> None:
             f"{name:<6}{flops / 1e9:>10.3f}{seconds * 1000:>9.2f}{achieved / 1e9:>9.1f}{peak / 1e9:>14.1f}"
             f"{achieved / peak:>9.0%}  {kernel} {n}x{n}"
         )
-    diffs = precision_difference(args.model, precisions, args.frames)
+    diffs = precision_difference(models, args.frames)
     print(f"\nthe demo's first {args.frames} frames, each precision against fp32 (pixel values 0-255)")
     print(f"{'':<6}{'s/frame':>9}{'max diff':>10}{'mean diff':>11}")
     for name, d in diffs.items():
