@@ -275,21 +275,8 @@ def test_square_dilation_equals_max_pooling_with_the_same_window(size):
 
 @pytest.mark.parametrize("name", sorted(n for n, s in CATALOGUE.items() if 4 in s.ranks))
 def test_every_operator_gives_the_same_result_on_channels_last_activations(name):
-    spec = operator_spec(name)
     x = _x(b=2, c=4, h=8, w=8)  # 4 channels: the latent's, and what rotate_r6 needs
-    params = {}
-    for k, p in spec.params.items():
-        if p.kind == "float":
-            v = (
-                p.default
-                if p.identity is None or p.default != p.identity
-                else (p.lo if p.lo is not None and p.lo != p.identity else p.identity + 0.5)
-            )
-            params[k] = _p(v, v)
-        elif p.kind == "matrix":
-            params[k] = torch.eye(4, dtype=torch.float64).flip(0).expand(2, 4, 4)
-        else:
-            params[k] = p.default
+    params = _demo_params(name, 2)
     plain = run(name, x, **params)
     cl = run(name, x.contiguous(memory_format=torch.channels_last), **params)
     torch.testing.assert_close(cl, plain, rtol=1e-6, atol=1e-6)
