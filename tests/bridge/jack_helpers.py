@@ -181,3 +181,46 @@ class TransportLog:
 
     def close(self):
         self._stop.set()
+
+
+def run_bridge(bridge, stop: threading.Event, states: list[str] | None = None) -> threading.Thread:
+    """Tick ``bridge`` (and measure its clock) every 5 ms from a thread until ``stop`` is set; the
+    clock's states, as they change, go into ``states``."""
+
+    def loop():
+        while not stop.is_set():
+            bridge.tick()
+            if bridge.sync is not None:
+                bridge.sync.measure()
+                if states is not None and (not states or states[-1] != bridge.sync.state):
+                    states.append(bridge.sync.state)
+            time.sleep(0.005)
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    return thread
+
+
+class Master:
+    """A JACK client acting as timebase master at a constant tempo in 3/4 (the test may change it, or
+    freeze its bar|beat); its transport is sampled into ``transport``."""
+
+    def __init__(self, jack, period: int, bpm: float = 120.0, name: str = "master"):
+        self.bpm, self.jack, self.frozen = bpm, jack, False
+        self.client = jack.Client(name, no_start_server=True)
+        self.client.set_timebase_callback(self._bbt)
+        self.client.activate()
+        self.transport = TransportLog(jack, self.client, period)
+
+    def _bbt(self, state, nframes, pos, new_pos):
+        beats = 0 if self.frozen else pos.frame / RATE * self.bpm / 60  # quarter notes
+        pos.valid = pos.valid | 0x10
+        pos.bar, pos.beat = int(beats // 3) + 1, int(beats % 3) + 1
+        pos.tick = int(beats % 1 * 1920)
+        pos.bar_start_tick = (pos.bar - 1) * 3 * 1920.0
+        pos.beats_per_bar, pos.beat_type, pos.ticks_per_beat, pos.beats_per_minute = 3.0, 4.0, 1920.0, self.bpm
+
+    def close(self):
+        self.transport.close()
+        self.client.deactivate()
+        self.client.close()

@@ -26,52 +26,15 @@ from bendbridge.bridge.sync_jack import JackTransport
 from bendbridge.bridge.timeline import FrameGrid, Timeline
 
 sys.path.insert(0, os.path.dirname(__file__))
-from jack_helpers import RATE, MtcWriter, Recorder, TransportLog, start_jack_server  # noqa: E402
+from jack_helpers import RATE, Master, MtcWriter, Recorder, run_bridge, start_jack_server  # noqa: E402
 
 PERIOD = 256
 jack_server = pytest.fixture(lambda: (yield from start_jack_server(PERIOD)))
 
 
-def run_bridge(bridge: LiveBridge, stop: threading.Event) -> threading.Thread:
-    def loop():
-        while not stop.is_set():
-            bridge.tick()
-            if bridge.sync is not None:
-                bridge.sync.measure()
-            time.sleep(0.005)
-
-    thread = threading.Thread(target=loop, daemon=True)
-    thread.start()
-    return thread
-
-
-class Master:
-    """A JACK client acting as timebase master at a constant tempo in 3/4 (the test changes it)."""
-
-    def __init__(self, jack):
-        self.bpm, self.jack, self.frozen = 120.0, jack, False
-        self.client = jack.Client("master", no_start_server=True)
-        self.client.set_timebase_callback(self._bbt)
-        self.client.activate()
-        self.transport = TransportLog(jack, self.client, PERIOD)
-
-    def _bbt(self, state, nframes, pos, new_pos):
-        beats = 0 if self.frozen else pos.frame / RATE * self.bpm / 60  # quarter notes
-        pos.valid = pos.valid | 0x10
-        pos.bar, pos.beat = int(beats // 3) + 1, int(beats % 3) + 1
-        pos.tick = int(beats % 1 * 1920)
-        pos.bar_start_tick = (pos.bar - 1) * 3 * 1920.0
-        pos.beats_per_bar, pos.beat_type, pos.ticks_per_beat, pos.beats_per_minute = 3.0, 4.0, 1920.0, self.bpm
-
-    def close(self):
-        self.transport.close()
-        self.client.deactivate()
-        self.client.close()
-
-
 @pytest.mark.slow
 def test_requested_frames_land_on_the_masters_position_and_beats_within_one_period(jack_server):
-    master = Master(jack_server)
+    master = Master(jack_server, PERIOD)
     follower = JackTransport(RATE)
     bridge = LiveBridge(Recorder(), Timeline(FrameGrid(30, RATE)), MusicMapping([]), follower.playhead, 0.3)
     bridge.sync = follower
@@ -116,7 +79,7 @@ def test_requested_frames_land_on_the_masters_position_and_beats_within_one_peri
 
 @pytest.mark.slow
 def test_a_timebase_masters_meter_gives_bars_and_its_tempo_the_beats(jack_server):
-    master = Master(jack_server)
+    master = Master(jack_server, PERIOD)
     follower = JackTransport(RATE)
     try:
         master.client.transport_frame = RATE * 3  # 3 s at 120 BPM: beat 6 = bar 3, beat 1 in 3/4
@@ -245,7 +208,7 @@ def test_mtc_on_a_jack_midi_port_is_followed_through_a_relocation_and_a_dropout(
 
 @pytest.mark.slow
 def test_a_master_whose_bar_and_beat_stand_still_is_not_trusted_for_beats(jack_server):
-    master = Master(jack_server)
+    master = Master(jack_server, PERIOD)
     master.frozen = True  # like Ardour 7.3 when it publishes BBT but does not follow JACK transport
     follower = JackTransport(RATE)
     try:

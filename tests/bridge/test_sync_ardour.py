@@ -23,7 +23,7 @@ from bendbridge.bridge.sync_jack import JackTransport
 from bendbridge.bridge.timeline import FrameGrid, Timeline
 
 sys.path.insert(0, os.path.dirname(__file__))
-from jack_helpers import RATE, Recorder, TransportLog, start_jack_server  # noqa: E402
+from jack_helpers import RATE, Recorder, TransportLog, run_bridge, start_jack_server  # noqa: E402
 
 DATA = Path(__file__).parent / "data" / "ardour_transport"
 PERIOD = 256
@@ -57,17 +57,7 @@ def test_ardour_on_jack_rolls_relocates_and_changes_tempo_and_the_bridge_follows
     bridge = LiveBridge(Recorder(), Timeline(FrameGrid(30, RATE), session.tempo, session.meter),
                         MusicMapping([]), follower.playhead, 0.3, sync=follower)  # fmt: skip
     states, stop = [], threading.Event()
-
-    def loop():
-        while not stop.is_set():
-            bridge.tick()
-            follower.measure()
-            if not states or states[-1] != follower.state:
-                states.append(follower.state)
-            time.sleep(0.005)
-
-    thread = threading.Thread(target=loop, daemon=True)
-    thread.start()
+    thread = run_bridge(bridge, stop, states)
     try:
         assert ardour.wait(60) == 0 and any("DONE" in line for line in lines)
     finally:

@@ -22,7 +22,7 @@ from bendbridge.server.model import EMBEDDED_MODEL
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "bridge"))
 from headless_chromium import Browser  # noqa: E402
-from jack_helpers import RATE, MtcWriter, Player, start_jack_server  # noqa: E402
+from jack_helpers import RATE, Master, MtcWriter, Player, start_jack_server  # noqa: E402
 
 jack_server = pytest.fixture(start_jack_server)
 
@@ -31,6 +31,18 @@ def _free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _start_bridge(demo, *options: str) -> tuple[subprocess.Popen, list[str]]:
+    """``bendbridge bridge --config DEMO OPTIONS`` in its own process; its output lines, collected as
+    they come."""
+    bridge = subprocess.Popen(
+        [sys.executable, "-m", "bendbridge.tools.cli", "bridge", "--config", str(demo["config"]), *options],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )  # fmt: skip
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(iter(bridge.stdout.readline, "")), daemon=True).start()
+    return bridge, lines
 
 
 def _wait(cond, timeout: float, what: str) -> None:
@@ -44,13 +56,9 @@ def _wait(cond, timeout: float, what: str) -> None:
 def test_the_demo_runs_live_on_osc_without_audio_and_the_page_shows_its_frames(server_process, demo, tmp_path):
     server = server_process(EMBEDDED_MODEL, tmp_path / "out")
     osc_port = _free_udp_port()
-    bridge = subprocess.Popen(
-        [sys.executable, "-m", "bendbridge.tools.cli", "bridge", "--config", str(demo["config"]), "--server",
-         server.url, "--osc-port", str(osc_port), "--view-port", "0", "--output", "live"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    bridge, lines = _start_bridge(
+        demo, "--server", server.url, "--osc-port", str(osc_port), "--view-port", "0", "--output", "live"
     )  # fmt: skip
-    lines: list[str] = []
-    threading.Thread(target=lambda: lines.extend(iter(bridge.stdout.readline, "")), daemon=True).start()
     browser = None
     try:
         _wait(lambda: any("viewer http://" in line for line in lines), 120, "the bridge to start")
@@ -90,13 +98,9 @@ def test_the_demo_runs_live_on_jack_audio_from_a_file(server_process, demo, tmp_
     player = Player(jack_server, song)
     server = server_process(EMBEDDED_MODEL, tmp_path / "out")
     osc_port = _free_udp_port()
-    bridge = subprocess.Popen(
-        [sys.executable, "-m", "bendbridge.tools.cli", "bridge", "--config", str(demo["config"]), "--server",
-         server.url, "--osc-port", str(osc_port), "--no-view", "--audio-in", "jack:player:out_1"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    bridge, lines = _start_bridge(
+        demo, "--server", server.url, "--osc-port", str(osc_port), "--no-view", "--audio-in", "jack:player:out_1"
     )  # fmt: skip
-    lines: list[str] = []
-    threading.Thread(target=lambda: lines.extend(iter(bridge.stdout.readline, "")), daemon=True).start()
     try:
         _wait(lambda: any("audio: JACK audio from player:out_1" in line for line in lines), 120, "the bridge")
         player.go = True
@@ -117,17 +121,13 @@ def test_the_demo_runs_live_on_jack_audio_from_a_file(server_process, demo, tmp_
 
 @pytest.mark.slow
 def test_the_demo_follows_jack_transport_from_a_timebase_master(server_process, demo, tmp_path, jack_server):
-    roller = jack_server.Client("daw", no_start_server=True)
-    roller.set_timebase_callback(_bbt_at_90_in_3_4)
-    roller.activate()
+    daw = Master(jack_server, 512, bpm=90.0, name="daw")
+    roller = daw.client
     server = server_process(EMBEDDED_MODEL, tmp_path / "out")
-    bridge = subprocess.Popen(
-        [sys.executable, "-m", "bendbridge.tools.cli", "bridge", "--config", str(demo["config"]), "--server",
-         server.url, "--osc-port", str(_free_udp_port()), "--no-view", "--sync", "jack", "--output", "jack"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    bridge, lines = _start_bridge(
+        demo, "--server", server.url, "--osc-port", str(_free_udp_port()), "--no-view", "--sync", "jack",
+        "--output", "jack",
     )  # fmt: skip
-    lines: list[str] = []
-    threading.Thread(target=lambda: lines.extend(iter(bridge.stdout.readline, "")), daemon=True).start()
     try:
         _wait(lambda: any("playhead from jack" in line for line in lines), 120, "the bridge: " + "".join(lines))
         time.sleep(0.5)
@@ -139,7 +139,7 @@ def test_the_demo_follows_jack_transport_from_a_timebase_master(server_process, 
         bridge.send_signal(signal.SIGINT)
         bridge.wait(60)
         roller.transport_stop()
-        roller.close()
+        daw.close()
     out = "".join(lines)
     assert bridge.returncode == 0 and "Traceback" not in out, out
     status = [line for line in lines if "sync jack rolling" in line]
@@ -157,14 +157,10 @@ def test_the_demo_follows_midi_time_code_on_a_jack_midi_port(server_process, dem
     pytest.importorskip("rtmidi")
     writer = MtcWriter(jack_server)
     server = server_process(EMBEDDED_MODEL, tmp_path / "out")
-    bridge = subprocess.Popen(
-        [sys.executable, "-m", "bendbridge.tools.cli", "bridge", "--config", str(demo["config"]), "--server",
-         server.url, "--osc-port", str(_free_udp_port()), "--no-view", "--sync", "mtc", "--midi-in", "mtcgen:out",
-         "--midi-backend", "mido.backends.rtmidi/UNIX_JACK", "--output", "mtc"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    bridge, lines = _start_bridge(
+        demo, "--server", server.url, "--osc-port", str(_free_udp_port()), "--no-view", "--sync", "mtc",
+        "--midi-in", "mtcgen:out", "--midi-backend", "mido.backends.rtmidi/UNIX_JACK", "--output", "mtc",
     )  # fmt: skip
-    lines: list[str] = []
-    threading.Thread(target=lambda: lines.extend(iter(bridge.stdout.readline, "")), daemon=True).start()
     try:
         _wait(lambda: any("playhead from mtc" in line for line in lines), 120, "the bridge: " + "".join(lines))
         writer.play(Fraction(6), 1, 30.0)  # 00:00:06:00 at 25 fps, running
@@ -180,14 +176,6 @@ def test_the_demo_follows_midi_time_code_on_a_jack_midi_port(server_process, dem
     assert status and re.search(r"\((6|7|8|9|10)\.\d\d s\)", status[0])
     frames = sorted(int(p.stem.split("_")[-1]) for p in (tmp_path / "out" / "mtc").glob("*.png"))
     assert frames and frames[0] >= 6 * 24  # rendered from where the code is
-
-
-def _bbt_at_90_in_3_4(state, nframes, pos, new_pos):
-    beats = pos.frame / RATE * 1.5
-    pos.valid = pos.valid | 0x10
-    pos.bar, pos.beat, pos.tick = int(beats // 3) + 1, int(beats % 3) + 1, int(beats % 1 * 1920)
-    pos.bar_start_tick = (pos.bar - 1) * 3 * 1920.0
-    pos.beats_per_bar, pos.beat_type, pos.ticks_per_beat, pos.beats_per_minute = 3.0, 4.0, 1920.0, 90.0
 
 
 @pytest.mark.parametrize(
