@@ -14,6 +14,8 @@ from .errors import PlanError, hint
 from .fields import Field, validate_value
 
 __all__ = [
+    "DECODER_HELP",
+    "DECODERS",
     "PRECISION_HELP",
     "PRECISIONS",
     "RENDER_FIELDS",
@@ -30,6 +32,11 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 PRECISION_HELP = (
     "number format of the model: auto (fp16 on CUDA; bf16 on a CPU with native bf16, else fp32), fp32, "
     "bf16, fp16 (GPU only); default fp16 on CUDA, else fp32"
+)
+DECODERS = ("full", "tiny")  # --decoder: the model's VAE, its tiny decoder; or an AutoencoderTiny folder
+DECODER_HELP = (
+    "what draws the image from the latent: full (the model's VAE, default), tiny (its distilled tiny decoder; "
+    "the embedded and fast models ship one) or a folder holding a diffusers AutoencoderTiny (TAESD-style)"
 )
 
 RENDER_FIELDS: dict[str, Field] = {

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from bendbridge.protocol.errors import BendbridgeError
+from bendbridge.protocol.render import DECODER_HELP, DECODERS
 
 __all__ = [
     "EMBEDDED_MODEL",
@@ -28,6 +29,7 @@ __all__ = [
     "ModelDefaults",
     "ModelError",
     "default_device",
+    "check_model_options",
     "load_model",
     "model_defaults",
     "model_folder",
@@ -38,6 +40,7 @@ __all__ = [
 EMBEDDED_MODEL = Path(__file__).resolve().parent / "embedded" / "model"
 FAST_MODEL = EMBEDDED_MODEL.parent / "fast"  # distilled from it: 2 steps, no guidance (tools/train_fast_model.py)
 NAMED_MODELS = {"embedded": EMBEDDED_MODEL, "fast": FAST_MODEL}  # what --model NAME means, before a folder NAME
+TINY_DECODER = "vae_tiny"  # a model folder's tiny decoder (tools/train_tiny_decoder.py made the embedded one)
 
 
 class ModelError(BendbridgeError):
@@ -61,13 +64,26 @@ class LoadedModel:
     pipe: Any
     defaults: ModelDefaults = ModelDefaults()
     path: Path | None = None
+    tiny_decoder: Any = None  # a diffusers AutoencoderTiny that decodes instead of the pipeline's VAE
+    decoder_name: str = DECODERS[0]  # "full", "tiny" or the tiny decoder's folder
 
     @property
-    def name(self) -> str:
-        """How sessions and manifests name the model: ``embedded``, its folder, or ``in-memory``."""
+    def base_name(self) -> str:
+        """The model's own name: ``embedded``, ``fast``, its folder, or ``in-memory``."""
         if self.path is None:
             return "in-memory"
         return next((k for k, v in NAMED_MODELS.items() if v == self.path), str(self.path))
+
+    @property
+    def name(self) -> str:
+        """How sessions and manifests name the model: its base name, with ``+tiny`` (or
+        ``+DIR``) when a tiny decoder draws the images, since the frames differ."""
+        return self.base_name if self.tiny_decoder is None else f"{self.base_name}+{self.decoder_name}"
+
+    @property
+    def decoder(self) -> Any:
+        """The module whose ``decode(z).sample`` turns latents into images."""
+        return self.pipe.vae if self.tiny_decoder is None else self.tiny_decoder
 
 
 def model_defaults(model_dir: Path) -> ModelDefaults:
@@ -126,6 +142,7 @@ def load_model(
     dtype: torch.dtype | None = None,
     channels_last: bool = True,
     precision: str | None = None,
+    decoder: str | Path | None = None,
 ) -> LoadedModel:
     """Load a diffusers Stable Diffusion folder (default: the embedded model) onto ``device``.
 
@@ -133,11 +150,13 @@ def load_model(
     otherwise ``dtype`` defaults to float16 on CUDA and float32 elsewhere. ``channels_last`` stores the
     U-Net's and VAE's convolution weights NHWC, which the oneDNN and cuDNN kernels run faster
     (measured here: 8–16 % less time per U-Net row on CPU, batch 1–16; images within 1/255).
+    ``decoder`` (:data:`DECODER_HELP`; None is ``full``) chooses what turns latents into images.
     Never touches the network. Raises ModelError naming the folder when it is not a diffusers
-    pipeline folder.
+    pipeline folder, or the decoder when there is none.
     """
     path = model_folder(model)
     _check_folder(path)
+    tiny_path = _tiny_decoder_folder(path, decoder)
     dev = torch.device(device) if device is not None else default_device()
     if precision is not None:
         dtype = precision_dtype(precision, dev)
@@ -151,10 +170,54 @@ def load_model(
         pipe.vae.to(dev, torch.float32 if getattr(pipe.vae.config, "force_upcast", False) else dtype)
     for m in (pipe.unet, pipe.vae, pipe.text_encoder):
         m.eval().requires_grad_(False)
-    if channels_last:
-        pipe.unet.to(memory_format=torch.channels_last)
-        pipe.vae.to(memory_format=torch.channels_last)
-    return LoadedModel(pipe, model_defaults(path), path)
+    tiny = None if tiny_path is None else _load_tiny_decoder(tiny_path, dev, dtype)
+    for m in (pipe.unet, pipe.vae, tiny):
+        if channels_last and m is not None:
+            m.to(memory_format=torch.channels_last)
+    name = DECODERS[0] if decoder is None else str(decoder)
+    return LoadedModel(pipe, model_defaults(path), path, tiny, name)
+
+
+def check_model_options(
+    model: str | Path | None, device: str | None = None, precision: str | None = None, decoder: str | Path | None = None
+) -> None:
+    """Refuse a missing model folder, an unknown precision and a missing decoder without loading
+    anything, so that commands check them before any long work."""
+    path = model_folder(model)
+    _check_folder(path)
+    _tiny_decoder_folder(path, decoder)
+    if precision is not None:
+        precision_dtype(precision, torch.device(device) if device is not None else default_device())
+
+
+def _tiny_decoder_folder(path: Path, decoder: str | Path | None) -> Path | None:
+    """The AutoencoderTiny folder ``--decoder`` names for the model at ``path`` (None: the VAE)."""
+    if decoder is None or str(decoder) == "full":
+        return None
+    if str(decoder) == "tiny":
+        for folder in (path / TINY_DECODER, EMBEDDED_MODEL / TINY_DECODER if "vae" in _shares(path) else None):
+            if folder is not None and (folder / "config.json").exists():
+                return folder
+        raise ModelError(
+            "--decoder", f"{str(path)!r} has no tiny decoder ({TINY_DECODER}/); pass --decoder DIR, a folder holding "
+            "a diffusers AutoencoderTiny, or --decoder full"
+        )  # fmt: skip
+    folder = Path(decoder)
+    config = folder / "config.json"
+    kind = json.loads(config.read_text()).get("_class_name") if config.exists() else None
+    if kind != "AutoencoderTiny":
+        raise ModelError(
+            "--decoder", f"{str(folder)!r} is not a diffusers AutoencoderTiny folder; allowed: {DECODER_HELP}"
+        )
+    return folder
+
+
+def _load_tiny_decoder(folder: Path, device: torch.device, dtype: torch.dtype) -> Any:
+    from diffusers import AutoencoderTiny
+
+    with _quiet_hub_libraries():
+        tiny = AutoencoderTiny.from_pretrained(folder, local_files_only=True)
+    return tiny.to(device, dtype).eval().requires_grad_(False)
 
 
 def _check_folder(path: Path) -> None:
@@ -192,13 +255,17 @@ def _quiet_hub_libraries() -> Iterator[None]:
         tlog.enable_progress_bar()
 
 
+def _shares(path: Path) -> list[str]:
+    """The parts a model folder takes from the embedded model (``"shares"`` in ``bendbridge.json``)."""
+    f = path / "bendbridge.json"
+    return list(json.loads(f.read_text()).get("shares", [])) if f.exists() else []
+
+
 def _shared_parts(path: Path) -> dict[str, Any]:
     """Parts a folder takes from the embedded model (``"shares"`` in its ``bendbridge.json``) and does
     not hold itself: the fast model links them in a source checkout, an installed wheel leaves the
     links out, and they are loaded from the embedded model's folder instead."""
-    f = path / "bendbridge.json"
-    shared = json.loads(f.read_text()).get("shares", []) if f.exists() else []
-    missing = [name for name in shared if not (path / name).exists()]
+    missing = [name for name in _shares(path) if not (path / name).exists()]
     if not missing:
         return {}
     from diffusers import AutoencoderKL

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from bendbridge.protocol.render import DECODER_HELP, PRECISION_HELP, PRECISIONS
+
 __all__ = ["add_commands"]
 
 
@@ -18,6 +20,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=None, help="frames per denoising pass (default 8)")
     p.add_argument("--frames", type=Path, default=None, help="also keep the PNG sequence (and manifest) in this folder")
     p.add_argument("--model", type=Path, default=None, help="diffusers folder (default: the embedded model)")
+    p.add_argument("--precision", default=None, choices=PRECISIONS, help=PRECISION_HELP + " (in this process)")
+    p.add_argument("--decoder", default=None, help=DECODER_HELP + " (in this process)")
     p.add_argument(
         "--server",
         default=None,
@@ -71,7 +75,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 SERVER_SIDE_MODULES = ("torch", "diffusers", "transformers", "safetensors")
 
 
-def local_rendering(model: Path | None):
+def local_rendering(model: Path | None, precision: str | None = None, decoder: str | None = None):
     """In-process rendering on ``model``, or None where the render side (``bendbridge[server]``) is not installed."""
     try:
         from bendbridge.server.render.local_frames import local_rendering as server_local_rendering
@@ -79,7 +83,7 @@ def local_rendering(model: Path | None):
         if (e.name or "").split(".")[0] in SERVER_SIDE_MODULES:
             return None
         raise
-    return server_local_rendering(model)
+    return server_local_rendering(model, precision=precision, decoder=decoder)
 
 
 def _spec(args: argparse.Namespace, audio: Path, config: Path, midi: Path | None = None, **sources):
@@ -107,11 +111,16 @@ def _spec(args: argparse.Namespace, audio: Path, config: Path, midi: Path | None
     )
 
 
-def _bounce(spec) -> object:
-    from bendbridge.bridge.bounce import run_bounce
+def _bounce(spec, args: argparse.Namespace) -> object:
+    from bendbridge.bridge.bounce import BounceError, run_bounce
 
     spec.check()  # before anything is imported for rendering
-    return run_bounce(spec, None if spec.server else local_rendering(spec.model))
+    if spec.server:
+        for option in ("precision", "decoder"):
+            if getattr(args, option) is not None:
+                raise BounceError(f"--{option}", f"with --server, give --{option} to 'bendbridge serve'")
+        return run_bounce(spec, None)
+    return run_bounce(spec, local_rendering(spec.model, args.precision, args.decoder))
 
 
 def run_bounce(args: argparse.Namespace) -> int:
@@ -137,7 +146,7 @@ def run_bounce(args: argparse.Namespace) -> int:
         folder = args.out.parent / f".{args.out.stem}.recorded"
         _use_recording(spec, args.recorded, folder)
     try:
-        summary = _bounce(spec)
+        summary = _bounce(spec, args)
     finally:
         if folder is not None:
             shutil.rmtree(folder, ignore_errors=True)
@@ -180,6 +189,6 @@ def run_demo(args: argparse.Namespace) -> int:
             f"note: using the existing {paths['config']}, which differs from the bundled demo config "
             f"(delete it to get the current one)"
         )
-    summary = _bounce(_spec(args, paths["audio"], paths["config"], paths["midi"]))
+    summary = _bounce(_spec(args, paths["audio"], paths["config"], paths["midi"]), args)
     print(summary)
     return 0

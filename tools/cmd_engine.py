@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 
 from bendbridge.protocol.errors import BendbridgeError
-from bendbridge.protocol.render import PRECISION_HELP, PRECISIONS, SCHEDULERS, check_scheduler
+from bendbridge.protocol.render import DECODER_HELP, PRECISION_HELP, PRECISIONS, SCHEDULERS, check_scheduler
 
 __all__ = ["add_commands"]
 
@@ -20,6 +20,7 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: best available)")
     p.add_argument("--precision", default=None, choices=PRECISIONS, help=PRECISION_HELP)
+    p.add_argument("--decoder", default=None, help=DECODER_HELP)
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -68,7 +69,7 @@ def run_layers(args: argparse.Namespace) -> int:
     settings = RenderSettings(("layers",)).override(
         {"width": "--size", "height": "--size"}, width=args.size, height=args.size
     )
-    model = load_model(args.model, args.device, precision=args.precision)
+    model = load_model(args.model, args.device, precision=args.precision, decoder=args.decoder)
     r = Renderer(model, RenderConfig(settings))
     c = model.pipe.unet.config.in_channels
     h, w = r.height // r.vae_factor, r.width // r.vae_factor
@@ -127,7 +128,7 @@ def run_render(args: argparse.Namespace) -> int:
     from bendbridge.server.render import FrameSpec, RenderConfig, Renderer
 
     res = Renderer(
-        load_model(args.model, args.device, precision=args.precision),
+        load_model(args.model, args.device, precision=args.precision, decoder=args.decoder),
         RenderConfig(settings, plan, scheduler=args.scheduler),
     ).render([FrameSpec(noise_angle=args.noise_angle, prompt_weights=weights)])[0]
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -147,7 +148,7 @@ def run_sweep(args: argparse.Namespace) -> int:
 
     from bendbridge.server.model import load_model
 
-    sheet = render_sheet(load_model(args.model, args.device, precision=args.precision), sweep)
+    sheet = render_sheet(load_model(args.model, args.device, precision=args.precision, decoder=args.decoder), sweep)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(args.out)
     print(f"wrote {args.out} ({len(sweep.rows)} rows)")

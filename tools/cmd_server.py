@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from bendbridge.protocol.errors import BendbridgeError
-from bendbridge.protocol.render import PRECISION_HELP, PRECISIONS
+from bendbridge.protocol.render import DECODER_HELP, PRECISION_HELP, PRECISIONS
 from bendbridge.protocol.security import DEFAULT_CONTROL, DEFAULT_EVENTS
 from bendbridge.protocol.values import finite_number
 
@@ -26,6 +26,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", type=Path, default=None, help="diffusers folder (default: the embedded model)")
     p.add_argument("--device", default=None)
     p.add_argument("--precision", default=None, choices=PRECISIONS, help=PRECISION_HELP)
+    p.add_argument("--decoder", default=None, help=DECODER_HELP)
     p.add_argument(
         "--output-root", type=Path, default=Path("renders"), help="every file the server writes goes under here"
     )
@@ -78,6 +79,7 @@ def run_serve(args: argparse.Namespace) -> int:
         model=args.model,
         device=args.device,
         precision=args.precision,
+        decoder=args.decoder,
         output_root=args.output_root,
         max_batch=args.max_batch,
         keys=args.keys,

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import queue
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +44,7 @@ from bendbridge.protocol.errors import BendbridgeError
 from bendbridge.protocol.security import DEFAULT_CONTROL, DEFAULT_EVENTS, SecurityError, is_loopback, load_server_keys
 from bendbridge.server.model import LoadedModel
 
+from .live_pipeline import LivePipeline, Report, describe
 from .session import Pending, RenderSession
 
 __all__ = ["ServerConfig", "RenderServer"]
@@ -56,10 +59,13 @@ class ServerConfig:
     model: Path | None = None  # None: the embedded model
     device: str | None = None
     precision: str | None = None  # auto, fp32, bf16, fp16 (None: fp16 on CUDA, else fp32)
+    decoder: str | None = None  # full (None), tiny, or an AutoencoderTiny folder
     output_root: Path = Path("renders")
     max_batch: int = 8
     keys: Path | None = None  # CURVE key folder; required for non-loopback endpoints
     max_message_bytes: int = 64 << 20
+    pipeline: bool = True  # live sessions render in a denoise → deliver pipeline (live_pipeline)
+    decode_threads: int = 1  # the deliver thread's own CPU threads
 
 
 class RenderServer:
@@ -82,7 +88,7 @@ class RenderServer:
         if model is None:
             from bendbridge.server.model import load_model
 
-            model = load_model(config.model, config.device, precision=config.precision)
+            model = load_model(config.model, config.device, precision=config.precision, decoder=config.decoder)
         self.model = model
         self.model_name = model.name
         self.sessions: dict[str, RenderSession] = {}
@@ -102,6 +108,12 @@ class RenderServer:
         self._bind()
         self._welcome_cache: Welcome | None = None
         self._running = False
+        self.model_lock = threading.Lock()  # one U-Net call at a time: bend hooks live on the shared U-Net
+        self.pipelines: dict[str, LivePipeline] = {}
+        self.reports: queue.SimpleQueue[Report] = queue.SimpleQueue()
+        self.wake = self._ctx.socket(zmq.PULL)  # a pipeline's deliver thread pings it when reports wait
+        self.wake_endpoint = f"inproc://bendbridge-wake-{id(self):x}"
+        self.wake.bind(self.wake_endpoint)
 
     def _bind(self) -> None:
         """Bind both sockets; the endpoints actually bound are kept (a ``*`` port resolves to a free one)."""
@@ -206,6 +218,8 @@ class RenderServer:
                 else:
                     for d in s.enqueue(Pending(client, env.id, m)):
                         self._report(d.client, s, self._dropped(d))
+                    if s.sid in self.pipelines:
+                        self.pipelines[s.sid].notify()
             elif isinstance(m, ParamUpdate):
                 s.update_params(m.params)
                 self._send(client, Heartbeat(ref=env.id), s.sid)
@@ -222,7 +236,7 @@ class RenderServer:
         return s
 
     def _setup(self, client: bytes, m: SessionSetup, ref: str) -> None:
-        if m.model not in (None, "", "default", self.model_name):
+        if m.model not in (None, "", "default", self.model_name, self.model.base_name):
             raise ProtocolError(
                 "session_setup.model",
                 f"model {m.model!r} is not loaded; this server has {self.model_name!r}",
@@ -231,7 +245,13 @@ class RenderServer:
         sid = m.output  # one session per output folder: re-sending the setup resumes it
         old = self.sessions.get(sid)
         if old is None or old.setup != m:
-            self.sessions[sid] = RenderSession(sid, m, self.model, self.root, self.config.max_batch)
+            self._stop_pipeline(sid)
+            s = self.sessions[sid] = RenderSession(sid, m, self.model, self.root, self.config.max_batch)
+            if s.live and self.config.pipeline:
+                self.pipelines[sid] = LivePipeline(
+                    s, self.model_lock, self.reports, self.wake_endpoint, self._ctx, self.config.decode_threads,
+                    self._dropped,
+                )  # fmt: skip
         self.clients[client] = sid
         self._send(client, self.welcome(), sid)
 
@@ -245,18 +265,40 @@ class RenderServer:
         )  # subscribers get the path, not the bytes
         self.events.send_multipart([s.sid.encode(), encode(event, session=s.sid, pos=fr.sample)])
 
+    def _stop_pipeline(self, sid: str) -> None:
+        pipeline = self.pipelines.pop(sid, None)
+        if pipeline is not None:
+            pipeline.stop()
+            log.info("live session %s: %s", sid, describe(pipeline.session))
+
+    def send_reports(self) -> None:
+        """Send what the live pipelines have delivered (in their order)."""
+        while True:
+            try:
+                s, p, r = self.reports.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(r, Exception):
+                self._error(p.client, r, p.msg_id, s.sid)
+            else:
+                self.stats["rendered"] += r.status != "dropped"
+                self._report(p.client, s, r)
+
     # ------------------------------------------------------------------ loop
+    def _waiting(self) -> list[RenderSession]:
+        """Sessions whose queue this loop renders (live sessions with a pipeline render on their own)."""
+        return [s for sid, s in self.sessions.items() if s.queue and sid not in self.pipelines]
+
     def render_once(self) -> bool:
         """Render one batch from the first session with queued work. True if it did any work."""
-        for s in self.sessions.values():
-            if not s.queue:
-                continue
+        for s in self._waiting():
             batch, late = s.take_batch(time.time())
             for p in late:
                 self._report(p.client, s, self._dropped(p))
             if batch:
                 try:
-                    reports = s.render(batch)
+                    with self.model_lock:
+                        reports = s.render(batch)
                 except Exception as e:  # noqa: BLE001 - a failing batch is reported, not fatal
                     for p in batch:
                         self._error(p.client, e, p.msg_id, s.sid)
@@ -271,11 +313,16 @@ class RenderServer:
         """Run until ``stop`` (an Event-like object) is set."""
         poller = zmq.Poller()
         poller.register(self.control, zmq.POLLIN)
+        poller.register(self.wake, zmq.POLLIN)
         self._running = True
         try:
             while self._running and not (stop is not None and stop.is_set()):
-                busy = any(s.queue for s in self.sessions.values())
+                busy = bool(self._waiting())
                 events = dict(poller.poll(0 if busy else idle_timeout_ms))
+                if self.wake in events:
+                    while self.wake.poll(0):
+                        self.wake.recv()
+                self.send_reports()
                 if self.control in events:
                     for _ in range(10_000):  # drain what is waiting, then render
                         try:
@@ -288,6 +335,11 @@ class RenderServer:
             self._running = False
 
     def close(self) -> None:
+        if hasattr(self, "wake"):  # not when binding failed in __init__
+            for sid in list(self.pipelines):
+                self._stop_pipeline(sid)
+            self.send_reports()
+            self.wake.close(0)
         self.control.close(0)
         self.events.close(0)
         if self._auth is not None:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +23,9 @@ from bendbridge.protocol.plan import BendPlan
 from bendbridge.protocol.position import POSITION_FIELDS
 from bendbridge.protocol.render import render_identity
 from bendbridge.server.model import LoadedModel
-from bendbridge.server.render import FrameSpec, RenderConfig, Renderer
+from bendbridge.server.render import Denoised, FrameSpec, RenderConfig, Renderer
 
-__all__ = ["RenderSession", "Pending"]
+__all__ = ["DenoisedBatch", "RenderSession", "Pending"]
 
 
 @dataclass
@@ -32,7 +33,19 @@ class Pending:
     client: bytes
     msg_id: str
     request: FrameRequest
-    received: float = field(default_factory=time.time)
+    received: float = field(default_factory=time.time)  # wall seconds
+
+
+@dataclass(frozen=True)
+class DenoisedBatch:
+    """A batch between the U-Net and the decoder: its requests, their effective parameters, the
+    latents, when denoising started (wall s) and its time per frame (s)."""
+
+    batch: list[Pending]
+    params: list[dict[str, dict[str, Any]]]
+    denoised: Denoised
+    started: float
+    per_frame: float
 
 
 def _digest(obj: Any) -> str:
@@ -54,6 +67,8 @@ class RenderSession:
         self.dropped = 0
         self.rendered = 0
         self.resumed = 0
+        self.latencies: deque[float] = deque(maxlen=4096)  # request received → report ready, wall s
+        self.lock = threading.Lock()  # the queue, when a live pipeline's thread takes from it
 
     @property
     def live(self) -> bool:
@@ -84,8 +99,18 @@ class RenderSession:
         return merged
 
     def enqueue(self, p: Pending) -> list[Pending]:
-        """Queue a request; returns requests dropped to make room (live mode)."""
-        if not self.live and p.request.frame in self.queued:
+        """Queue a request; returns requests dropped to make room (live mode).
+
+        Offline, a frame already queued is rendered once. Live, a newer request for a queued frame
+        takes the older one's place (its parameters and deadline win; one report per frame)."""
+        with self.lock:
+            return self._enqueue(p)
+
+    def _enqueue(self, p: Pending) -> list[Pending]:
+        if p.request.frame in self.queued:
+            if self.live:
+                i = next(i for i, q in enumerate(self.queue) if q.request.frame == p.request.frame)
+                self.queue[i] = replace(p, received=self.queue[i].received)
             return []  # offline: exactly once; it is reported when it finishes
         self.queue.append(p)
         self.queued.add(p.request.frame)
@@ -99,6 +124,10 @@ class RenderSession:
 
     def take_batch(self, now: float) -> tuple[list[Pending], list[Pending]]:
         """Up to ``max_batch`` requests to render now, and the live ones past their deadline."""
+        with self.lock:
+            return self._take_batch(now)
+
+    def _take_batch(self, now: float) -> tuple[list[Pending], list[Pending]]:
         batch, late = [], []
         while self.queue and len(batch) < self.max_batch:
             p = self.queue.popleft()
@@ -128,6 +157,10 @@ class RenderSession:
 
     def render(self, batch: list[Pending]) -> list[FrameReady]:
         """Render a batch (one denoising pass), write each frame, return their reports."""
+        return self.deliver(self.denoise(batch))
+
+    def denoise(self, batch: list[Pending]) -> DenoisedBatch:
+        """The U-Net part of a batch, with each request's effective (newest) parameters."""
         params = [self.effective_params(p.request) for p in batch]
         specs = [
             FrameSpec(
@@ -138,15 +171,22 @@ class RenderSession:
             )
             for p, pp in zip(batch, params)
         ]
-        t0, started = time.perf_counter(), time.time()
-        results = self.renderer.render(specs)
-        per_frame = (time.perf_counter() - t0) / len(batch)
+        started = time.time()
+        t0 = time.perf_counter()
+        denoised = self.renderer.denoise(specs)
+        return DenoisedBatch(batch, params, denoised, started, (time.perf_counter() - t0) / len(batch))
+
+    def deliver(self, d: DenoisedBatch) -> list[FrameReady]:
+        """Decode a denoised batch, encode and write each frame, return their reports (request order)."""
+        t0 = time.perf_counter()
+        results = self.renderer.finish(d.denoised)
+        decode = (time.perf_counter() - t0) / len(d.batch)
         out = []
-        for p, pp, res in zip(batch, params, results):
+        for p, pp, res in zip(d.batch, d.params, results):
             req = p.request
             t1 = time.perf_counter()
             status = res.status
-            data = png_bytes(res.image)
+            data = png_bytes(res.image, fast=self.live)
             e = self.store.write_png(
                 data,
                 dict(
@@ -156,15 +196,20 @@ class RenderSession:
                     fingerprint=self.fingerprint(req, pp),
                     status=status,
                 ),
+                durable=not self.live,
             )
             self.rendered += 1
+            latency = time.time() - p.received
+            self.latencies.append(latency)
+            timings = {"queued": d.started - p.received, "render": d.per_frame, "decode": decode}
+            timings |= {"write": time.perf_counter() - t1, "latency": latency}
             out.append(
                 FrameReady(
                     frame=req.frame,
                     sample=req.sample,
                     hash=e.hash,
                     status=status,
-                    timings={"render": per_frame, "write": time.perf_counter() - t1, "queued": started - p.received},
+                    timings=timings,
                     path=f"{self.setup.output}/{self.store.path(req.frame).name}",
                     data=data if self.setup.deliver == "png" else None,
                     faults=tuple(str(f) for f in res.faults) or None,

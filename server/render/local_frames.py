@@ -11,7 +11,7 @@ from bendbridge.protocol.output import png_bytes
 from bendbridge.protocol.plan import BendPlan
 from bendbridge.protocol.position import FramePosition
 from bendbridge.protocol.render import RenderSettings, render_identity
-from bendbridge.server.model import LoadedModel, load_model
+from bendbridge.server.model import LoadedModel, check_model_options, load_model
 
 from .renderer import FrameSpec, RenderConfig, Renderer
 
@@ -38,15 +38,23 @@ class LocalFrames:
         pass
 
 
-def local_rendering(model: LoadedModel | Path | None = None, device: str | None = None) -> LocalRendering:
+def local_rendering(
+    model: LoadedModel | Path | None = None,
+    device: str | None = None,
+    precision: str | None = None,
+    decoder: str | None = None,
+) -> LocalRendering:
     """A :data:`~bendbridge.protocol.frames.LocalRendering` on ``model`` (a loaded model, a diffusers
-    folder, or None for the embedded model). A folder is loaded when the first source is opened,
-    so everything a bounce checks first is checked before the model loads."""
+    folder, or None for the embedded model), in ``precision`` with ``decoder`` (see ``load_model``).
+    A folder is loaded when the first source is opened, so everything a bounce checks first is
+    checked before the model loads; the folder, precision and decoder are checked now."""
     loaded: list[LoadedModel] = [model] if isinstance(model, LoadedModel) else []
+    if not loaded:
+        check_model_options(model, device, precision, decoder)
 
     def open_source(settings: Any, plan: Any, batch: int) -> LocalFrames:
         if not loaded:
-            loaded.append(load_model(model, device))
+            loaded.append(load_model(model, device, precision=precision, decoder=decoder))
         return LocalFrames(loaded[0], settings, plan, batch)
 
     return open_source

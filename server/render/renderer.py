@@ -34,7 +34,7 @@ from ._prefix import PrefixCache, first_bent_step, shareable
 from ._shared_rows import RowSharing, SplitPoint, guided_rows, row_sharing, split_point, unet_stages, widening
 from .schedulers import make_scheduler
 
-__all__ = ["RenderConfig", "FrameSpec", "FrameResult", "Renderer"]
+__all__ = ["RenderConfig", "FrameSpec", "FrameResult", "Denoised", "Renderer"]
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,14 @@ class FrameSpec:
     prompt_weights: tuple[float, ...] | None = None
 
 
+@dataclass(frozen=True)
+class Denoised:
+    """A batch after the U-Net: latents [B, C, h, w] and the bends' faults, ready to decode."""
+
+    latents: torch.Tensor
+    faults: list[Fault]
+
+
 @dataclass
 class FrameResult:
     image: np.ndarray  # [H, W, 3] uint8
@@ -87,8 +95,9 @@ class Renderer:
     def __init__(self, model: LoadedModel, config: RenderConfig):
         self.model, self.config = model, config
         pipe = model.pipe
-        self.unet, self.vae, self.text_encoder, self.tokenizer = pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer
-        self.vae_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        self.unet, self.text_encoder, self.tokenizer = pipe.unet, pipe.text_encoder, pipe.tokenizer
+        self.vae = model.decoder  # the pipeline's VAE, or a tiny decoder reading the same latents
+        self.vae_factor = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
         self.settings = self._resolve(config.settings, model.defaults)
         self.steps, self.guidance = self.settings.steps, self.settings.guidance
         self.width, self.height = self.settings.width, self.settings.height
@@ -242,6 +251,14 @@ class Renderer:
             torch.cuda.synchronize(self.device)
 
     def _render_batch(self, frames: Sequence[FrameSpec]) -> list[FrameResult]:
+        return self.finish(self.denoise(frames))
+
+    @torch.no_grad()
+    def denoise(self, frames: Sequence[FrameSpec]) -> Denoised:
+        """The U-Net part of rendering ``frames`` (one batch, at most ``max_batch``): text, every
+        denoising step with the bends, and the faults the bends raised. :meth:`finish` decodes it.
+
+        A pipelined server runs this for the next batch while another thread finishes the last."""
         B = len(frames)
         eng = self.engine
         eng.set_frames([f.params for f in frames], guided=self.guided)
@@ -256,6 +273,16 @@ class Renderer:
             text = cond
         self._sync()
         t1 = time.perf_counter()
+        latents = self._denoise_steps(frames, text)
+        latents = eng.bend_latent(latents, self.steps, "frames")
+        self._sync()
+        self.timings["text"] += t1 - t0
+        self.timings["denoise"] += time.perf_counter() - t1
+        return Denoised(latents, eng.faults())
+
+    def _denoise_steps(self, frames: Sequence[FrameSpec], text: torch.Tensor) -> torch.Tensor:
+        """Every denoising step (the shared prefix from the cache) → latents [B, C, h, w]."""
+        eng = self.engine
         sched = make_scheduler(self.scheduler, "default")
         sched.set_timesteps(self.steps, device=self.device)
         first = self.prefix_steps
@@ -278,20 +305,21 @@ class Renderer:
                 else:
                     pred = self._guided(sched.scale_model_input(inp, t), t, text)
                 latents = sched.step(pred, t, latents).prev_sample
-        latents = eng.bend_latent(latents, self.steps, "frames")
-        self._sync()
-        t2 = time.perf_counter()
-        images, nonfinite = self.decode(latents)
-        t3 = time.perf_counter()
-        self.timings["text"] += t1 - t0
-        self.timings["denoise"] += t2 - t1
-        self.timings["decode"] += t3 - t2
-        faults = eng.faults()
+        return latents
+
+    @torch.no_grad()
+    def finish(self, denoised: Denoised) -> list[FrameResult]:
+        """Decode a :meth:`denoise` result → one result per frame (image, NaN/black flags, faults).
+        Touches only the VAE, so it may run while another thread denoises the next batch."""
+        t0 = time.perf_counter()
+        images, nonfinite = self.decode(denoised.latents)
+        self.timings["decode"] += time.perf_counter() - t0
         results = []
-        for i in range(B):
+        for i in range(len(images)):
             img = images[i]
             black = bool(img.mean() < 4.0)
-            results.append(FrameResult(img, bool(nonfinite[i]), black, [f for f in faults if f.frame == i]))
+            faults = [f for f in denoised.faults if f.frame == i]
+            results.append(FrameResult(img, bool(nonfinite[i]), black, faults))
         return results
 
     def _run_prefix(

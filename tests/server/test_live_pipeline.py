@@ -1,0 +1,142 @@
+"""The live pipeline: ordering, dropping and newest-parameters-win, over real ZeroMQ (tiny model).
+
+The tests hold the server's model lock to freeze the U-Net at a known point: the denoise thread
+has taken its batch and waits for the lock, so what arrives meanwhile is deterministic.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from bendbridge.bridge.client import RenderClient
+from bendbridge.protocol import FrameReady, Heartbeat, ParamUpdate
+from bendbridge.server.net.session import Pending, RenderSession
+
+from .test_net import collect, request, setup_msg
+
+
+@pytest.fixture
+def live(tiny_model, tmp_path, start_server):
+    return start_server(tiny_model, tmp_path / "out", max_batch=4)
+
+
+def _manifest(root, name: str) -> dict[int, dict]:
+    lines = (root / name / "manifest.jsonl").read_text().splitlines()
+    return {e["frame"]: e for e in map(json.loads, lines)}
+
+
+def _wait_taken(server, sid: str, timeout: float = 10.0) -> None:
+    """Until the denoise thread has taken everything queued (it then waits for the model lock)."""
+    deadline = time.monotonic() + timeout
+    while server.sessions[sid].queue and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.05)
+
+
+def test_live_frames_are_reported_once_each_in_request_order_with_their_latency(live):
+    with RenderClient(live.url) as c:
+        c.setup(setup_msg("live", mode="live"))
+        for i in range(8):  # twice the batch: the queue's bound
+            c.send(request(i, deadline=time.time() + 120))
+        order = []
+        while len(order) < 8:
+            fr = c.expect(FrameReady, timeout=60).message
+            order.append(fr.frame)
+            assert fr.status == "ok"
+            assert fr.timings["latency"] >= fr.timings["render"] > 0 and fr.timings["queued"] >= 0
+    assert order == list(range(8))
+    assert live.server.sessions["live"].rendered == 8 and len(live.server.sessions["live"].latencies) == 8
+
+
+def test_a_parameter_update_arriving_while_a_frame_waits_for_the_unet_wins(live, tmp_path):
+    server = live.server
+    with RenderClient(live.url) as c:
+        c.setup(setup_msg("live", mode="live"))
+        with server.model_lock:
+            c.send(request(3, deadline=time.time() + 120))
+            _wait_taken(server, "live")
+            ref = c.send(ParamUpdate(params={"spin": {"angle": 1.25}}))
+            assert c.expect(Heartbeat).message.ref == ref
+        assert c.expect(FrameReady, timeout=60).message.status == "ok"
+    assert _manifest(tmp_path / "out", "live")[3]["params"]["spin"]["angle"] == 1.25
+
+
+def test_a_request_whose_deadline_passes_while_the_unet_is_busy_is_dropped_after_the_frame_before(live):
+    server = live.server
+    with RenderClient(live.url) as c:
+        c.setup(setup_msg("live", mode="live"))
+        with server.model_lock:
+            c.send(request(0, deadline=time.time() + 120))
+            _wait_taken(server, "live")
+            c.send(request(1, deadline=time.time() + 0.2))
+            time.sleep(0.4)
+        first = c.expect(FrameReady, timeout=60).message
+        second = c.expect(FrameReady, timeout=60).message
+    assert (first.frame, first.status) == (0, "ok")
+    assert (second.frame, second.status) == (1, "dropped")
+    assert server.sessions["live"].dropped == 1
+
+
+def test_offline_frames_rendered_beside_a_live_session_equal_those_rendered_alone(live, tmp_path):
+    with RenderClient(live.url) as c:
+        c.setup(setup_msg("alone"))
+        for i in range(4):
+            c.send(request(i))
+        alone = {k: v.hash for k, v in collect(c, 4).items()}
+    with RenderClient(live.url) as lc, RenderClient(live.url) as oc:
+        lc.setup(setup_msg("live", mode="live"))
+        oc.setup(setup_msg("beside"))
+        for i in range(8):
+            lc.send(request(20 + i, deadline=time.time() + 120))
+        for i in range(4):
+            oc.send(request(i))
+        beside = {k: v.hash for k, v in collect(oc, 4).items()}
+        live_frames = collect(lc, 8)
+    assert beside == alone  # the live session's bends never leaked into the offline frames
+    assert all(fr.status == "ok" for fr in live_frames.values())
+
+
+def test_pipelined_and_serial_live_servers_give_the_same_frames(tiny_model, tmp_path, start_server):
+    hashes = []
+    for name, pipeline in (("pipelined", True), ("serial", False)):
+        server = start_server(tiny_model, tmp_path / name, max_batch=3, pipeline=pipeline)
+        with RenderClient(server.url) as c:
+            c.setup(setup_msg("live", mode="live"))
+            for i in range(6):  # twice the batch: the queue's bound
+                c.send(request(i, deadline=time.time() + 120))
+            hashes.append({k: v.hash for k, v in collect(c, 6).items()})
+        assert bool(server.server.pipelines) == pipeline
+    assert hashes[0] == hashes[1] and all(hashes[0].values())
+
+
+# ---------------------------------------------------------------------- the queue's own rules
+@pytest.fixture
+def session(tiny_model, tmp_path) -> RenderSession:
+    return RenderSession("s", setup_msg("s", mode="live"), tiny_model, tmp_path, max_batch=2)
+
+
+def test_a_newer_request_for_a_queued_frame_takes_its_place_and_its_parameters(session):
+    assert session.enqueue(Pending(b"c", "a", request(5))) == []
+    session.enqueue(Pending(b"c", "b", request(6)))
+    newer = request(5, deadline=time.time() + 9)
+    newer.params["spin"]["angle"] = 0.75
+    assert session.enqueue(Pending(b"c", "c", newer)) == []
+    assert [(p.request.frame, p.msg_id) for p in session.queue] == [(5, "c"), (6, "b")]
+    assert session.queue[0].request.params["spin"]["angle"] == 0.75
+
+
+def test_the_oldest_request_is_dropped_beyond_twice_the_batch(session):
+    dropped = [d for i in range(7) for d in session.enqueue(Pending(b"c", str(i), request(i)))]
+    assert [d.request.frame for d in dropped] == [0, 1, 2]
+    assert [p.request.frame for p in session.queue] == [3, 4, 5, 6] and session.dropped == 3
+
+
+def test_taking_a_batch_drops_late_requests_and_keeps_the_order(session):
+    now = time.time()
+    for i, deadline in enumerate((now - 1, now + 5, now - 1, now + 5)):
+        session.enqueue(Pending(b"c", str(i), request(i, deadline=deadline)))
+    batch, late = session.take_batch(now)
+    assert [p.request.frame for p in batch] == [1, 3] and [p.request.frame for p in late] == [0, 2]
