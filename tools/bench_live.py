@@ -1,13 +1,20 @@
-"""Live latency and throughput, measured end to end in one run.
+"""Live throughput and latency, measured end to end, several models side by side in one run.
 
 A JACK dummy server carries MIDI: this benchmark plays a controller on a JACK MIDI port, the live
 bridge (following a steady transport from 0 s) maps it onto the demo's ``spin.angle``, the render
-server (embedded model, in this process) renders with the demo bends, and headless Chromium shows
-the frames on the viewer page. Measured: CC sent → the first frame carrying its value shown on the
-page (p50/p99), frames delivered per second — side by side with the same server's offline batch
-throughput for the same settings in the same run.
+server (in this process) renders with the demo bends, and headless Chromium shows the frames on
+the viewer page. For each row, in turn, the same script runs for ``--seconds``: frames delivered
+to the page per second, dropped and late frames, latency from a request leaving the bridge to its
+frame coming back (p50/p99), CC sent → the first frame carrying its value shown on the page, and
+the same server's offline batch throughput.
 
-    bendbridge bench live [--seconds 30] [--fps 24] [--cc-every 1.5] [--lookahead 0.5] [--model fast]
+Rows (``--rows``, comma-separated): ``MODEL[+tiny][/serial]`` — ``embedded`` (6 steps with
+guidance, ``demo.toml``), ``fast`` (2 steps, ``demo_fast.toml``) or a folder; ``+tiny`` decodes
+with the model's tiny decoder; ``/serial`` renders live frames in the server loop instead of the
+denoise → deliver pipeline.
+
+    bendbridge bench live [--rows embedded,fast+tiny/serial,fast+tiny] [--seconds 20] [--fps 30]
+                          [--cc-every 1.5] [--lookahead 0.25] [--max-batch 8]
 
 Needs jackd (jackd2), python-rtmidi, Chromium and websocket-client (the dev extra), and the
 render side (``bendbridge[server]``).
@@ -18,12 +25,12 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import statistics
 import subprocess
 import tempfile
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
@@ -53,82 +60,153 @@ def _jackd() -> subprocess.Popen:
             time.sleep(0.2)
 
 
+DEFAULT_ROWS = "embedded,fast+tiny/serial,fast+tiny"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of the table: a model, its decoder and the server's live mode."""
+
+    model: str
+    tiny: bool = False
+    serial: bool = False
+
+    @classmethod
+    def parse(cls, text: str) -> Row:
+        model, _, mode = text.partition("/")
+        if mode not in ("", "serial"):
+            raise SystemExit(f"bench live: --rows: {text!r}: after '/' only 'serial' is allowed")
+        model, _, decoder = model.partition("+")
+        if decoder not in ("", "tiny"):
+            raise SystemExit(f"bench live: --rows: {text!r}: after '+' only 'tiny' is allowed")
+        return cls(model, decoder == "tiny", mode == "serial")
+
+    @property
+    def name(self) -> str:
+        return self.model + ("+tiny" if self.tiny else "") + (" serial" if self.serial else "")
+
+
+@dataclass
+class Measured:
+    row: Row
+    delivered_fps: float
+    stats: object  # bridge.live_status.LiveStats
+    cc_latencies: list[float]
+    cc_moves: int
+    offline_fps: float
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--seconds", type=float, default=30.0)
-    ap.add_argument("--fps", default="24")
+    ap.add_argument(
+        "--rows", default=DEFAULT_ROWS, help=f"comma-separated MODEL[+tiny][/serial] (default {DEFAULT_ROWS})"
+    )
+    ap.add_argument("--seconds", type=float, default=20.0, help="seconds of live playback per row")
+    ap.add_argument("--fps", default="30")
     ap.add_argument("--cc-every", type=float, default=1.5, help="seconds between controller moves")
-    ap.add_argument("--lookahead", type=float, default=0.5)
-    ap.add_argument("--model", default=None, help="embedded (default), fast (with its demo config), or a folder")
+    ap.add_argument("--lookahead", type=float, default=0.25)
+    ap.add_argument("--max-batch", type=int, default=8, help="the server's largest batch")
     args = ap.parse_args(argv)
+    rows = [Row.parse(r.strip()) for r in args.rows.split(",") if r.strip()]
     jack = _jackd()
     try:
-        return _run(args)
+        return _run(args, rows)
     finally:
         jack.terminate()
         jack.wait(10)
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, rows: list[Row]) -> int:
     import mido
 
-    from bendbridge.bridge.client import RenderClient
+    from bendbridge.bridge.midi_live import CcRouter
+    from bendbridge.tools.chromium import Browser
+
+    be = mido.Backend(BACKEND)
+    midi_in = be.open_input("bb-bench-in", virtual=True)
+    browser = Browser()
+    results = []
+    try:
+        for row in rows:
+            config, midi_maps = _config(row)
+            router = CcRouter(midi_maps)
+            feed = threading.Event()
+            threading.Thread(target=_midi_loop, args=(midi_in, router, feed), daemon=True).start()
+            try:
+                results.append(_measure(args, row, config, midi_maps[0], router, be, browser))
+            finally:
+                feed.set()
+    finally:
+        browser.close()
+        time.sleep(0.1)
+        midi_in.close()  # before jackd stops, or the MIDI backend aborts the process at exit
+    return _report(args, results)
+
+
+def _config(row: Row):
     from bendbridge.bridge.config import SessionConfig
     from bendbridge.bridge.demo_song import DEMO_CONFIG, DEMO_FAST_CONFIG, bundled_config
+    from bendbridge.bridge.midi_live import load_cc_mappings
+
+    demo = DEMO_FAST_CONFIG if row.model == "fast" else DEMO_CONFIG
+    text = bundled_config(demo) + '\n[[midi]]\nsource = "cc:1:1"\nbend = "spin"\nparam = "angle"\ntakeover = false\n'
+    config_path = Path(tempfile.mkdtemp(prefix="bb-bench-live-")) / "bench.toml"
+    config_path.write_text(text)
+    config = SessionConfig.load(config_path)
+    return config, load_cc_mappings(config.tables, config.plan)
+
+
+def _measure(args, row: Row, config, cc_map, router, be, browser) -> Measured:
+    """One row: its own server and viewer, ``--seconds`` of live playback at ``--fps``."""
+    from bendbridge.bridge.client import RenderClient
     from bendbridge.bridge.live import LiveBridge
     from bendbridge.bridge.live_run import LiveRun
     from bendbridge.bridge.mapping import load_mapping
-    from bendbridge.bridge.midi_live import CcRouter, load_cc_mappings
     from bendbridge.bridge.timeline import FrameGrid, Timeline, parse_fps
     from bendbridge.bridge.viewer import Viewer
     from bendbridge.protocol import SessionSetup
     from bendbridge.server.model import load_model
     from bendbridge.server.net.app import RenderServer, ServerConfig
 
-    demo = DEMO_FAST_CONFIG if str(args.model) == "fast" else DEMO_CONFIG
-    text = bundled_config(demo) + '\n[[midi]]\nsource = "cc:1:1"\nbend = "spin"\nparam = "angle"\ntakeover = false\n'
-    config_path = Path(tempfile.mkdtemp(prefix="bb-bench-live-")) / "bench.toml"
-    config_path.write_text(text)
-    config = SessionConfig.load(config_path)
-    mapping, midi_maps = load_mapping(config.tables, config.plan), load_cc_mappings(config.tables, config.plan)
-    router = CcRouter(midi_maps)
+    mapping = load_mapping(config.tables, config.plan)
     fps = parse_fps(args.fps)
     timeline = Timeline(FrameGrid(fps, 48_000), config.tempo, config.meter)
-    model = load_model(args.model)
-    args.model_name = model.name
-    server = RenderServer(ServerConfig(control="tcp://127.0.0.1:*", events="tcp://127.0.0.1:*",
-                                       output_root=config_path.parent / "out"), model)  # fmt: skip
+    model = load_model(row.model, decoder="tiny" if row.tiny else None)
+    root = Path(tempfile.mkdtemp(prefix="bb-bench-live-out-"))
+    server = RenderServer(ServerConfig(control="tcp://127.0.0.1:*", events="tcp://127.0.0.1:*", output_root=root,
+                                       max_batch=args.max_batch, pipeline=not row.serial), model)  # fmt: skip
     stop = threading.Event()
-    threading.Thread(target=server.serve_forever, args=(stop,), daemon=True).start()
-    offline_fps = _offline_throughput(server.control_endpoint, config, timeline)
-    be = mido.Backend(BACKEND)
-    midi_in = be.open_input("bb-bench-in", virtual=True)
-    threading.Thread(target=_midi_loop, args=(midi_in, router, stop), daemon=True).start()
-    from bendbridge.tools.chromium import Browser
-
-    with RenderClient(server.control_endpoint) as client, Viewer() as viewer:
-        client.setup(SessionSetup.for_settings(config.rendering(), output="live", fps=fps,
-                                               plan=config.plan.to_dict(), mode="live", deliver="png"))  # fmt: skip
-        browser = Browser()
-        browser.call("Page.navigate", url=viewer.url)
-        while viewer.watchers < 1:
-            time.sleep(0.05)
-        t0 = time.time()
-        bridge = LiveBridge(client, timeline, mapping, lambda: Fraction(time.time() - t0).limit_denominator(10**6),
-                            args.lookahead, cc_values=router.by_bend)  # fmt: skip
-        run = LiveRun(bridge, viewer=viewer, out=open(os.devnull, "w"))  # noqa: SIM115
-        sent, cc_out = _play_cc(be, args, stop, t0)
-        while time.time() - t0 < args.seconds:
+    thread = threading.Thread(target=server.serve_forever, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        offline_fps = _offline_throughput(server.control_endpoint, config, timeline)
+        with RenderClient(server.control_endpoint) as client, Viewer() as viewer:
+            client.setup(SessionSetup.for_settings(config.rendering(), output="live", fps=fps,
+                                                   plan=config.plan.to_dict(), mode="live", deliver="png"))  # fmt: skip
+            browser.call("Page.navigate", url=viewer.url)
+            while viewer.watchers < 1:
+                time.sleep(0.05)
+            t0 = time.time()
+            bridge = LiveBridge(client, timeline, mapping, lambda: Fraction(time.time() - t0).limit_denominator(10**6),
+                                args.lookahead, cc_values=router.by_bend)  # fmt: skip
+            run = LiveRun(bridge, viewer=viewer, out=open(os.devnull, "w"))  # noqa: SIM115
+            played = threading.Event()
+            sent, cc_out = _play_cc(be, args, played, t0)
+            while time.time() - t0 < args.seconds:
+                run.step()
+                time.sleep(0.002)
+            played.set()
+            time.sleep(1.0)
             run.step()
-            time.sleep(0.002)
-        time.sleep(1.0)
-        log = browser.evaluate("window.bb.log")
-        browser.close()
-    stop.set()
-    time.sleep(0.1)
-    cc_out.close()  # before jackd stops, or the MIDI backend aborts the process at exit
-    midi_in.close()
-    return _report(args, sent, log, run.stats, offline_fps, midi_maps[0])
+            log = browser.evaluate("window.bb.log")
+            cc_out.close()
+    finally:
+        stop.set()
+        thread.join(30)
+        server.close()
+        shutil.rmtree(root, ignore_errors=True)
+    latencies = _cc_latencies(sent, log, cc_map)
+    return Measured(row, run.stats.delivered / args.seconds, run.stats, latencies, len(sent), offline_fps)
 
 
 def _midi_loop(port, router, stop: threading.Event) -> None:
@@ -181,29 +259,38 @@ def _offline_throughput(url: str, config, timeline, frames: int = 24) -> float:
         return frames / (time.perf_counter() - t)
 
 
-def _report(args, sent, log, stats, offline_fps, cc_map) -> int:
-    from bendbridge.bridge.live_status import percentile
-
-    latencies = []
+def _cc_latencies(sent, log, cc_map) -> list[float]:
+    """For each controller move, seconds until the page first showed a frame carrying its value."""
+    out = []
     for when, value in sent:
         want = cc_map.lo + value / 127 * (cc_map.hi - cc_map.lo)
         angle = lambda e: (e.get("params") or {}).get(cc_map.bend, {}).get(cc_map.param, 1e9)  # noqa: E731
         shown = [e["at"] for e in log if e["at"] >= when * 1000 and abs(angle(e) - want) < 1e-6]
         if shown:
-            latencies.append(shown[0] / 1000 - when)
-    delivered_fps = stats.delivered / args.seconds
-    print(
-        f"bench live: {args.model_name} model, {args.seconds:g} s at {args.fps} fps requested, "
-        f"lookahead {args.lookahead} s, demo bends"
-    )
-    print(f"  CC → frame on the page: {len(latencies)}/{len(sent)} controller moves seen; "
-          f"p50 {1000 * statistics.median(latencies) if latencies else float('nan'):.0f} ms, "
-          f"p99 {1000 * percentile(latencies, 0.99):.0f} ms")  # fmt: skip
-    print(f"  delivered to the page:  {delivered_fps:.2f} frames/s ({stats.delivered} frames, "
-          f"{stats.dropped} dropped, {stats.late} late)")  # fmt: skip
-    print(f"  offline batches:        {offline_fps:.2f} frames/s (same model and settings)")
-    if offline_fps > 0:
-        print(f"  live / offline:         {delivered_fps / offline_fps:.2f}×")
+            out.append(shown[0] / 1000 - when)
+    return out
+
+
+def _report(args, results: list[Measured]) -> int:
+    from bendbridge.bridge.live_status import percentile
+
+    def ms(values, q) -> str:
+        return f"{1000 * percentile(list(values), q):.0f}" if values else "–"
+
+    print(f"bench live: {args.fps} fps requested for {args.seconds:g} s per row, lookahead {args.lookahead} s, "
+          f"demo bends, largest batch {args.max_batch}; latency = request leaving the bridge → frame back")  # fmt: skip
+    head = ("row", "fps", "dropped", "late", "lat p50", "p99", "CC→page p50", "p99", "offline fps", "× first")
+    print("  " + "".join(f"{h:>12}" if i else f"{h:<20}" for i, h in enumerate(head)))
+    base = results[0].delivered_fps if results else 0.0
+    for m in results:
+        st = m.stats
+        cells = (f"{m.delivered_fps:.2f}", st.dropped, st.late, ms(st.latencies, 0.5), ms(st.latencies, 0.99),
+                 ms(m.cc_latencies, 0.5), ms(m.cc_latencies, 0.99), f"{m.offline_fps:.2f}",
+                 f"{m.delivered_fps / base:.2f}" if base else "–")  # fmt: skip
+        print(f"  {m.row.name:<20}" + "".join(f"{c:>12}" for c in cells))
+    for m in results:
+        print(f"  {m.row.name}: {m.stats.delivered} frames delivered of {m.stats.requested} requested; "
+              f"{len(m.cc_latencies)}/{m.cc_moves} controller moves seen on the page")  # fmt: skip
     return 0
 
 

@@ -10,15 +10,18 @@ and parameter updates while frames render:
    beside the next U-Net call, on ``decode_threads`` of its own), encodes the PNGs, writes the
    session's record and queues the reports, then wakes the server loop to send them.
 
-Between the two stands a hand-off of one batch: when delivery is slower than denoising, the U-Net
-waits instead of frames piling up, so the batch it takes next holds the newest requests.
+The denoise thread takes its next batch only once delivery has started on the last one: when
+delivery is slower than denoising, the requests wait in the session's queue (where newer ones
+replace them and late ones are dropped) rather than as a denoised batch nobody decodes yet.
 
 Rules (see :class:`~bendbridge.server.net.session.RenderSession` for the queue's own):
 
 - *newest parameters win*: a frame's parameters are merged with the latest ``param_update`` at the
   moment it enters the U-Net, and a newer request for a queued frame replaces the older one;
-- a request whose deadline has passed when the U-Net takes it is dropped and reported ``dropped``;
-  so is the oldest request when the queue holds more than twice the batch;
+- a batch grows only while its most urgent frame would still be delivered by its deadline (the
+  time per batch size is measured as the session runs); a request that would be late even alone
+  is dropped and reported ``dropped``, and so is the oldest request when the queue holds more
+  than twice the largest batch: latency is bounded by the bridge's lookahead;
 - frames are reported in the order their batches were taken, each once (rendered or dropped);
 - every report carries its latency (request received → report ready) in ``timings["latency"]``.
 """
@@ -68,7 +71,8 @@ class LivePipeline:
         self.dropped = dropped or _dropped
         self._work = threading.Condition()
         # a denoised batch, reports already made (drops, errors), or None at the end
-        self._handoff: queue.Queue[DenoisedBatch | list[_Made] | None] = queue.Queue(maxsize=1)
+        self._handoff: queue.Queue[DenoisedBatch | list[_Made] | None] = queue.Queue()
+        self._free = threading.Semaphore(1)  # no denoised batch waits for delivery
         self._stop = threading.Event()
         self._threads = [
             threading.Thread(target=self._denoise_loop, name=f"denoise {session.sid}", daemon=True),
@@ -93,14 +97,17 @@ class LivePipeline:
     def _denoise_loop(self) -> None:
         try:
             while not self._stop.is_set():
+                self._free.acquire()  # take the next batch only when the last one is being delivered
                 batch = self._next_batch()
                 if not batch:
+                    self._free.release()
                     continue
                 try:
                     with self.model_lock:
                         self._handoff.put(self.session.denoise(batch))
                 except Exception as e:  # noqa: BLE001 - a failing batch is reported, the session goes on
                     self._handoff.put([(p, e) for p in batch])
+                    self._free.release()
         finally:
             self._handoff.put(None)
 
@@ -128,6 +135,7 @@ class LivePipeline:
                 if isinstance(item, list):  # reports already made: drops, errors
                     self._put(item, wake)
                     continue
+                self._free.release()  # the next batch may denoise while this one is delivered
                 try:
                     self._put(list(zip(item.batch, self.session.deliver(item))), wake)
                 except Exception as e:  # noqa: BLE001

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import threading
 import time
 from collections import deque
@@ -68,6 +69,7 @@ class RenderSession:
         self.rendered = 0
         self.resumed = 0
         self.latencies: deque[float] = deque(maxlen=4096)  # request received → report ready, wall s
+        self.batch_seconds: dict[int, float] = {}  # batch size → seconds from taken to reported (average)
         self.lock = threading.Lock()  # the queue, when a live pipeline's thread takes from it
 
     @property
@@ -128,16 +130,39 @@ class RenderSession:
             return self._take_batch(now)
 
     def _take_batch(self, now: float) -> tuple[list[Pending], list[Pending]]:
+        """Live: a request that cannot be delivered by its deadline even alone is late; the batch
+        grows only while its first (most urgent) frame would still be in time."""
         batch, late = [], []
+        urgent = math.inf  # the earliest deadline in the batch
         while self.queue and len(batch) < self.max_batch:
-            p = self.queue.popleft()
-            self.queued.discard(p.request.frame)
-            if self.live and p.request.deadline is not None and p.request.deadline < now:
+            p = self.queue[0]
+            deadline = p.request.deadline if self.live and p.request.deadline is not None else math.inf
+            if deadline < now + self.expected_seconds(1):
                 late.append(p)
+            elif min(urgent, deadline) < now + self.expected_seconds(len(batch) + 1):
+                break  # a larger batch would make a frame already in it late
             else:
                 batch.append(p)
+                urgent = min(urgent, deadline)
+            self.queue.popleft()
+            self.queued.discard(p.request.frame)
         self.dropped += len(late)
         return batch, late
+
+    def expected_seconds(self, frames: int) -> float:
+        """How long a batch of ``frames`` takes from being taken to its reports (0 before any was
+        measured): the measured time of that batch size, else the nearest measured size scaled."""
+        if not self.batch_seconds:
+            return 0.0
+        if frames in self.batch_seconds:
+            return self.batch_seconds[frames]
+        near = min(self.batch_seconds, key=lambda b: abs(b - frames))
+        return self.batch_seconds[near] * frames / near
+
+    def measured(self, frames: int, seconds: float) -> None:
+        """Record a batch's time from being taken to its reports (a moving average per size)."""
+        old = self.batch_seconds.get(frames)
+        self.batch_seconds[frames] = seconds if old is None else 0.7 * old + 0.3 * seconds
 
     def already_done(self, req: FrameRequest) -> FrameReady | None:
         e = self.store.finished(req.frame, self.fingerprint(req, self.effective_params(req)))
@@ -215,4 +240,5 @@ class RenderSession:
                     faults=tuple(str(f) for f in res.faults) or None,
                 )
             )
+        self.measured(len(d.batch), time.time() - d.started)
         return out

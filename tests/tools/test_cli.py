@@ -121,13 +121,16 @@ def test_bench_model_prints_guidance_the_limit_and_each_precision_against_fp32()
 
 @needs_model
 @pytest.mark.slow
-def test_bench_live_measures_cc_to_page_latency_and_both_throughputs():
+def test_bench_live_measures_models_side_by_side_with_latency_and_cc_to_page():
     if shutil.which("jackd") is None or not any(shutil.which(n) for n in ("chromium", "chromium-browser")):
         if os.environ.get("BENDBRIDGE_REQUIRE_NATIVE") == "1":
             pytest.fail("bench live needs jackd and Chromium")
         pytest.skip("bench live needs jackd and Chromium")
-    r = bb("bench", "live", "--seconds", "8", "--fps", "4", "--cc-every", "1.5")
+    r = bb("bench", "live", "--rows", "fast/serial,fast+tiny", "--seconds", "7", "--fps", "8", "--cc-every", "1.5")
     assert r.returncode == 0, r.stderr
-    seen = re.search(r"CC → frame on the page: (\d+)/(\d+) controller moves seen; p50 (\d+) ms", r.stdout)
-    assert seen and int(seen[1]) >= 1 and int(seen[3]) > 0, r.stdout
-    assert re.search(r"offline batches: +[0-9.]+ frames/s", r.stdout) and "delivered to the page" in r.stdout
+    rows = {ln.split()[0]: ln.split() for ln in r.stdout.splitlines() if ln.startswith("  fast") and ":" not in ln}
+    assert set(rows) == {"fast", "fast+tiny"}, r.stdout
+    assert rows["fast"][1] == "serial" and float(rows["fast"][2]) > 0 and float(rows["fast+tiny"][1]) > 0
+    assert float(rows["fast+tiny"][4]) > 0  # request → frame latency p50, ms
+    seen = re.search(r"fast\+tiny: \d+ frames delivered of \d+ requested; (\d+)/(\d+) controller moves", r.stdout)
+    assert seen and int(seen[1]) >= 1, r.stdout
