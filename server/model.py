@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from bendbridge.protocol.errors import BendbridgeError
-from bendbridge.protocol.render import DECODER_HELP, DECODERS
+from bendbridge.protocol.render import DECODERS
 
 __all__ = [
     "EMBEDDED_MODEL",
@@ -150,7 +150,8 @@ def load_model(
     otherwise ``dtype`` defaults to float16 on CUDA and float32 elsewhere. ``channels_last`` stores the
     U-Net's and VAE's convolution weights NHWC, which the oneDNN and cuDNN kernels run faster
     (measured here: 8–16 % less time per U-Net row on CPU, batch 1–16; images within 1/255).
-    ``decoder`` (:data:`DECODER_HELP`; None is ``full``) chooses what turns latents into images.
+    ``decoder`` (``full``, ``tiny`` or an AutoencoderTiny folder; None is ``full``) chooses what
+    turns latents into images.
     Never touches the network. Raises ModelError naming the folder when it is not a diffusers
     pipeline folder, or the decoder when there is none.
     """
@@ -207,7 +208,9 @@ def _tiny_decoder_folder(path: Path, decoder: str | Path | None) -> Path | None:
     kind = json.loads(config.read_text()).get("_class_name") if config.exists() else None
     if kind != "AutoencoderTiny":
         raise ModelError(
-            "--decoder", f"{str(folder)!r} is not a diffusers AutoencoderTiny folder; allowed: {DECODER_HELP}"
+            "--decoder",
+            f"{str(folder)!r} is not a diffusers AutoencoderTiny folder; allowed: {', '.join(DECODERS)} "
+            "or a folder holding a diffusers AutoencoderTiny",
         )
     return folder
 
@@ -216,8 +219,8 @@ def _load_tiny_decoder(folder: Path, device: torch.device, dtype: torch.dtype) -
     from diffusers import AutoencoderTiny
 
     with _quiet_hub_libraries():
-        tiny = AutoencoderTiny.from_pretrained(folder, local_files_only=True)
-    return tiny.to(device, dtype).eval().requires_grad_(False)
+        tiny = AutoencoderTiny.from_pretrained(folder, local_files_only=True, torch_dtype=dtype)
+    return tiny.to(device).eval().requires_grad_(False)
 
 
 def _check_folder(path: Path) -> None:

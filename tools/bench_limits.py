@@ -5,6 +5,10 @@ in pixels — the second and third parts of ``bendbridge bench model``.
   PyTorch's ``FlopCounterMode`` at the model's latent size, the row's time at batch 16, and the
   achieved GFLOP/s beside this machine's own dense-matmul peak, measured in the same run and the
   same precision (square matmuls sized to take about 0.2 s).
+- *Where the time goes*: one U-Net row's operators, grouped by kind (convolutions, matmuls,
+  fused attention, normalisation, element-wise, copies), with each kind's share of the time
+  (``torch.profiler`` self time) and, for the kinds that do arithmetic, their own GFLOP/s: what
+  holds the whole row below the peak is read off this table.
 - *Precision against fp32*: frames of the demo song (its bends and per-frame parameters) rendered
   in fp32 and in each other precision; max and mean absolute difference per pixel (0–255) and
   the seconds per frame of each.
@@ -20,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["unet_row_flops", "matmul_peak", "row_speed", "precision_difference"]
+__all__ = ["unet_row_flops", "matmul_peak", "row_speed", "row_breakdown", "precision_difference"]
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -58,6 +62,48 @@ def row_speed(model, batch: int = 16, repeats: int = 3) -> float:
             model.pipe.unet(x, t, encoder_hidden_states=enc)
             times.append((time.perf_counter() - start) / batch)
     return statistics.median(times)
+
+
+OP_KINDS = {  # aten operator (profiler name without "aten::") → kind
+    **dict.fromkeys(("mkldnn_convolution", "convolution", "_convolution", "conv2d", "cudnn_convolution"),
+                    "convolutions"),
+    **dict.fromkeys(("addmm", "mm", "bmm", "baddbmm", "matmul", "linear"), "matmuls"),
+    **dict.fromkeys(("native_group_norm", "group_norm", "native_layer_norm", "layer_norm"), "normalisation"),
+    **dict.fromkeys(("add", "add_", "mul", "mul_", "div", "div_", "sub", "silu", "gelu", "sigmoid", "tanh", "exp",
+                     "neg", "relu", "pow", "rsqrt", "sin", "cos", "clamp", "softmax", "_softmax"), "element-wise"),
+    **dict.fromkeys(("copy_", "cat", "clone", "contiguous", "_to_copy", "to", "upsample_nearest2d"), "copies"),
+}  # fmt: skip
+KIND_ORDER = ("convolutions", "matmuls", "attention", "normalisation", "element-wise", "copies", "other")
+
+
+def _kind(op: str) -> str:
+    name = op.removeprefix("aten::").removeprefix("aten.").split(".")[0]
+    return "attention" if "scaled_dot_product" in name else OP_KINDS.get(name, "other")
+
+
+def row_breakdown(model, batch: int = 16, repeats: int = 3) -> dict[str, tuple[float, float]]:
+    """Per operator kind: (seconds per U-Net row, FLOPs per row) at ``batch``, from the profiler's
+    self time of each aten operator (its own time, without the operators it calls)."""
+    from torch.profiler import ProfilerActivity, profile
+    from torch.utils.flop_counter import FlopCounterMode
+
+    unet = model.pipe.unet
+    x, t, enc = _unet_inputs(model, batch, unet.dtype)
+    seconds = dict.fromkeys(KIND_ORDER, 0.0)
+    flops = dict.fromkeys(KIND_ORDER, 0.0)
+    with torch.no_grad():
+        unet(x, t, encoder_hidden_states=enc)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(repeats):
+                unet(x, t, encoder_hidden_states=enc)
+        with FlopCounterMode(display=False) as counter:
+            unet(x, t, encoder_hidden_states=enc)
+    for event in prof.key_averages():
+        if event.key.startswith("aten::"):
+            seconds[_kind(event.key)] += event.self_cpu_time_total / 1e6 / repeats / batch
+    for op, n in counter.get_flop_counts()["Global"].items():
+        flops[_kind(str(op))] += n / batch
+    return {k: (seconds[k], flops[k]) for k in KIND_ORDER}
 
 
 def matmul_peak(dtype: torch.dtype, target_s: float = 0.2, repeats: int = 3) -> tuple[float, int, str]:

@@ -2,7 +2,7 @@
 
 A JACK dummy server carries MIDI: this benchmark plays a controller on a JACK MIDI port, the live
 bridge (following a steady transport from 0 s) maps it onto the demo's ``spin.angle``, the render
-server (in this process) renders with the demo bends, and headless Chromium shows the frames on
+server (``bendbridge serve`` in its own process, as in a performance) renders with the demo bends, and headless Chromium shows the frames on
 the viewer page. For each row, in turn, the same script runs for ``--seconds``: frames delivered
 to the page per second, dropped and late frames, latency from a request leaving the bridge to its
 frame coming back (p50/p99), CC sent → the first frame carrying its value shown on the page, and
@@ -106,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cc-every", type=float, default=1.5, help="seconds between controller moves")
     ap.add_argument("--lookahead", type=float, default=0.25)
     ap.add_argument("--max-batch", type=int, default=8, help="the server's largest batch")
+    ap.add_argument("--server-threads", type=int, default=os.cpu_count() or 1, help="the server process's threads")
     args = ap.parse_args(argv)
     rows = [Row.parse(r.strip()) for r in args.rows.split(",") if r.strip()]
     jack = _jackd()
@@ -165,22 +166,19 @@ def _measure(args, row: Row, config, cc_map, router, be, browser) -> Measured:
     from bendbridge.bridge.timeline import FrameGrid, Timeline, parse_fps
     from bendbridge.bridge.viewer import Viewer
     from bendbridge.protocol import SessionSetup
-    from bendbridge.server.model import load_model
-    from bendbridge.server.net.app import RenderServer, ServerConfig
+    from bendbridge.tools.cmd_server import spawn_server
 
     mapping = load_mapping(config.tables, config.plan)
     fps = parse_fps(args.fps)
     timeline = Timeline(FrameGrid(fps, 48_000), config.tempo, config.meter)
-    model = load_model(row.model, decoder="tiny" if row.tiny else None)
     root = Path(tempfile.mkdtemp(prefix="bb-bench-live-out-"))
-    server = RenderServer(ServerConfig(control="tcp://127.0.0.1:*", events="tcp://127.0.0.1:*", output_root=root,
-                                       max_batch=args.max_batch, pipeline=not row.serial), model)  # fmt: skip
-    stop = threading.Event()
-    thread = threading.Thread(target=server.serve_forever, args=(stop,), daemon=True)
-    thread.start()
+    options = ["--model", row.model, "--output-root", str(root), "--max-batch", str(args.max_batch)]
+    options += ["--decoder", "tiny"] * row.tiny + ["--live", "serial" if row.serial else "pipelined"]
+    os.environ["OMP_NUM_THREADS"] = str(args.server_threads)  # the server process's CPU threads
+    proc, url = spawn_server(*options)
     try:
-        offline_fps = _offline_throughput(server.control_endpoint, config, timeline)
-        with RenderClient(server.control_endpoint) as client, Viewer() as viewer:
+        offline_fps = _offline_throughput(url, config, timeline)
+        with RenderClient(url) as client, Viewer() as viewer:
             client.setup(SessionSetup.for_settings(config.rendering(), output="live", fps=fps,
                                                    plan=config.plan.to_dict(), mode="live", deliver="png"))  # fmt: skip
             browser.call("Page.navigate", url=viewer.url)
@@ -201,9 +199,8 @@ def _measure(args, row: Row, config, cc_map, router, be, browser) -> Measured:
             log = browser.evaluate("window.bb.log")
             cc_out.close()
     finally:
-        stop.set()
-        thread.join(30)
-        server.close()
+        proc.terminate()
+        proc.wait(30)
         shutil.rmtree(root, ignore_errors=True)
     latencies = _cc_latencies(sent, log, cc_map)
     return Measured(row, run.stats.delivered / args.seconds, run.stats, latencies, len(sent), offline_fps)
@@ -213,7 +210,7 @@ def _midi_loop(port, router, stop: threading.Event) -> None:
     while not stop.is_set():
         for m in port.iter_pending():
             router.feed(m)
-        time.sleep(0.0005)
+        time.sleep(0.002)
 
 
 def _play_cc(be, args, stop: threading.Event, t0: float) -> tuple[list[tuple[float, int]], object]:

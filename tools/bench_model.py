@@ -73,20 +73,36 @@ def _limits(args: argparse.Namespace, precisions: list[str]) -> None:
     )
     print(f"{'':<6}{'GFLOP/row':>10}{'ms/row':>9}{'GFLOP/s':>9}{'peak GFLOP/s':>14}{'of peak':>9}  peak measured on")
     models = {name: load_model(args.model, "cpu", precision=name) for name in dict.fromkeys(["fp32", *precisions])}
+    peaks = {}
     for name in precisions:
         model = models[name]
         flops, seconds = unet_row_flops(model), row_speed(model)
-        peak, n, kernel = matmul_peak(model.pipe.unet.dtype)
+        peak, n, kernel = peaks[name] = matmul_peak(model.pipe.unet.dtype)
         achieved = flops / seconds
         print(
             f"{name:<6}{flops / 1e9:>10.3f}{seconds * 1000:>9.2f}{achieved / 1e9:>9.1f}{peak / 1e9:>14.1f}"
             f"{achieved / peak:>9.0%}  {kernel} {n}x{n}"
         )
+    _breakdown(models["fp32"], peaks.get("fp32") or matmul_peak(torch.float32))
     diffs = precision_difference(models, args.frames)
     print(f"\nthe demo's first {args.frames} frames, each precision against fp32 (pixel values 0-255)")
     print(f"{'':<6}{'s/frame':>9}{'max diff':>10}{'mean diff':>11}")
     for name, d in diffs.items():
         print(f"{name:<6}{d['s_per_frame']:>9.3f}{d['max']:>10.0f}{d['mean']:>11.3f}")
+
+
+def _breakdown(model, peak: tuple[float, int, str]) -> None:
+    """Where an fp32 U-Net row's time goes, by operator kind, and each kind's own GFLOP/s."""
+    from .bench_limits import row_breakdown
+
+    kinds = row_breakdown(model)
+    total = sum(s for s, _ in kinds.values())
+    print("\nwhere an fp32 U-Net row's time goes (batch 16, profiler self time per operator kind)")
+    print(f"{'':<14}{'ms/row':>8}{'share':>8}{'GFLOP/row':>11}{'GFLOP/s':>9}{'of peak':>9}")
+    for kind, (seconds, flops) in kinds.items():
+        rate = f"{flops / seconds / 1e9:>9.1f}{flops / seconds / peak[0]:>9.0%}" if flops and seconds else ""
+        counted = f"{flops / 1e9:>11.3f}" if flops or kind != "attention" else f"{'not counted':>11}"
+        print(f"{kind:<14}{seconds * 1000:>8.2f}{seconds / total:>8.0%}{counted}{rate}")
 
 
 if __name__ == "__main__":

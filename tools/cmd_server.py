@@ -31,6 +31,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--output-root", type=Path, default=Path("renders"), help="every file the server writes goes under here"
     )
     p.add_argument("--max-batch", type=int, default=8)
+    p.add_argument(
+        "--live",
+        choices=("pipelined", "serial"),
+        default="pipelined",
+        help="live sessions: render in a denoise → deliver pipeline beside the server loop (default), or in the loop",
+    )
     p.add_argument("--keys", type=Path, default=None, help="CURVE key folder (required to bind beyond loopback)")
     p.set_defaults(run=run_serve)
 
@@ -83,6 +89,7 @@ def run_serve(args: argparse.Namespace) -> int:
         output_root=args.output_root,
         max_batch=args.max_batch,
         keys=args.keys,
+        pipeline=args.live == "pipelined",
     )
     server = RenderServer(config)
     w = server.welcome()

@@ -58,6 +58,7 @@ class TinyConfig:
     lr = 1e-3
     warmup = 100
     ema_decay = 0.995
+    checkpoint_every = 100
 
 
 def tiny_autoencoder() -> torch.nn.Module:
@@ -156,7 +157,7 @@ def stage_student(work: Path, data: dict, train_count: int, cfg: TinyConfig, log
         bar.set_postfix(decoder=f"{dec.item():.4f}", encoder=f"{enc.item():.4f}")
         if (step + 1) % 25 == 0:
             log({"stage": "tiny", "step": step + 1, "decoder": dec.item(), "encoder": enc.item()})
-        if (step + 1) % 100 == 0 or step + 1 == cfg.steps:
+        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
             _save_ckpt(ckpt, model=model.state_dict(), ema=ema.state_dict(), opt=opt.state_dict(), step=step + 1)
     return ema
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import queue
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +43,7 @@ from bendbridge.protocol.errors import BendbridgeError
 from bendbridge.protocol.security import DEFAULT_CONTROL, DEFAULT_EVENTS, SecurityError, is_loopback, load_server_keys
 from bendbridge.server.model import LoadedModel
 
-from .live_pipeline import LivePipeline, Report, describe
+from .live_pipeline import LivePipeline, Report, default_lanes, describe
 from .session import Pending, RenderSession
 
 __all__ = ["ServerConfig", "RenderServer"]
@@ -64,8 +63,9 @@ class ServerConfig:
     max_batch: int = 8
     keys: Path | None = None  # CURVE key folder; required for non-loopback endpoints
     max_message_bytes: int = 64 << 20
-    pipeline: bool = True  # live sessions render in a denoise → deliver pipeline (live_pipeline)
-    decode_threads: int = 1  # the deliver thread's own CPU threads
+    pipeline: bool = True  # live sessions render in parallel lanes beside the loop (live_pipeline)
+    lanes: int | None = None  # lanes per live session (None: one per CPU core up to 4 on the CPU, else 1)
+    threads_per_lane: int = 1  # CPU threads of each lane
 
 
 class RenderServer:
@@ -108,7 +108,6 @@ class RenderServer:
         self._bind()
         self._welcome_cache: Welcome | None = None
         self._running = False
-        self.model_lock = threading.Lock()  # one U-Net call at a time: bend hooks live on the shared U-Net
         self.pipelines: dict[str, LivePipeline] = {}
         self.reports: queue.SimpleQueue[Report] = queue.SimpleQueue()
         self.wake = self._ctx.socket(zmq.PULL)  # a pipeline's deliver thread pings it when reports wait
@@ -248,10 +247,10 @@ class RenderServer:
             self._stop_pipeline(sid)
             s = self.sessions[sid] = RenderSession(sid, m, self.model, self.root, self.config.max_batch)
             if s.live and self.config.pipeline:
+                lanes = self.config.lanes or default_lanes(self.model.pipe.unet.device.type)
                 self.pipelines[sid] = LivePipeline(
-                    s, self.model_lock, self.reports, self.wake_endpoint, self._ctx, self.config.decode_threads,
-                    self._dropped,
-                )  # fmt: skip
+                    s, self.reports, self.wake_endpoint, self._ctx, lanes, self.config.threads_per_lane, self._dropped
+                )
         self.clients[client] = sid
         self._send(client, self.welcome(), sid)
 
@@ -297,8 +296,7 @@ class RenderServer:
                 self._report(p.client, s, self._dropped(p))
             if batch:
                 try:
-                    with self.model_lock:
-                        reports = s.render(batch)
+                    reports = s.render(batch)
                 except Exception as e:  # noqa: BLE001 - a failing batch is reported, not fatal
                     for p in batch:
                         self._error(p.client, e, p.msg_id, s.sid)

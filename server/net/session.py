@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import threading
 import time
 from collections import deque
@@ -24,9 +23,9 @@ from bendbridge.protocol.plan import BendPlan
 from bendbridge.protocol.position import POSITION_FIELDS
 from bendbridge.protocol.render import render_identity
 from bendbridge.server.model import LoadedModel
-from bendbridge.server.render import Denoised, FrameSpec, RenderConfig, Renderer
+from bendbridge.server.render import Denoised, FrameResult, FrameSpec, RenderConfig, Renderer, unet_replica
 
-__all__ = ["DenoisedBatch", "RenderSession", "Pending"]
+__all__ = ["DecodedBatch", "DenoisedBatch", "RenderSession", "Pending"]
 
 
 @dataclass
@@ -46,6 +45,15 @@ class DenoisedBatch:
     params: list[dict[str, dict[str, Any]]]
     denoised: Denoised
     started: float
+    per_frame: float
+
+
+@dataclass(frozen=True)
+class DecodedBatch:
+    """A denoised batch with its images (one result per request) and the decode time per frame (s)."""
+
+    denoised: DenoisedBatch
+    results: list[FrameResult]
     per_frame: float
 
 
@@ -130,28 +138,29 @@ class RenderSession:
             return self._take_batch(now)
 
     def _take_batch(self, now: float) -> tuple[list[Pending], list[Pending]]:
-        """Live: a request that cannot be delivered by its deadline even alone is late; the batch
-        grows only while its first (most urgent) frame would still be in time."""
+        """Live: a request past its deadline is late, and so is one that could not be delivered by
+        its deadline even in a batch of its own (as measured so far) while a newer request waits;
+        the rest are taken together, up to ``max_batch``. The newest request is always rendered
+        unless its deadline has passed, so the measurements go on."""
         batch, late = [], []
-        urgent = math.inf  # the earliest deadline in the batch
+        alone = self.expected_seconds(1) if self.live else 0.0
         while self.queue and len(batch) < self.max_batch:
-            p = self.queue[0]
-            deadline = p.request.deadline if self.live and p.request.deadline is not None else math.inf
-            if deadline < now + self.expected_seconds(1):
+            p = self.queue.popleft()
+            self.queued.discard(p.request.frame)
+            deadline = p.request.deadline if self.live and p.request.deadline is not None else None
+            # past its deadline; or due too soon, with a newer request to render instead
+            if deadline is not None and (deadline < now or (deadline < now + alone and self.queue)):
                 late.append(p)
-            elif min(urgent, deadline) < now + self.expected_seconds(len(batch) + 1):
-                break  # a larger batch would make a frame already in it late
             else:
                 batch.append(p)
-                urgent = min(urgent, deadline)
-            self.queue.popleft()
-            self.queued.discard(p.request.frame)
         self.dropped += len(late)
         return batch, late
 
     def expected_seconds(self, frames: int) -> float:
         """How long a batch of ``frames`` takes from being taken to its reports (0 before any was
-        measured): the measured time of that batch size, else the nearest measured size scaled."""
+        measured): the measured time of that batch size, else the nearest measured size's time
+        per frame times ``frames`` (batches cost less per frame as they grow, so this errs low
+        below the measured sizes, where it is used)."""
         if not self.batch_seconds:
             return 0.0
         if frames in self.batch_seconds:
@@ -182,9 +191,13 @@ class RenderSession:
 
     def render(self, batch: list[Pending]) -> list[FrameReady]:
         """Render a batch (one denoising pass), write each frame, return their reports."""
-        return self.deliver(self.denoise(batch))
+        return self.deliver(self.decode(self.denoise(batch)))
 
-    def denoise(self, batch: list[Pending]) -> DenoisedBatch:
+    def lane_renderer(self) -> Renderer:
+        """A renderer of this session on its own replica of the U-Net (same weights, own hooks)."""
+        return Renderer(self.renderer.model, self.renderer.config, unet=unet_replica(self.renderer.model.pipe.unet))
+
+    def denoise(self, batch: list[Pending], renderer: Renderer | None = None) -> DenoisedBatch:
         """The U-Net part of a batch, with each request's effective (newest) parameters."""
         params = [self.effective_params(p.request) for p in batch]
         specs = [
@@ -198,16 +211,20 @@ class RenderSession:
         ]
         started = time.time()
         t0 = time.perf_counter()
-        denoised = self.renderer.denoise(specs)
+        denoised = (renderer or self.renderer).denoise(specs)
         return DenoisedBatch(batch, params, denoised, started, (time.perf_counter() - t0) / len(batch))
 
-    def deliver(self, d: DenoisedBatch) -> list[FrameReady]:
-        """Decode a denoised batch, encode and write each frame, return their reports (request order)."""
+    def decode(self, d: DenoisedBatch) -> DecodedBatch:
+        """Decode a denoised batch into images (touches only the decoder: any thread may)."""
         t0 = time.perf_counter()
         results = self.renderer.finish(d.denoised)
-        decode = (time.perf_counter() - t0) / len(d.batch)
+        return DecodedBatch(d, results, (time.perf_counter() - t0) / len(d.batch))
+
+    def deliver(self, dd: DecodedBatch) -> list[FrameReady]:
+        """Encode and write each frame of a decoded batch; its reports, in request order."""
+        d = dd.denoised
         out = []
-        for p, pp, res in zip(d.batch, d.params, results):
+        for p, pp, res in zip(d.batch, d.params, dd.results):
             req = p.request
             t1 = time.perf_counter()
             status = res.status
@@ -226,7 +243,7 @@ class RenderSession:
             self.rendered += 1
             latency = time.time() - p.received
             self.latencies.append(latency)
-            timings = {"queued": d.started - p.received, "render": d.per_frame, "decode": decode}
+            timings = {"queued": d.started - p.received, "render": d.per_frame, "decode": dd.per_frame}
             timings |= {"write": time.perf_counter() - t1, "latency": latency}
             out.append(
                 FrameReady(

@@ -34,7 +34,7 @@ from ._prefix import PrefixCache, first_bent_step, shareable
 from ._shared_rows import RowSharing, SplitPoint, guided_rows, row_sharing, split_point, unet_stages, widening
 from .schedulers import make_scheduler
 
-__all__ = ["RenderConfig", "FrameSpec", "FrameResult", "Denoised", "Renderer"]
+__all__ = ["RenderConfig", "FrameSpec", "FrameResult", "Denoised", "Renderer", "unet_replica"]
 
 
 @dataclass(frozen=True)
@@ -89,13 +89,22 @@ class FrameResult:
         return "nan" if self.nonfinite else "black" if self.black else "ok"
 
 
+def unet_replica(unet: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``unet`` whose modules are its own (hooks on one do not fire on the other) and
+    whose weights and buffers are the same tensors: no memory is copied. For inference only."""
+    shared = {id(t): t for t in (*unet.parameters(), *unet.buffers())}
+    return copy.deepcopy(unet, memo=shared)
+
+
 class Renderer:
     """Renders frames of one session (model, settings, plan) in batches."""
 
-    def __init__(self, model: LoadedModel, config: RenderConfig):
+    def __init__(self, model: LoadedModel, config: RenderConfig, unet: torch.nn.Module | None = None):
+        """``unet``: a replica of the model's U-Net to render with (see :func:`unet_replica`), so
+        that several renderers bend the same model in parallel, each with its own hooks."""
         self.model, self.config = model, config
         pipe = model.pipe
-        self.unet, self.text_encoder, self.tokenizer = pipe.unet, pipe.text_encoder, pipe.tokenizer
+        self.unet, self.text_encoder, self.tokenizer = unet or pipe.unet, pipe.text_encoder, pipe.tokenizer
         self.vae = model.decoder  # the pipeline's VAE, or a tiny decoder reading the same latents
         self.vae_factor = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
         self.settings = self._resolve(config.settings, model.defaults)

@@ -112,6 +112,11 @@ def test_bench_model_prints_guidance_the_limit_and_each_precision_against_fp32()
     rows = {line.split()[0]: line.split() for line in r.stdout.splitlines() if line.startswith(("cfg", "no-cfg"))}
     assert set(rows) == {"cfg", "no-cfg"} and all(float(v[1]) > 0 for v in rows.values())
     limit, demo = r.stdout.split("against the limit")[1].split("against fp32")
+    limit, where = limit.split("where an fp32 U-Net row's time goes")
+    kinds = {ln.split()[0]: ln.split() for ln in where.splitlines()[2:] if ln.strip() and not ln.startswith("the ")}
+    assert {"convolutions", "matmuls", "normalisation", "element-wise", "copies"} <= set(kinds)
+    assert sum(int(k[2].rstrip("%")) for k in kinds.values()) == pytest.approx(100, abs=4)
+    assert 0 < float(kinds["convolutions"][4]) and 0 < float(kinds["convolutions"][5].rstrip("%")) <= 100
     row = {line.split()[0]: line.split() for line in limit.splitlines() if line.startswith(("fp32", "bf16"))}
     assert set(row) == {"fp32", "bf16"} and float(row["fp32"][1]) == pytest.approx(float(row["bf16"][1]))
     assert 0 < float(row["fp32"][5].rstrip("%")) <= 100  # the row's GFLOP/s is a share of the measured peak
