@@ -74,6 +74,7 @@ OP_KINDS = {  # aten operator (profiler name without "aten::") → kind
     **dict.fromkeys(("copy_", "cat", "clone", "contiguous", "_to_copy", "to", "upsample_nearest2d"), "copies"),
 }  # fmt: skip
 KIND_ORDER = ("convolutions", "matmuls", "attention", "normalisation", "element-wise", "copies", "other")
+OUTSIDE = "outside ops"  # the wall time no operator accounts for: Python, module calls, hooks, dispatch
 
 
 def _kind(op: str) -> str:
@@ -83,7 +84,8 @@ def _kind(op: str) -> str:
 
 def row_breakdown(model, batch: int = 16, repeats: int = 3) -> dict[str, tuple[float, float]]:
     """Per operator kind: (seconds per U-Net row, FLOPs per row) at ``batch``, from the profiler's
-    self time of each aten operator (its own time, without the operators it calls)."""
+    self time of each aten operator (its own time, without the operators it calls); and
+    :data:`OUTSIDE`, the profiled wall time that no operator accounts for."""
     from torch.profiler import ProfilerActivity, profile
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -94,8 +96,10 @@ def row_breakdown(model, batch: int = 16, repeats: int = 3) -> dict[str, tuple[f
     with torch.no_grad():
         unet(x, t, encoder_hidden_states=enc)
         with profile(activities=[ProfilerActivity.CPU]) as prof:
+            start = time.perf_counter()
             for _ in range(repeats):
                 unet(x, t, encoder_hidden_states=enc)
+            wall = (time.perf_counter() - start) / repeats / batch
         with FlopCounterMode(display=False) as counter:
             unet(x, t, encoder_hidden_states=enc)
     for event in prof.key_averages():
@@ -103,7 +107,9 @@ def row_breakdown(model, batch: int = 16, repeats: int = 3) -> dict[str, tuple[f
             seconds[_kind(event.key)] += event.self_cpu_time_total / 1e6 / repeats / batch
     for op, n in counter.get_flop_counts()["Global"].items():
         flops[_kind(str(op))] += n / batch
-    return {k: (seconds[k], flops[k]) for k in KIND_ORDER}
+    out = {k: (seconds[k], flops[k]) for k in KIND_ORDER}
+    out[OUTSIDE] = (max(0.0, wall - sum(seconds.values())), 0.0)
+    return out
 
 
 def matmul_peak(dtype: torch.dtype, target_s: float = 0.2, repeats: int = 3) -> tuple[float, int, str]:

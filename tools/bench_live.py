@@ -2,11 +2,12 @@
 
 A JACK dummy server carries MIDI: this benchmark plays a controller on a JACK MIDI port, the live
 bridge (following a steady transport from 0 s) maps it onto the demo's ``spin.angle``, the render
-server (``bendbridge serve`` in its own process, as in a performance) renders with the demo bends, and headless Chromium shows the frames on
-the viewer page. For each row, in turn, the same script runs for ``--seconds``: frames delivered
-to the page per second, dropped and late frames, latency from a request leaving the bridge to its
-frame coming back (p50/p99), CC sent → the first frame carrying its value shown on the page, and
-the same server's offline batch throughput.
+server (``bendbridge serve`` in its own process, as in a performance) renders with the demo
+bends, and headless Chromium shows the frames on the viewer page. For each row, in turn, the
+same script runs for ``--seconds``: frames delivered to the page per second, dropped and late
+frames, latency from a request leaving the bridge to its frame coming back (p50/p99), CC sent →
+the first frame carrying its value shown on the page, and the same server's offline batch
+throughput.
 
 Rows (``--rows``, comma-separated): ``MODEL[+tiny][/serial]`` — ``embedded`` (6 steps with
 guidance, ``demo.toml``), ``fast`` (2 steps, ``demo_fast.toml``) or a folder; ``+tiny`` decodes
@@ -210,7 +211,7 @@ def _midi_loop(port, router, stop: threading.Event) -> None:
     while not stop.is_set():
         for m in port.iter_pending():
             router.feed(m)
-        time.sleep(0.002)
+        time.sleep(0.005)  # the live command's own tick (run_live)
 
 
 def _play_cc(be, args, stop: threading.Event, t0: float) -> tuple[list[tuple[float, int]], object]:

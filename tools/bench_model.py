@@ -97,11 +97,11 @@ def _breakdown(model, peak: tuple[float, int, str]) -> None:
 
     kinds = row_breakdown(model)
     total = sum(s for s, _ in kinds.values())
-    print("\nwhere an fp32 U-Net row's time goes (batch 16, profiler self time per operator kind)")
+    print("\nwhere an fp32 U-Net row's time goes (batch 16, profiler self time per operator kind; under the profiler)")
     print(f"{'':<14}{'ms/row':>8}{'share':>8}{'GFLOP/row':>11}{'GFLOP/s':>9}{'of peak':>9}")
     for kind, (seconds, flops) in kinds.items():
         rate = f"{flops / seconds / 1e9:>9.1f}{flops / seconds / peak[0]:>9.0%}" if flops and seconds else ""
-        counted = f"{flops / 1e9:>11.3f}" if flops or kind != "attention" else f"{'not counted':>11}"
+        counted = f"{flops / 1e9:>11.3f}" if flops or kind != "attention" else f"{'not counted':>12}"
         print(f"{kind:<14}{seconds * 1000:>8.2f}{seconds / total:>8.0%}{counted}{rate}")
 
 
