@@ -74,7 +74,7 @@ OP_KINDS = {  # aten operator (profiler name without "aten::") → kind
     **dict.fromkeys(("copy_", "cat", "clone", "contiguous", "_to_copy", "to", "upsample_nearest2d"), "copies"),
 }  # fmt: skip
 KIND_ORDER = ("convolutions", "matmuls", "attention", "normalisation", "element-wise", "copies", "other")
-OUTSIDE = "outside ops"  # the wall time no operator accounts for: Python, module calls, hooks, dispatch
+OUTSIDE = "outside"  # the wall time no operator accounts for: Python, module calls, hooks, dispatch
 
 
 def _kind(op: str) -> str:

@@ -95,6 +95,7 @@ class Measured:
     cc_latencies: list[float]
     cc_moves: int
     offline_fps: float
+    alone: tuple[float, float, float]  # the server alone: frames/s delivered, latency p50 and p99 (s)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,11 +134,13 @@ def _run(args: argparse.Namespace, rows: list[Row]) -> int:
             config, midi_maps = _config(row)
             router = CcRouter(midi_maps)
             feed = threading.Event()
-            threading.Thread(target=_midi_loop, args=(midi_in, router, feed), daemon=True).start()
+            reader = threading.Thread(target=_midi_loop, args=(midi_in, router, feed), daemon=True)
+            reader.start()
             try:
                 results.append(_measure(args, row, config, midi_maps[0], router, be, browser))
             finally:
                 feed.set()
+                reader.join(5)  # before the port closes: closing an RtMidi port being read can deadlock
     finally:
         browser.close()
         time.sleep(0.1)
@@ -179,6 +182,7 @@ def _measure(args, row: Row, config, cc_map, router, be, browser) -> Measured:
     proc, url = spawn_server(*options)
     try:
         offline_fps = _offline_throughput(url, config, timeline)
+        alone = _server_alone(url, config, timeline, args)
         with RenderClient(url) as client, Viewer() as viewer:
             client.setup(SessionSetup.for_settings(config.rendering(), output="live", fps=fps,
                                                    plan=config.plan.to_dict(), mode="live", deliver="png"))  # fmt: skip
@@ -193,7 +197,7 @@ def _measure(args, row: Row, config, cc_map, router, be, browser) -> Measured:
             sent, cc_out = _play_cc(be, args, played, t0)
             while time.time() - t0 < args.seconds:
                 run.step()
-                time.sleep(0.002)
+                time.sleep(0.005)  # run_live's period
             played.set()
             time.sleep(1.0)
             run.step()
@@ -204,7 +208,7 @@ def _measure(args, row: Row, config, cc_map, router, be, browser) -> Measured:
         proc.wait(30)
         shutil.rmtree(root, ignore_errors=True)
     latencies = _cc_latencies(sent, log, cc_map)
-    return Measured(row, run.stats.delivered / args.seconds, run.stats, latencies, len(sent), offline_fps)
+    return Measured(row, run.stats.delivered / args.seconds, run.stats, latencies, len(sent), offline_fps, alone)
 
 
 def _midi_loop(port, router, stop: threading.Event) -> None:
@@ -234,6 +238,37 @@ def _play_cc(be, args, stop: threading.Event, t0: float) -> tuple[list[tuple[flo
 
     threading.Thread(target=loop, daemon=True).start()
     return sent, out
+
+
+def _server_alone(url: str, config, timeline, args) -> tuple[float, float, float]:
+    """The server's own live rate: a bare client asks for ``--fps`` frames a second, ``--lookahead``
+    ahead of a wall clock, for ``--seconds`` (every bend moving); no bridge, no page, no MIDI.
+    Returns frames/s delivered and the latency p50 / p99 (s) from request sent to frame back."""
+    from bendbridge.bridge.client import RenderClient
+    from bendbridge.bridge.live_status import percentile
+    from bendbridge.protocol import FrameReady, FrameRequest, SessionSetup
+
+    fps = timeline.grid.fps
+    with RenderClient(url) as client:
+        client.setup(SessionSetup.for_settings(config.rendering(), output="alone", fps=fps, mode="live",
+                                               plan=config.plan.to_dict(), deliver="png"))  # fmt: skip
+        t0, i, sent, latencies, delivered = time.time(), 0, {}, [], 0
+        while time.time() - t0 < args.seconds:
+            while float(timeline.grid.time(i)) < time.time() - t0 + args.lookahead:
+                p = timeline.position(i)
+                params = {"spin": {"angle": 0.02 * i}, "pump": {"factor": 0.8 + 0.01 * (i % 40)},
+                          "thump": {"mix": (i % 12) / 12}, "sweep": {"degrees": float(i % 20)}}  # fmt: skip
+                client.send(FrameRequest(frame=i, sample=p.sample, seconds=float(p.seconds), beats=float(p.beats),
+                                         bar=p.bar_beat.bar, beat=float(p.bar_beat.beat), params=params,
+                                         deadline=t0 + float(p.seconds)), pos=p.sample)  # fmt: skip
+                sent[i] = time.time()
+                i += 1
+            while client.sock.poll(2):
+                m = client.recv(0).message
+                if isinstance(m, FrameReady) and m.status != "dropped":
+                    delivered += 1
+                    latencies.append(time.time() - sent[m.frame])
+    return delivered / args.seconds, percentile(latencies, 0.5), percentile(latencies, 0.99)
 
 
 def _offline_throughput(url: str, config, timeline, frames: int = 24) -> float:
@@ -276,15 +311,18 @@ def _report(args, results: list[Measured]) -> int:
         return f"{1000 * percentile(list(values), q):.0f}" if values else "–"
 
     print(f"bench live: {args.fps} fps requested for {args.seconds:g} s per row, lookahead {args.lookahead} s, "
-          f"demo bends, largest batch {args.max_batch}; latency = request leaving the bridge → frame back")  # fmt: skip
-    head = ("row", "fps", "dropped", "late", "lat p50", "p99", "CC→page p50", "p99", "offline fps", "× first")
+          f"demo bends, largest batch {args.max_batch}; latency = request leaving the bridge → frame back; "
+          f"alone = the server with a bare client (no bridge, page or MIDI)")  # fmt: skip
+    head = ("row", "fps", "dropped", "late", "lat p50", "p99", "CC→page p50", "p99", "offline fps", "× first",
+            "alone fps", "p50", "p99")  # fmt: skip
     print("  " + "".join(f"{h:>12}" if i else f"{h:<20}" for i, h in enumerate(head)))
     base = results[0].delivered_fps if results else 0.0
     for m in results:
         st = m.stats
         cells = (f"{m.delivered_fps:.2f}", st.dropped, st.late, ms(st.latencies, 0.5), ms(st.latencies, 0.99),
                  ms(m.cc_latencies, 0.5), ms(m.cc_latencies, 0.99), f"{m.offline_fps:.2f}",
-                 f"{m.delivered_fps / base:.2f}" if base else "–")  # fmt: skip
+                 f"{m.delivered_fps / base:.2f}" if base else "–", f"{m.alone[0]:.2f}", ms([m.alone[1]], 0.5),
+                 ms([m.alone[2]], 0.5))  # fmt: skip
         print(f"  {m.row.name:<20}" + "".join(f"{c:>12}" for c in cells))
     for m in results:
         print(f"  {m.row.name}: {m.stats.delivered} frames delivered of {m.stats.requested} requested; "

@@ -97,7 +97,8 @@ def _breakdown(model, peak: tuple[float, int, str]) -> None:
 
     kinds = row_breakdown(model)
     total = sum(s for s, _ in kinds.values())
-    print("\nwhere an fp32 U-Net row's time goes (batch 16, profiler self time per operator kind; under the profiler)")
+    print("\nwhere an fp32 U-Net row's time goes (batch 16, profiler self time per operator kind; outside: the "
+          "wall time no operator accounts for — Python, module calls, hooks, dispatch)")  # fmt: skip
     print(f"{'':<14}{'ms/row':>8}{'share':>8}{'GFLOP/row':>11}{'GFLOP/s':>9}{'of peak':>9}")
     for kind, (seconds, flops) in kinds.items():
         rate = f"{flops / seconds / 1e9:>9.1f}{flops / seconds / peak[0]:>9.0%}" if flops and seconds else ""

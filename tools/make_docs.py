@@ -1,4 +1,4 @@
-"""Regenerate the README's images: prompt sheet, operator sweep sheet, demo strip.
+"""Regenerate the README's images: prompt sheet, operator sweep sheet, decoder sheet, demo strip.
 
 python -m bendbridge.tools.make_docs [--demo demo/demo.mp4]
 """
@@ -85,6 +85,39 @@ def demo_strip(video: Path, out: Path, n: int = 8) -> None:
     Image.fromarray(np.concatenate([np.concatenate(r, axis=1) for r in rows], axis=0)).save(out)
 
 
+def decoder_sheet(out: Path, frames: tuple[int, ...] = (40, 120, 200, 300, 420)) -> None:
+    """Demo frames of the embedded and fast models drawn by the VAE and by the tiny decoder, one
+    row each, labelled, with each model's mean absolute difference and PSNR over the frames."""
+    import tempfile
+
+    from bendbridge.bridge.bounce import BounceSpec, plan_bounce
+    from bendbridge.bridge.demo_song import DEMO_CONFIG, DEMO_FAST_CONFIG, write_demo
+    from bendbridge.server.model import load_model
+    from bendbridge.server.render import FrameSpec, RenderConfig, Renderer
+
+    rows, labels = [], []
+    for model, config in (("embedded", DEMO_CONFIG), ("fast", DEMO_FAST_CONFIG)):
+        demo = write_demo(Path(tempfile.mkdtemp(prefix="bb-docs-")), config)
+        bp = plan_bounce(BounceSpec(audio=demo["audio"], config=demo["config"], midi=demo["midi"], out=Path("x.mp4")))
+        images = []
+        for decoder in ("full", "tiny"):
+            r = Renderer(load_model(model, "cpu", decoder=decoder), RenderConfig(bp.settings, bp.plan, max_batch=8))
+            images.append(np.stack([x.image for x in r.render([FrameSpec(params=bp.params[i]) for i in frames])]))
+        diff = np.abs(images[0].astype(np.float64) - images[1])
+        psnr = 10 * math.log10(255**2 / float((diff**2).mean()))
+        for decoder, img in zip(("VAE", "tiny decoder"), images):
+            rows.append(np.concatenate(list(img), axis=1))
+            labels.append(f"{model}, {decoder}" + (f": mean |diff| {diff.mean():.1f}/255, {psnr:.1f} dB" if
+                                                    decoder != "VAE" else ""))  # fmt: skip
+    h, pad = rows[0].shape[0], 16
+    sheet = Image.new("RGB", (rows[0].shape[1], len(rows) * (h + pad)), "white")
+    d = ImageDraw.Draw(sheet)
+    for k, (row, label) in enumerate(zip(rows, labels)):
+        d.text((2, k * (h + pad) + 2), label, fill="black")
+        sheet.paste(Image.fromarray(row), (0, k * (h + pad) + pad))
+    sheet.save(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--docs", type=Path, default=Path("docs"))
@@ -105,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         ],
         check=True,
     )
+    decoder_sheet(args.docs / "tiny_decoder.png")
     if args.demo:
         demo_strip(args.demo, args.docs / "demo_strip.png")
     return 0

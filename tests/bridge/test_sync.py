@@ -168,7 +168,8 @@ def test_mtc_on_a_jack_midi_port_is_followed_through_a_relocation_and_a_dropout(
                 follower.feed(m, time.monotonic())
             time.sleep(0.001)
 
-    threading.Thread(target=read, daemon=True).start()
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
     errors: list[float] = []
 
     def measure(seconds: float, skip: float = 0.25) -> None:
@@ -196,6 +197,7 @@ def test_mtc_on_a_jack_midi_port_is_followed_through_a_relocation_and_a_dropout(
         assert follower.state == "rolling"
     finally:
         stop.set()
+        reader.join(5)  # closing an RtMidi port while another thread reads it can deadlock
         port.close()
         writer.close()
     news = follower.news()

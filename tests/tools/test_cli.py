@@ -115,8 +115,8 @@ def test_bench_model_prints_guidance_the_limit_and_each_precision_against_fp32()
     limit, where = limit.split("where an fp32 U-Net row's time goes")
     kinds = {ln.split()[0]: ln.split() for ln in where.splitlines()[2:] if ln.strip() and not ln.startswith("the ")}
     assert {"convolutions", "matmuls", "normalisation", "element-wise", "copies"} <= set(kinds)
-    assert sum(int(k[2].rstrip("%")) for k in kinds.values()) == pytest.approx(100, abs=4)
-    assert 0 < float(kinds["convolutions"][4]) and 0 < float(kinds["convolutions"][5].rstrip("%")) <= 100
+    assert sum(int(k[2].rstrip("%")) for k in kinds.values()) == pytest.approx(100, abs=len(kinds) / 2)
+    assert 0 < float(kinds["convolutions"][4]) and 0 < float(kinds["convolutions"][5].rstrip("%"))  # GFLOP/s, of peak
     row = {line.split()[0]: line.split() for line in limit.splitlines() if line.startswith(("fp32", "bf16"))}
     assert set(row) == {"fp32", "bf16"} and float(row["fp32"][1]) == pytest.approx(float(row["bf16"][1]))
     assert 0 < float(row["fp32"][5].rstrip("%")) <= 100  # the row's GFLOP/s is a share of the measured peak
@@ -136,6 +136,6 @@ def test_bench_live_measures_models_side_by_side_with_latency_and_cc_to_page():
     rows = {ln.split()[0]: ln.split() for ln in r.stdout.splitlines() if ln.startswith("  fast") and ":" not in ln}
     assert set(rows) == {"fast", "fast+tiny"}, r.stdout
     assert rows["fast"][1] == "serial" and float(rows["fast"][2]) > 0 and float(rows["fast+tiny"][1]) > 0
-    assert float(rows["fast+tiny"][4]) > 0  # request → frame latency p50, ms
+    assert float(rows["fast+tiny"][4]) > 0 and float(rows["fast+tiny"][10]) > 0  # latency p50 (ms), alone fps
     seen = re.search(r"fast\+tiny: \d+ frames delivered of \d+ requested; (\d+)/(\d+) controller moves", r.stdout)
     assert seen and int(seen[1]) >= 1, r.stdout
