@@ -213,6 +213,17 @@ def _save_ckpt(path: Path, **state) -> None:
     os.replace(tmp, path)
 
 
+def _resume(path: Path, **holders) -> int:
+    """Load each holder's state (a model, its EMA, the optimiser; by key) from the checkpoint at
+    ``path``; returns the step it had reached, 0 when there is none."""
+    if not path.exists():
+        return 0
+    state = torch.load(path)
+    for key, holder in holders.items():
+        holder.load_state_dict(state[key])
+    return int(state["step"])
+
+
 def _lr(step: int, total: int, base: float, warmup: int) -> float:
     if step < warmup:
         return base * (step + 1) / warmup

@@ -40,7 +40,7 @@ from tqdm import tqdm
 
 from bendbridge.server.embedded import scenes
 
-from .train_embedded_model import _ema_update, _lr, _save_ckpt
+from .train_embedded_model import _ema_update, _lr, _resume, _save_ckpt
 
 __all__ = ["DistilConfig", "main"]
 
@@ -130,13 +130,8 @@ def stage_student(work: Path, model, data, cfg: DistilConfig, log) -> torch.nn.M
     student.train().requires_grad_(True)
     ema = copy.deepcopy(student).eval().requires_grad_(False)
     opt = torch.optim.AdamW(student.parameters(), lr=cfg.lr, weight_decay=0.0)
-    start, ckpt = 0, work / "student.ckpt"
-    if ckpt.exists():
-        state = torch.load(ckpt)
-        student.load_state_dict(state["student"])
-        ema.load_state_dict(state["ema"])
-        opt.load_state_dict(state["opt"])
-        start = state["step"]
+    ckpt = work / "student.ckpt"
+    start = _resume(ckpt, student=student, ema=ema, opt=opt)
     bar = tqdm(range(start, cfg.steps), desc="student", initial=start, total=cfg.steps)
     for step in bar:
         for group in opt.param_groups:

@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .train_embedded_model import _ema_update, _lr, _save_ckpt
+from .train_embedded_model import _ema_update, _lr, _resume, _save_ckpt
 from .train_fast_model import DistilConfig, stage_teacher
 
 __all__ = ["TinyConfig", "tiny_autoencoder", "main"]
@@ -136,13 +136,8 @@ def stage_student(work: Path, data: dict, train_count: int, cfg: TinyConfig, log
     model = tiny_autoencoder().train()
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
-    start, ckpt = 0, work / "student.ckpt"
-    if ckpt.exists():
-        state = torch.load(ckpt)
-        model.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        opt.load_state_dict(state["opt"])
-        start = state["step"]
+    ckpt = work / "student.ckpt"
+    start = _resume(ckpt, model=model, ema=ema, opt=opt)
     bar = tqdm(range(start, cfg.steps), desc="tiny decoder", initial=start, total=cfg.steps)
     for step in bar:
         for group in opt.param_groups:

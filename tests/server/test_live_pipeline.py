@@ -9,13 +9,14 @@ from __future__ import annotations
 import io
 import json
 import time
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from bendbridge.bridge.client import RenderClient
-from bendbridge.protocol import FrameReady, Heartbeat, ParamUpdate
+from bendbridge.protocol import FrameReady, FrameRequest, Heartbeat, ParamUpdate
 from bendbridge.server.net.session import Pending, RenderSession
 
 from .test_net import collect, request, setup_msg
@@ -44,6 +45,19 @@ def _wait_taken(server, sid: str, timeout: float = 10.0) -> None:
     time.sleep(0.05)
 
 
+@contextmanager
+def _held(server, client: RenderClient, first: FrameRequest):
+    """For the body, the live pipeline stands still with ``first`` taken by a lane, waiting to denoise."""
+    pipeline = server.pipelines["live"]
+    pipeline.gate.clear()
+    client.send(first)
+    _wait_taken(server, "live")
+    try:
+        yield
+    finally:
+        pipeline.gate.set()
+
+
 def test_live_frames_are_reported_once_each_in_request_order_with_their_latency(live):
     with RenderClient(live.url) as c:
         c.setup(setup_msg("live", mode="live"))
@@ -63,12 +77,9 @@ def test_a_parameter_update_arriving_while_a_frame_waits_for_the_unet_wins(live,
     server = live.server
     with RenderClient(live.url) as c:
         c.setup(setup_msg("live", mode="live"))
-        server.pipelines["live"].gate.clear()
-        c.send(request(3, deadline=time.time() + 120))
-        _wait_taken(server, "live")
-        ref = c.send(ParamUpdate(params={"spin": {"angle": 1.25}}))
-        assert c.expect(Heartbeat).message.ref == ref
-        server.pipelines["live"].gate.set()
+        with _held(server, c, request(3, deadline=time.time() + 120)):
+            ref = c.send(ParamUpdate(params={"spin": {"angle": 1.25}}))
+            assert c.expect(Heartbeat).message.ref == ref
         assert c.expect(FrameReady, timeout=60).message.status == "ok"
     assert _manifest(tmp_path / "out", "live")[3]["params"]["spin"]["angle"] == 1.25
 
@@ -77,12 +88,9 @@ def test_a_request_whose_deadline_passes_while_the_lane_is_busy_is_dropped_after
     server = one_lane.server
     with RenderClient(one_lane.url) as c:
         c.setup(setup_msg("live", mode="live"))
-        server.pipelines["live"].gate.clear()
-        c.send(request(0, deadline=time.time() + 120))
-        _wait_taken(server, "live")
-        c.send(request(1, deadline=time.time() + 0.2))
-        time.sleep(0.4)
-        server.pipelines["live"].gate.set()
+        with _held(server, c, request(0, deadline=time.time() + 120)):
+            c.send(request(1, deadline=time.time() + 0.2))
+            time.sleep(0.4)
         first = c.expect(FrameReady, timeout=60).message
         second = c.expect(FrameReady, timeout=60).message
     assert (first.frame, first.status) == (0, "ok")
