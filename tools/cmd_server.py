@@ -35,8 +35,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--live",
         choices=("pipelined", "serial"),
         default="pipelined",
-        help="live sessions: render in a denoise → deliver pipeline beside the server loop (default), or in the loop",
+        help="live sessions: render in parallel lanes beside the server loop (default), or in the loop",
     )
+    p.add_argument(
+        "--lanes", type=int, default=None, help="lanes per live session (default: one per CPU core up to 4; 1 on a GPU)"
+    )
+    p.add_argument("--lane-threads", type=int, default=1, help="CPU threads of each lane (default 1)")
     p.add_argument("--keys", type=Path, default=None, help="CURVE key folder (required to bind beyond loopback)")
     p.set_defaults(run=run_serve)
 
@@ -76,6 +80,9 @@ def spawn_server(*options: str, timeout: float = 120.0) -> tuple[subprocess.Pope
 
 def run_serve(args: argparse.Namespace) -> int:
     finite_number(args.max_batch, "--max-batch", 1, 1024, integer=True)
+    if args.lanes is not None:
+        finite_number(args.lanes, "--lanes", 1, 64, integer=True)
+    finite_number(args.lane_threads, "--lane-threads", 1, 256, integer=True)
     from bendbridge.server.net.app import RenderServer, ServerConfig
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -90,6 +97,8 @@ def run_serve(args: argparse.Namespace) -> int:
         max_batch=args.max_batch,
         keys=args.keys,
         pipeline=args.live == "pipelined",
+        lanes=args.lanes,
+        threads_per_lane=args.lane_threads,
     )
     server = RenderServer(config)
     w = server.welcome()

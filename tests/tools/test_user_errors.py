@@ -245,6 +245,8 @@ MISTAKES = [
         "--keys:",
     ),
     ("server batch", lambda d, t: ["serve", "--max-batch", "0"], "--max-batch: 0 is out of range"),
+    ("server lanes", lambda d, t: ["serve", "--lanes", "0"], "--lanes: 0 is out of range"),
+    ("server decoder", lambda d, t: ["serve", "--decoder", str(t)], "is not a diffusers AutoencoderTiny folder"),
     (
         "client key name",
         lambda d, t: ["keys", "--dir", str(t / "k"), "--client", "my laptop"],
