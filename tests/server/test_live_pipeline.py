@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bendbridge.bridge.client import RenderClient
+from bendbridge.bridge.client import RenderClient, ServerError
 from bendbridge.protocol import FrameReady, FrameRequest, Heartbeat, ParamUpdate
 from bendbridge.server.net.session import Pending, RenderSession
 
@@ -100,6 +100,26 @@ def test_a_request_whose_deadline_passes_while_the_lane_is_busy_is_dropped_after
 
 def _images(frames: dict[int, FrameReady]) -> dict[int, np.ndarray]:
     return {k: np.asarray(Image.open(io.BytesIO(f.data)), dtype=np.int16) for k, f in frames.items()}
+
+
+def test_a_batch_that_fails_in_a_lane_is_reported_and_the_next_frame_renders(one_lane, monkeypatch):
+    denoise, calls = RenderSession.denoise, []
+
+    def fails_once(self, batch, renderer=None):
+        calls.append(len(batch))
+        if len(calls) == 1:
+            raise RuntimeError("out of memory (simulated)")
+        return denoise(self, batch, renderer)
+
+    monkeypatch.setattr(RenderSession, "denoise", fails_once)
+    with RenderClient(one_lane.url) as c:
+        c.setup(setup_msg("live", mode="live"))
+        ref = c.send(request(0, deadline=time.time() + 120))
+        with pytest.raises(ServerError, match="out of memory"):
+            c.expect(FrameReady, timeout=60, ref=ref)
+        c.send(request(1, deadline=time.time() + 120))
+        fr = c.expect(FrameReady, timeout=60).message
+    assert (fr.frame, fr.status) == (1, "ok") and one_lane.server.pipelines["live"]._lanes[0].is_alive()
 
 
 def test_offline_frames_rendered_beside_a_live_session_equal_those_rendered_alone(live, tmp_path):
