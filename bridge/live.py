@@ -189,19 +189,7 @@ class LiveBridge:
             for bend, vals in cc.items():
                 pp.setdefault(bend, {}).update(vals)
             deadline = now_wall + float(p.seconds - pos)
-            self.client.send(
-                FrameRequest(
-                    frame=p.frame,
-                    sample=p.sample,
-                    seconds=float(p.seconds),
-                    beats=float(p.beats),
-                    bar=p.bar_beat.bar,
-                    beat=float(p.bar_beat.beat),
-                    params=pp,
-                    deadline=deadline,
-                ),
-                pos=p.sample,
-            )
+            self.client.send(FrameRequest(**p.wire(), params=pp, deadline=deadline), pos=p.sample)
             self.sent.add(p.frame)
             self.requests += 1
             if self.sync is not None:

@@ -258,9 +258,7 @@ def _server_alone(url: str, config, timeline, args) -> tuple[float, float, float
                 p = timeline.position(i)
                 params = {"spin": {"angle": 0.02 * i}, "pump": {"factor": 0.8 + 0.01 * (i % 40)},
                           "thump": {"mix": (i % 12) / 12}, "sweep": {"degrees": float(i % 20)}}  # fmt: skip
-                client.send(FrameRequest(frame=i, sample=p.sample, seconds=float(p.seconds), beats=float(p.beats),
-                                         bar=p.bar_beat.bar, beat=float(p.bar_beat.beat), params=params,
-                                         deadline=t0 + float(p.seconds)), pos=p.sample)  # fmt: skip
+                client.send(FrameRequest(**p.wire(), params=params, deadline=t0 + float(p.seconds)), pos=p.sample)
                 sent[i] = time.time()
                 i += 1
             while client.sock.poll(2):
@@ -282,8 +280,7 @@ def _offline_throughput(url: str, config, timeline, frames: int = 24) -> float:
         t = time.perf_counter()
         for i in range(frames):
             p = timeline.position(i)
-            request = FrameRequest(frame=p.frame, sample=p.sample, seconds=float(p.seconds), beats=float(p.beats),
-                                   bar=p.bar_beat.bar, beat=float(p.bar_beat.beat), params={})  # fmt: skip
+            request = FrameRequest(**p.wire(), params={})
             client.send(request, pos=p.sample)
         done = 0
         while done < frames:
