@@ -16,15 +16,9 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from bendbridge.protocol import FrameReady
+from bendbridge.protocol.stats import percentile
 
 __all__ = ["LiveStats", "percentile"]
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
 @dataclass

@@ -44,7 +44,7 @@ from bendbridge.protocol.security import DEFAULT_CONTROL, DEFAULT_EVENTS, Securi
 from bendbridge.server.model import LoadedModel
 
 from .live_pipeline import LivePipeline, Report, default_lanes, describe
-from .session import Pending, RenderSession
+from .session import Pending, RenderSession, dropped
 
 __all__ = ["ServerConfig", "RenderServer"]
 
@@ -216,7 +216,7 @@ class RenderServer:
                     self._report(client, s, done)
                 else:
                     for d in s.enqueue(Pending(client, env.id, m)):
-                        self._report(d.client, s, self._dropped(d))
+                        self._report(d.client, s, dropped(d))
                     if s.sid in self.pipelines:
                         self.pipelines[s.sid].notify()
             elif isinstance(m, ParamUpdate):
@@ -249,13 +249,10 @@ class RenderServer:
             if s.live and self.config.pipeline:
                 lanes = self.config.lanes or default_lanes(self.model.pipe.unet.device.type)
                 self.pipelines[sid] = LivePipeline(
-                    s, self.reports, self.wake_endpoint, self._ctx, lanes, self.config.threads_per_lane, self._dropped
+                    s, self.reports, self.wake_endpoint, self._ctx, lanes, self.config.threads_per_lane
                 )
         self.clients[client] = sid
         self._send(client, self.welcome(), sid)
-
-    def _dropped(self, p: Pending) -> FrameReady:
-        return FrameReady(frame=p.request.frame, sample=p.request.sample, hash="", timings={}, status="dropped")
 
     def _report(self, client: bytes, s: RenderSession, fr: FrameReady) -> None:
         self._send(client, fr, s.sid, pos=fr.sample)
@@ -293,7 +290,7 @@ class RenderServer:
         for s in self._waiting():
             batch, late = s.take_batch(time.time())
             for p in late:
-                self._report(p.client, s, self._dropped(p))
+                self._report(p.client, s, dropped(p))
             if batch:
                 try:
                     reports = s.render(batch)

@@ -32,15 +32,15 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import zmq
 
 from bendbridge.protocol import FrameReady
+from bendbridge.protocol.stats import percentile
 from bendbridge.server.render import Renderer
 
-from .session import DecodedBatch, Pending, RenderSession
+from .session import DecodedBatch, Pending, RenderSession, dropped
 
 __all__ = ["LivePipeline", "Report", "describe"]
 
@@ -77,11 +77,9 @@ class LivePipeline:
         context: zmq.Context,
         lanes: int = 1,
         threads_per_lane: int = 1,
-        dropped: Callable[[Pending], FrameReady] | None = None,
     ):
         self.session, self.reports = session, reports
         self.wake_endpoint, self.context, self.threads_per_lane = wake_endpoint, context, threads_per_lane
-        self.dropped = dropped or _dropped
         self.gate = threading.Event()
         self.gate.set()
         self._work = threading.Condition()
@@ -126,7 +124,7 @@ class LivePipeline:
                 decoded: DecodedBatch | Exception | None = None
                 if batch:
                     try:
-                        decoded = self.session.decode(self.session.denoise(batch, renderer))
+                        decoded = self.session.decode(self.session.denoise(batch, renderer), renderer)
                     except Exception as e:  # noqa: BLE001 - a failing batch is reported, the session goes on
                         decoded = e
                 self._done.put(_Taken(seq, late, batch, decoded))
@@ -164,7 +162,7 @@ class LivePipeline:
             wake.close(0)
 
     def _reports(self, t: _Taken) -> list[tuple[Pending, FrameReady | Exception]]:
-        made: list[tuple[Pending, FrameReady | Exception]] = [(p, self.dropped(p)) for p in t.late]
+        made: list[tuple[Pending, FrameReady | Exception]] = [(p, dropped(p)) for p in t.late]
         if isinstance(t.decoded, Exception):
             return made + [(p, t.decoded) for p in t.batch]
         if t.decoded is not None:
@@ -183,10 +181,6 @@ class LivePipeline:
             pass  # the loop has wake-ups waiting already
 
 
-def _dropped(p: Pending) -> FrameReady:
-    return FrameReady(frame=p.request.frame, sample=p.request.sample, hash="", timings={}, status="dropped")
-
-
 def default_lanes(device: str) -> int:
     """Lanes for a session on ``device``: one per CPU core (at most 4) on the CPU, else one."""
     import os
@@ -196,8 +190,7 @@ def default_lanes(device: str) -> int:
 
 def describe(session: RenderSession) -> str:
     """A live session's counts and latency percentiles, for the server's log."""
-    lat = sorted(session.latencies)
-    if not lat:
+    if not session.latencies:
         return f"{session.rendered} rendered, {session.dropped} dropped"
-    p50, p99 = (1000 * lat[min(len(lat) - 1, round(q * (len(lat) - 1)))] for q in (0.5, 0.99))
+    p50, p99 = (1000 * percentile(session.latencies, q) for q in (0.5, 0.99))
     return f"{session.rendered} rendered, {session.dropped} dropped, latency p50 {p50:.0f} ms, p99 {p99:.0f} ms"

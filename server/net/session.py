@@ -25,7 +25,7 @@ from bendbridge.protocol.render import render_identity
 from bendbridge.server.model import LoadedModel
 from bendbridge.server.render import Denoised, FrameResult, FrameSpec, RenderConfig, Renderer, unet_replica
 
-__all__ = ["DecodedBatch", "DenoisedBatch", "RenderSession", "Pending"]
+__all__ = ["DecodedBatch", "DenoisedBatch", "RenderSession", "Pending", "dropped"]
 
 
 @dataclass
@@ -34,6 +34,11 @@ class Pending:
     msg_id: str
     request: FrameRequest
     received: float = field(default_factory=time.time)  # wall seconds
+
+
+def dropped(p: Pending) -> FrameReady:
+    """The report of a request the server gave up on (late, or pushed out of a full queue)."""
+    return FrameReady(frame=p.request.frame, sample=p.request.sample, hash="", timings={}, status="dropped")
 
 
 @dataclass(frozen=True)
@@ -214,10 +219,10 @@ class RenderSession:
         denoised = (renderer or self.renderer).denoise(specs)
         return DenoisedBatch(batch, params, denoised, started, (time.perf_counter() - t0) / len(batch))
 
-    def decode(self, d: DenoisedBatch) -> DecodedBatch:
+    def decode(self, d: DenoisedBatch, renderer: Renderer | None = None) -> DecodedBatch:
         """Decode a denoised batch into images (touches only the decoder: any thread may)."""
         t0 = time.perf_counter()
-        results = self.renderer.finish(d.denoised)
+        results = (renderer or self.renderer).finish(d.denoised)
         return DecodedBatch(d, results, (time.perf_counter() - t0) / len(d.batch))
 
     def deliver(self, dd: DecodedBatch) -> list[FrameReady]:

@@ -267,7 +267,7 @@ class Renderer:
         """The U-Net part of rendering ``frames`` (one batch, at most ``max_batch``): text, every
         denoising step with the bends, and the faults the bends raised. :meth:`finish` decodes it.
 
-        A pipelined server runs this for the next batch while another thread finishes the last."""
+        A live server's lanes run this in parallel, each renderer on its own U-Net replica."""
         B = len(frames)
         eng = self.engine
         eng.set_frames([f.params for f in frames], guided=self.guided)
