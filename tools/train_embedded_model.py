@@ -30,6 +30,7 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -211,6 +212,17 @@ def _save_ckpt(path: Path, **state) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)
+
+
+def training_log(work: Path) -> Callable[[dict], None]:
+    """A function appending each record, with the wall time (s), as one line of ``work/log.jsonl``."""
+    logf = open(work / "log.jsonl", "a", encoding="utf-8")  # noqa: SIM115 - open while training runs
+
+    def log(record: dict) -> None:
+        logf.write(json.dumps({"time": round(time.time(), 1), **record}) + "\n")
+        logf.flush()
+
+    return log
 
 
 def _resume(path: Path, **holders) -> int:
@@ -452,12 +464,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     work: Path = args.work
     work.mkdir(parents=True, exist_ok=True)
-    logf = open(work / "log.jsonl", "a")
-
-    def log(rec: dict) -> None:
-        rec["time"] = round(time.time(), 1)
-        logf.write(json.dumps(rec) + "\n")
-        logf.flush()
+    log = training_log(work)
 
     images, captions = stage_data(work, train)
     tokenizer = build_tokenizer(work / "tokenizer")

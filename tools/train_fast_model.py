@@ -30,7 +30,6 @@ import copy
 import json
 import os
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +39,7 @@ from tqdm import tqdm
 
 from bendbridge.server.embedded import scenes
 
-from .train_embedded_model import _ema_update, _lr, _resume, _save_ckpt
+from .train_embedded_model import _ema_update, _lr, _resume, _save_ckpt, training_log
 
 __all__ = ["DistilConfig", "main"]
 
@@ -194,11 +193,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = DistilConfig()
     cfg.pairs, cfg.steps = args.pairs, args.steps
     args.work.mkdir(parents=True, exist_ok=True)
-    logf = open(args.work / "log.jsonl", "a", encoding="utf-8")
-
-    def log(record: dict) -> None:
-        logf.write(json.dumps({"time": time.time(), **record}) + "\n")
-        logf.flush()
+    log = training_log(args.work)
 
     teacher = load_model(EMBEDDED_MODEL, "cpu", channels_last=False)
     data = stage_teacher(args.work, teacher, cfg)

@@ -33,7 +33,6 @@ import copy
 import json
 import math
 import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .train_embedded_model import _ema_update, _lr, _resume, _save_ckpt
+from .train_embedded_model import _ema_update, _lr, _resume, _save_ckpt, training_log
 from .train_fast_model import DistilConfig, stage_teacher
 
 __all__ = ["TinyConfig", "tiny_autoencoder", "main"]
@@ -203,11 +202,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg.steps = args.steps
     for d in (args.work, args.pairs):
         d.mkdir(parents=True, exist_ok=True)
-    logf = open(args.work / "log.jsonl", "a", encoding="utf-8")
-
-    def log(record: dict) -> None:
-        logf.write(json.dumps({"time": time.time(), **record}) + "\n")
-        logf.flush()
+    log = training_log(args.work)
 
     teacher = load_model(EMBEDDED_MODEL, "cpu", channels_last=False)
     _, base, _ = stage_teacher(args.pairs, teacher, DistilConfig())
