@@ -7,14 +7,19 @@ missing or extra implementation fails at once). An operator acts on a batch ``[B
 
 *Per-frame* parameters (kind ``float``, or ``matrix``: a square matrix matching the channel
 count) may take a different value for every frame of a batch; *static* ones (``int``, ``ints``,
-``choice``) are fixed by the plan. Every bend also has the per-frame parameter ``mix`` (:data:`MIX`),
+``choice``, ``file``: the path of a file the render server reads when it binds the plan) are
+fixed by the plan. Every bend also has the per-frame parameter ``mix`` (:data:`MIX`),
 the blend of bent and unbent activations. ``identity`` is the value at which an operator returns
 its input unchanged, whatever its other parameters, or None where there is none.
 
 Operators and the papers they come from: point-wise and channel-space operators and latent
 rotations (Dzwonczyk, Cella, Ban, "Network Bending of Diffusion Models for Audio-Visual
 Generation", DAFx 2024); spatial and morphological operators on module activations (Broad,
-Leymarie, Grierson, "Network Bending", Entropy 2022); word weighting ``weight`` (x·(1 + δ)).
+Leymarie, Grierson, "Network Bending", Entropy 2022); word weighting ``weight`` (x·(1 + δ));
+activation steering ``steer`` (Contrastive Activation Addition: Rimsky et al., "Steering Llama 2
+via Contrastive Activation Addition", ACL 2024) and ``sae_feature`` (sparse-autoencoder
+features: Bricken et al., "Towards Monosemanticity", 2023; top-k autoencoders: Gao et al.,
+"Scaling and Evaluating Sparse Autoencoders", 2024).
 """
 
 from __future__ import annotations
@@ -47,7 +52,7 @@ class OperatorError(PlanError):
 
 @dataclass(frozen=True)
 class ParamSpec:
-    """One operator parameter: ``kind`` float | matrix | int | ints | choice, its plan default,
+    """One operator parameter: ``kind`` float | matrix | int | ints | choice | file, its plan default,
     its allowed range [lo, hi] (matrix entries for ``matrix``), its identity value, choices."""
 
     kind: str
@@ -65,6 +70,8 @@ class ParamSpec:
     def describe_range(self) -> str:
         if self.kind == "choice":
             return "one of " + ", ".join(self.choices)
+        if self.kind == "file":
+            return self.doc or "a file path"
         return bounds_text(self.lo, self.hi) if self.lo is not None or self.hi is not None else self.kind
 
     def check(self, value: Any, where: str, error: type[BendbridgeError] = OperatorError) -> Any:
@@ -75,6 +82,10 @@ class ParamSpec:
             return value
         if self.kind == "ints":
             return self._ints(value, where, error)
+        if self.kind == "file":
+            if not isinstance(value, str) or not value.strip() or "\0" in value:
+                raise error(where, f"expected the path of a file, got {value!r}", code="type")
+            return value.strip()
         if self.kind == "matrix":
             return self._matrix(value, where, error)
         return finite_number(value, where, self.lo, self.hi, integer=self.kind == "int", error=error)
@@ -295,3 +306,34 @@ for _name, _doc in (
     # the gradient at size 1 is zero, not the input: it has no identity value
     _size = ParamSpec(_F, 3.0, 1.0, 31.0, identity=None if _name == "gradient" else 1.0, doc=_SIZE_DOC)
     _add(_name, "morphological", _doc, {"size": _size, "shape": _SHAPE}, ranks=(4,))
+
+# ----------------------------------------------------------------------------- steering
+_add(
+    "steer",
+    "steering",
+    "x + alpha · v: add a steering vector ('bendbridge steer build') at its module",
+    {
+        "vector": ParamSpec("file", None, doc="a steering-vector .safetensors file made for this model and module"),
+        "alpha": ParamSpec(_F, 0.0, -20.0, 20.0, identity=0.0, doc="strength; 1 adds the mean difference once"),
+    },
+    ranks=(4,),
+)
+_add(
+    "sae_feature",
+    "steering",
+    "scale, or clamp, one sparse-autoencoder feature of each pixel; the reconstruction error is kept",
+    {
+        "sae": ParamSpec("file", None, doc="a sparse autoencoder .safetensors file ('bendbridge sae train')"),
+        "feature": ParamSpec("int", 0, 0, 1 << 20, doc="feature index"),
+        "scale": ParamSpec(_F, 1.0, -10.0, 20.0, identity=1.0, doc="multiplies the feature's activation"),
+        "clamp": ParamSpec(
+            _F,
+            -1.0,
+            -1.0,
+            100.0,
+            identity=-1.0,
+            doc="when ≥ 0: set the activation to clamp × the feature's largest activation seen in training",
+        ),
+    },
+    ranks=(4,),
+)

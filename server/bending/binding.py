@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -10,10 +14,11 @@ from bendbridge.protocol.errors import hint
 from bendbridge.protocol.operators import OperatorSpec
 from bendbridge.protocol.plan import Bend, BendPlan, PlanError
 from bendbridge.server.operators import OperatorFn, get_operator
+from bendbridge.server.operators.spec import FileContext, load_file_param
 
 from .layers import LayerInfo
 
-__all__ = ["BoundBend", "bind_plan"]
+__all__ = ["BoundBend", "ModelFacts", "bind_plan"]
 
 
 @dataclass(frozen=True)
@@ -22,7 +27,8 @@ class BoundBend:
 
     ``spec`` and ``fn`` are its operator's catalogue entry and implementation, ``module`` the
     dotted name (module targets), ``channels`` the resolved channel subset (or None for all),
-    ``width`` the channel count the operator sees, ``rank`` the tensor rank.
+    ``width`` the channel count the operator sees, ``rank`` the tensor rank, ``static`` the
+    values of its static parameters (file parameters loaded: see ``operators.spec.Resource``).
     """
 
     index: int
@@ -33,6 +39,28 @@ class BoundBend:
     channels: tuple[int, ...] | None
     width: int
     rank: int
+    static: dict[str, Any] = field(default_factory=dict)
+
+    def static_at(self, step: int, device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
+        """The static parameters for denoising step ``step``: file resources resolved to their value."""
+        return {k: v.at_step(step, device, dtype) if hasattr(v, "at_step") else v for k, v in self.static.items()}
+
+
+@dataclass
+class ModelFacts:
+    """What file parameters are checked against: the model's name, its U-Net (for the fingerprint,
+    computed only when a file is bound) and the folders searched for bare file names."""
+
+    name: str = "in-memory"
+    unet: torch.nn.Module | None = None
+    search: tuple[Path, ...] = ()
+    identity_fn: Callable[[torch.nn.Module], str] | None = None
+
+    @cached_property
+    def identity(self) -> str:
+        if self.unet is None or self.identity_fn is None:
+            return ""
+        return self.identity_fn(self.unet)
 
 
 def _resolve_module(name: str, layers: list[LayerInfo], where: str) -> LayerInfo:
@@ -79,17 +107,49 @@ def _check_channel_op(spec: OperatorSpec, params: dict, width: int, where: str) 
         )
 
 
+def _static(b: Bend, spec: OperatorSpec, info: LayerInfo | None, channels, facts: ModelFacts, where: str) -> dict:
+    """The bend's static parameter values, its file parameters loaded and checked."""
+    static: dict[str, Any] = {}
+    for k, p in spec.params.items():
+        if p.per_frame:
+            continue
+        if p.kind != "file":
+            static[k] = b.params[k]
+            continue
+        ctx = FileContext(
+            f"{where}.params.{k}",
+            info.name if info else None,
+            info.shape if info else (),
+            channels,
+            facts.name,
+            facts.identity,
+            facts.search,
+        )
+        static[k] = res = load_file_param(spec.name, k, b.params[k], ctx)
+        if hasattr(res, "check_params"):
+            res.check_params(b.params, where)
+    return static
+
+
 def bind_plan(
-    plan: BendPlan, layers: list[LayerInfo], *, latent_channels: int, text_dim: int, num_steps: int
+    plan: BendPlan,
+    layers: list[LayerInfo],
+    *,
+    latent_channels: int,
+    text_dim: int,
+    num_steps: int,
+    facts: ModelFacts | None = None,
 ) -> list[BoundBend]:
-    """Check ``plan`` against a model's layers and a step count; return the bound bends."""
+    """Check ``plan`` against a model's layers and a step count; return the bound bends.
+    ``facts``: the model that file parameters (steering vectors, autoencoders) must match."""
+    facts = facts or ModelFacts()
     bound = []
     for i, b in enumerate(plan.bends):
         where = f"bend[{i}]"
         op = get_operator(b.op)
         spec = op.spec
         t = b.target
-        module = None
+        module, info = None, None
         if t.kind == "latent":
             if t.step is not None and t.step > num_steps:
                 raise PlanError(
@@ -120,5 +180,6 @@ def bind_plan(
         width = len(channels) if channels is not None else c
         if spec.channel_op:
             _check_channel_op(spec, b.params, width, where)
-        bound.append(BoundBend(i, b, spec, op.fn, module, channels, width, rank))
+        static = _static(b, spec, info, channels, facts, where)
+        bound.append(BoundBend(i, b, spec, op.fn, module, channels, width, rank, static))
     return bound

@@ -12,8 +12,7 @@ are not the identity and whose ``mix`` is not 0; untouched rows come back bit fo
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +24,7 @@ from bendbridge.protocol.operators import MIX
 from bendbridge.protocol.plan import PlanError
 
 from .binding import BoundBend
-from .layers import first_tensor, replace_first_tensor
+from .layers import first_tensor, module_hooks, replace_first_tensor
 
 __all__ = ["BendEngine", "FrameParamError", "Fault", "install_hooks"]
 
@@ -214,8 +213,7 @@ class BendEngine:
             xc = xs.index_select(1, ch)
         else:
             xc = xs
-        static = {k: v for k, v in bb.bend.params.items() if not bb.spec.params[k].per_frame}
-        y = bb.fn(xc, **static, **st.params)
+        y = bb.fn(xc, **bb.static_at(self.step, x.device, x.dtype), **st.params)
         mask = self._subset_mask(bb, xc)
         if token_mask is not None:
             tm = token_mask if st.all_rows else token_mask.index_select(0, st.rows)
@@ -294,20 +292,12 @@ class BendEngine:
         return hook
 
 
-@contextmanager
-def install_hooks(unet: torch.nn.Module, engine: BendEngine) -> Iterator[list]:
-    """Register a forward hook for every module bend; remove every handle on exit, also when
-    installing fails halfway or the body raises."""
-    handles: list = []
-    try:
-        modules = dict(unet.named_modules())
-        for bb in engine.bound:
-            if bb.module is None:
-                continue
-            if bb.module not in modules:
-                raise PlanError(f"bend[{bb.index}].target", f"module {bb.module!r} is not in this U-Net")
-            handles.append(modules[bb.module].register_forward_hook(engine.hook_for(bb)))
-        yield handles
-    finally:
-        for h in handles:
-            h.remove()
+def install_hooks(unet: torch.nn.Module, engine: BendEngine):
+    """A context manager registering a forward hook for every module bend, in plan order; every
+    handle is removed on exit, also when installing fails halfway or the body raises."""
+    bends = [bb for bb in engine.bound if bb.module is not None]
+    return module_hooks(
+        unet,
+        [(bb.module, engine.hook_for(bb)) for bb in bends],
+        lambda i, name: PlanError(f"bend[{bends[i].index}].target", f"module {name!r} is not in this U-Net"),
+    )

@@ -9,13 +9,17 @@ Shapes are measured by one dry-run forward pass at the model's native sample siz
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 
 from bendbridge.protocol.errors import BendbridgeError
 
-__all__ = ["LayerInfo", "list_layers", "first_tensor", "replace_first_tensor"]
+__all__ = ["LayerInfo", "list_layers", "first_tensor", "replace_first_tensor", "module_hooks", "ForwardHook"]
+
+ForwardHook = Callable[[torch.nn.Module, tuple, object], object]
 
 _SKIP = ("GroupNorm", "LayerNorm", "SiLU", "GELU", "Dropout", "Identity", "Mish", "ReLU", "Tanh", "Sigmoid")
 
@@ -94,3 +98,23 @@ def list_layers(
             hd.remove()
     out = [(n, type(m).__name__) for n, m in named if n in shapes]
     return [LayerInfo(i, n, k, shapes[n]) for i, (n, k) in enumerate(out)]
+
+
+@contextmanager
+def module_hooks(
+    unet: torch.nn.Module, hooks: Sequence[tuple[str, ForwardHook]], missing: Callable[[int, str], Exception]
+) -> Iterator[list]:
+    """Register forward hooks on the named modules, in order (hooks on one module run in the order
+    given); remove every handle on exit, also when installing fails halfway or the body raises.
+    ``missing(i, name)`` builds the error for a name the U-Net does not have."""
+    handles: list = []
+    try:
+        modules = dict(unet.named_modules())
+        for i, (name, hook) in enumerate(hooks):
+            if name not in modules:
+                raise missing(i, name)
+            handles.append(modules[name].register_forward_hook(hook))
+        yield handles
+    finally:
+        for h in handles:
+            h.remove()

@@ -7,9 +7,9 @@
 
 from bendbridge.protocol.operators import OperatorError
 
-from . import channel, pointwise, spatial  # noqa: F401  (implement the families)
-from .spec import Operator, OperatorFn, check_implementations, get_operator, implements
+from . import channel, pointwise, spatial, steering  # noqa: F401  (implement the families)
+from .spec import FileContext, Operator, OperatorFn, Resource, check_implementations, get_operator, implements
 
 check_implementations()
 
-__all__ = ["Operator", "OperatorError", "OperatorFn", "get_operator", "implements"]
+__all__ = ["FileContext", "Operator", "OperatorError", "OperatorFn", "Resource", "get_operator", "implements"]

@@ -7,6 +7,11 @@ and latents, ``[B, T, D]`` for text conditioning). Every *per-frame* parameter a
 tensor of shape ``[B]`` (``[B, C, C]`` for a matrix), so a batch of B frames may carry B
 different values; *static* parameters (a channel plane, a padding mode, a seed) are plain Python
 values fixed by the plan. Operators never see the module they bend.
+
+A *file* parameter (a steering vector, a sparse autoencoder) is read once, when the render server
+binds the plan, by the loader registered for it with :func:`loads`; the loader checks that the
+file was made for this model and module and returns a :class:`Resource`, whose value for the
+current denoising step (:meth:`Resource.at_step`) is what the operator receives.
 """
 
 from __future__ import annotations
@@ -18,11 +23,40 @@ from dataclasses import dataclass
 import torch
 
 from bendbridge.protocol.operators import CATALOGUE, OperatorSpec, operator_spec
+from bendbridge.server.steering.files import FileContext, Resource
 
-__all__ = ["Operator", "implements", "get_operator", "check_implementations"]
+__all__ = [
+    "Operator",
+    "implements",
+    "get_operator",
+    "check_implementations",
+    "Resource",
+    "FileContext",
+    "loads",
+    "load_file_param",
+]
 
 OperatorFn = Callable[..., torch.Tensor]
 _IMPLEMENTATIONS: dict[str, OperatorFn] = {}
+
+
+FileLoader = Callable[[str, FileContext], Resource]
+_LOADERS: dict[tuple[str, str], FileLoader] = {}
+
+
+def loads(op: str, param: str) -> Callable[[FileLoader], FileLoader]:
+    """Register the decorated function as the loader of file parameter ``param`` of operator ``op``."""
+
+    def register(fn: FileLoader) -> FileLoader:
+        _LOADERS[(op, param)] = fn
+        return fn
+
+    return register
+
+
+def load_file_param(op: str, param: str, value: str, ctx: FileContext) -> Resource:
+    """The loaded resource of file parameter ``op.param`` (raises a PlanError naming ``ctx.where``)."""
+    return _LOADERS[(op, param)](value, ctx)
 
 
 @dataclass(frozen=True)
@@ -58,6 +92,10 @@ def check_implementations() -> None:
         raise RuntimeError(
             f"operator implementations do not match the catalogue: missing {missing}, not in the catalogue {extra}"
         )
+    no_loader = [(n, k) for n, spec in CATALOGUE.items() for k, p in spec.params.items() if p.kind == "file"]
+    no_loader = [f"{n}.{k}" for n, k in no_loader if (n, k) not in _LOADERS]
+    if no_loader:
+        raise RuntimeError(f"file parameters without a loader: {no_loader}")
     for name, fn in _IMPLEMENTATIONS.items():
         sig = inspect.signature(fn)
         takes = [p for p in list(sig.parameters)[1:] if sig.parameters[p].kind is not inspect.Parameter.VAR_KEYWORD]

@@ -25,7 +25,7 @@ import torch
 from bendbridge.protocol.frames import FrameParams
 from bendbridge.protocol.plan import BendPlan, PlanError
 from bendbridge.protocol.render import RenderSettings
-from bendbridge.server.bending.binding import bind_plan
+from bendbridge.server.bending.binding import ModelFacts, bind_plan
 from bendbridge.server.bending.engine import BendEngine, Fault, install_hooks
 from bendbridge.server.bending.layers import LayerInfo, list_layers
 from bendbridge.server.model import LoadedModel, ModelDefaults
@@ -124,6 +124,7 @@ class Renderer:
             latent_channels=self.unet.config.in_channels,
             text_dim=self.text_encoder.config.hidden_size,
             num_steps=self.steps,
+            facts=self.model_facts(),
         )
         self.engine = BendEngine(self.bound, self.device, check_finite=config.check_finite)
         self._word_masks = self._build_word_masks()
@@ -166,6 +167,16 @@ class Renderer:
         return split_point(self._stages, active) if active else None
 
     # ------------------------------------------------------------------ model facts
+    def model_facts(self) -> ModelFacts:
+        """The model that steering files must match; bare file names are looked up in its folder's
+        ``steering/`` (the embedded model's, for a model that shares its parts)."""
+        from bendbridge.server.model import EMBEDDED_MODEL
+        from bendbridge.server.steering.files import STEERING_DIR, unet_identity
+
+        folders = [self.model.path / STEERING_DIR] if self.model.path else []
+        folders.append(EMBEDDED_MODEL / STEERING_DIR)
+        return ModelFacts(self.model.base_name, self.unet, tuple(folders), unet_identity)
+
     @property
     def layers(self) -> list[LayerInfo]:
         if self._layers is None:

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from bendbridge.protocol.operators import CATALOGUE, OperatorError, operator_spec
 from bendbridge.server.operators import get_operator
 from bendbridge.server.operators.channel import R6_PLANES, hadamard_matrix, plane_rotation_matrix, r6_matrix
+from bendbridge.server.steering.sae import SparseAutoencoder
 
 settings.register_profile("fast", max_examples=40, deadline=None)
 settings.load_profile("fast")
@@ -282,6 +283,15 @@ def test_every_operator_gives_the_same_result_on_channels_last_activations(name)
     torch.testing.assert_close(cl, plain, rtol=1e-6, atol=1e-6)
 
 
+def _demo_resource(name: str):
+    """What a file parameter hands the operator for 4 channels: a vector [4], or an autoencoder."""
+    if name == "steer":
+        return torch.linspace(-1.0, 1.0, 4)
+    sae = SparseAutoencoder(4, 16, 2, scale=1.0, seed=3).requires_grad_(False)
+    sae.feature_max.fill_(2.0)
+    return sae
+
+
 def _demo_params(name: str, b: int) -> dict:
     """A parameter set that moves the operator away from its identity (per sample where a float)."""
     spec = operator_spec(name)
@@ -296,6 +306,8 @@ def _demo_params(name: str, b: int) -> dict:
             params[k] = _p(*[v] * b)
         elif p.kind == "matrix":
             params[k] = torch.eye(4, dtype=torch.float64).flip(0).expand(b, 4, 4)
+        elif p.kind == "file":
+            params[k] = _demo_resource(name)
         else:
             params[k] = p.default
     return params
