@@ -22,6 +22,7 @@ Each row renders all its values in one batch (each frame its own parameter value
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ from bendbridge.server.model import LoadedModel
 
 from .renderer import FrameSpec, RenderConfig, Renderer
 
-__all__ = ["SweepRow", "SweepConfig", "load_sweep", "render_sheet"]
+__all__ = ["SweepRow", "SweepConfig", "load_sweep", "render_sheet", "labelled_grid"]
 
 _ROW_KEYS = {
     "label",
@@ -124,19 +125,29 @@ def render_sheet(model: LoadedModel, sweep: SweepConfig, *, progress: bool = Tru
         r = Renderer(model, RenderConfig(sweep.settings, plan))
         frames = [FrameSpec(params={"swept": {row.sweep: v}}) for v in row.values]
         tiles.append([res.image for res in r.render(frames)])
-    h, w = tiles[0][0].shape[:2]
+    return labelled_grid(
+        [
+            (row.label, [(img, f"{row.sweep}={v:g}") for img, v in zip(imgs, row.values)])
+            for row, imgs in zip(sweep.rows, tiles)
+        ]
+    )
+
+
+def labelled_grid(rows: Sequence[tuple[str, Sequence[tuple[np.ndarray, str]]]]) -> Image.Image:
+    """Rows of images [H, W, 3] uint8, each row under its label and each image over its caption."""
+    h, w = rows[0][1][0][0].shape[:2]
     label_h, pad = 18, 4
-    ncol = max(len(t) for t in tiles)
-    sheet = Image.new("RGB", (ncol * (w + pad) + pad, len(tiles) * (h + label_h + 14 + pad) + pad), "white")
+    ncol = max(len(tiles) for _, tiles in rows)
+    sheet = Image.new("RGB", (ncol * (w + pad) + pad, len(rows) * (h + label_h + 14 + pad) + pad), "white")
     draw = ImageDraw.Draw(sheet)
     font, small = _font(12), _font(10)
     y = pad
-    for row, imgs in zip(sweep.rows, tiles):
-        draw.text((pad, y), row.label, fill="black", font=font)
+    for label, tiles in rows:
+        draw.text((pad, y), label, fill="black", font=font)
         y += label_h
-        for j, (img, v) in enumerate(zip(imgs, row.values)):
+        for j, (img, caption) in enumerate(tiles):
             x = pad + j * (w + pad)
             sheet.paste(Image.fromarray(img), (x, y))
-            draw.text((x + 2, y + h + 1), f"{row.sweep}={v:g}", fill="black", font=small)
+            draw.text((x + 2, y + h + 1), caption, fill="black", font=small)
         y += h + 14 + pad
     return sheet

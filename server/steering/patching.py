@@ -1,0 +1,250 @@
+"""Activation patching: which module, at which denoising steps, carries a concept.
+
+Render a *clean* prompt ("a red star …") and a *corrupt* one ("a blue star …") from the same
+noise. Then render the corrupt prompt again once per (target module, step range), with that
+module's output replaced by the clean run's during those steps, and measure how much of the clean
+concept returns (Meng et al., "Locating and Editing Factual Associations in GPT", 2022; for
+diffusion U-Nets: Basu et al., "Localizing and Editing Knowledge in Text-to-Image Generative
+Models", ICLR 2024)::
+
+    restored = (m(patched) − m(corrupt)) / (m(clean) − m(corrupt))      1 = fully restored, 0 = no effect
+
+Metrics ``m``: ``colour``, ``shape``, ``background`` — the embedded scene classifier's
+probability of the clean image's class; ``latent`` and ``pixels`` — minus the distance to the
+clean run's final latent or image (any model).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bendbridge.protocol.errors import BendbridgeError
+from bendbridge.protocol.render import RenderSettings
+
+from .probes import default_targets, probing, resolve_targets, step_range
+
+__all__ = ["METRICS", "PatchRequest", "PatchMap", "patch_map", "rank_correlation"]
+
+CLASSIFIER_METRICS = {"colour": "fg", "shape": "shape", "background": "bg"}
+METRICS = (*CLASSIFIER_METRICS, "latent", "pixels")
+
+
+@dataclass(frozen=True)
+class PatchRequest:
+    """``bendbridge patch``'s question: prompts, metric, targets (None: every block's own output),
+    step ranges (None: each step alone, then all steps), seeds."""
+
+    clean: str
+    corrupt: str
+    metric: str = "colour"
+    targets: tuple[str, ...] | None = None
+    steps: tuple[str, ...] | None = None
+    seeds: tuple[int, ...] = (0,)
+
+    def check(self) -> None:
+        if self.metric not in METRICS:
+            raise BendbridgeError("--metric", f"{self.metric!r} is not valid; allowed: {', '.join(METRICS)}")
+        for name in ("clean", "corrupt"):
+            if not getattr(self, name).strip():
+                raise BendbridgeError(f"--{name}", "expected a prompt")
+        if self.clean == self.corrupt:
+            raise BendbridgeError("--corrupt", "is the clean prompt; patching needs two prompts that differ")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise BendbridgeError("--seeds", "expected one or more distinct seeds")
+
+
+@dataclass
+class PatchMap:
+    """Restored fraction per seed, target and step range: ``values`` [seeds, targets, columns]."""
+
+    request: PatchRequest
+    model: str
+    targets: list[str]
+    columns: list[str]
+    values: np.ndarray
+    clean_score: list[float] = field(default_factory=list)
+    corrupt_score: list[float] = field(default_factory=list)
+
+    @property
+    def mean(self) -> np.ndarray:
+        return self.values.mean(0)
+
+    def seed_agreement(self) -> float | None:
+        """Mean Spearman rank correlation of the maps of every pair of seeds (None with one seed)."""
+        n = len(self.values)
+        pairs = [rank_correlation(self.values[i], self.values[j]) for i in range(n) for j in range(i + 1, n)]
+        return float(np.mean(pairs)) if pairs else None
+
+    def top(self, n: int = 3) -> list[tuple[str, str, float]]:
+        """The ``n`` (target, step range, restored) cells that restore most, best first."""
+        m = self.mean
+        order = np.argsort(-m, axis=None)[:n]
+        return [(self.targets[i // m.shape[1]], self.columns[i % m.shape[1]], float(m.flat[i])) for i in order]
+
+    def to_json(self) -> dict:
+        r = self.request
+        return {
+            "model": self.model,
+            "clean": r.clean,
+            "corrupt": r.corrupt,
+            "metric": r.metric,
+            "seeds": list(r.seeds),
+            "targets": self.targets,
+            "columns": self.columns,
+            "restored_mean": np.round(self.mean, 4).tolist(),
+            "restored_per_seed": np.round(self.values, 4).tolist(),
+            "clean_score": self.clean_score,
+            "corrupt_score": self.corrupt_score,
+            "seed_rank_correlation": self.seed_agreement(),
+            "top": [{"target": t, "steps": c, "restored": round(v, 4)} for t, c, v in self.top(5)],
+        }
+
+    def save(self, png: Path) -> Path:
+        """Write the heatmap to ``png`` and the numbers beside it (``.json``); returns the JSON path."""
+        from .figures import patch_heatmap
+
+        png.parent.mkdir(parents=True, exist_ok=True)
+        patch_heatmap(self, png)
+        out = png.with_suffix(".json")
+        out.write_text(json.dumps(self.to_json(), indent=2) + "\n")
+        return out
+
+
+def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's ρ of two equally shaped arrays (average ranks for ties)."""
+
+    def ranks(x: np.ndarray) -> np.ndarray:
+        flat = x.ravel()
+        order = flat.argsort(kind="stable")
+        r = np.empty(len(flat))
+        r[order] = np.arange(len(flat))
+        for v in np.unique(flat):  # ties share their mean rank
+            tie = flat == v
+            r[tie] = r[tie].mean()
+        return r
+
+    ra, rb = ranks(a), ranks(b)
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    den = np.sqrt((ra**2).sum() * (rb**2).sum())
+    return float((ra * rb).sum() / den) if den > 0 else 0.0
+
+
+def _columns(steps: Sequence[str] | None, num_steps: int) -> tuple[list[str], list[tuple[int, int]]]:
+    texts = list(steps) if steps else [*(str(s) for s in range(num_steps)), "all"]
+    ranges = [step_range(t, num_steps) for t in texts]
+    labels = [f"{a}-{b}" if a != b else str(a) for a, b in ranges]
+    labels = ["all" if t == "all" else lab for t, lab in zip(texts, labels)]
+    return labels, ranges
+
+
+def _scorer(metric: str, clean_image: np.ndarray, clean_latent: torch.Tensor) -> Callable:
+    """``score(images [N, H, W, 3], latents [N, ...]) -> [N]``, higher = closer to the clean run."""
+    if metric in CLASSIFIER_METRICS:
+        from bendbridge.server.embedded.classifier import load_classifier
+
+        clf, attr = load_classifier(), CLASSIFIER_METRICS[metric]
+        want = int(clf.probabilities(clean_image[None])[attr][0].argmax())
+        return lambda images, latents: clf.probabilities(images)[attr][:, want]
+    if metric == "latent":
+        ref = clean_latent.float().flatten()
+        return lambda images, latents: -(latents.float().flatten(1) - ref).norm(dim=1).numpy()
+    ref_img = clean_image.astype(np.float32).ravel()
+    return lambda images, latents: (
+        -np.sqrt(((images.reshape(len(images), -1).astype(np.float32) - ref_img) ** 2).mean(1))
+    )
+
+
+def _patcher(ti: int, target: str, chunk: list[tuple[int, int]], ranges, stored) -> Callable:
+    """The probe of ``target`` for one batch: frame j of ``chunk`` (target index, range index)
+    takes the clean run's activation (both guidance halves) at the steps of its range."""
+    b = len(chunk)
+
+    def probe(step: int, x: torch.Tensor) -> torch.Tensor | None:
+        rows = [j for j, (t, c) in enumerate(chunk) if t == ti and ranges[c][0] <= step <= ranges[c][1]]
+        if not rows:
+            return None
+        x = x.clone()
+        clean = stored[(target, step)]  # [1 or 2, C, H, W]: (uncond,) cond of the clean frame
+        for j in rows:
+            for half in range(len(clean)):
+                x[half * b + j] = clean[half]
+        return x
+
+    return probe
+
+
+@torch.no_grad()
+def _one_seed(renderer, targets, ranges, metric, seed, progress) -> tuple[np.ndarray, float, float]:
+    from bendbridge.server.render import FrameSpec
+
+    clean_f, corrupt_f = (
+        FrameSpec(seed=seed, prompt_weights=(1.0, 0.0)),
+        FrameSpec(seed=seed, prompt_weights=(0.0, 1.0)),
+    )
+    stored: dict[tuple[str, int], torch.Tensor] = {}
+
+    def recorder(name: str):
+        return lambda step, x: stored.__setitem__((name, step), x.clone())
+
+    with probing(renderer, [(t, recorder(t)) for t in targets]):
+        d = renderer.denoise([clean_f])
+    clean_latent = d.latents[0]
+    clean_image = renderer.finish(d)[0].image
+    score = _scorer(metric, clean_image, clean_latent)
+    d = renderer.denoise([corrupt_f])
+    m_clean = float(score(clean_image[None], clean_latent[None])[0])
+    m_corrupt = float(score(np.stack([r.image for r in renderer.finish(d)]), d.latents)[0])
+    jobs = [(ti, ci) for ti in range(len(targets)) for ci in range(len(ranges))]
+    out = np.zeros((len(targets), len(ranges)))
+    for s in range(0, len(jobs), renderer.config.max_batch):
+        chunk = jobs[s : s + renderer.config.max_batch]
+        b = len(chunk)
+        probes = [(t, _patcher(ti, t, chunk, ranges, stored)) for ti, t in enumerate(targets)]
+        with probing(renderer, probes):
+            d = renderer.denoise([corrupt_f] * b)
+        scores = score(np.stack([r.image for r in renderer.finish(d)]), d.latents)
+        for (ti, ci), v in zip(chunk, scores):
+            out[ti, ci] = v
+        progress(b)
+    den = m_clean - m_corrupt
+    if abs(den) < 1e-6:
+        raise BendbridgeError(
+            "--corrupt",
+            f"the clean and corrupt renders score the same on {metric!r} ({m_clean:.3f}); "
+            "choose prompts that differ in it",
+        )
+    return (out - m_corrupt) / den, m_clean, m_corrupt
+
+
+def patch_map(
+    model,
+    request: PatchRequest,
+    *,
+    settings: RenderSettings | None = None,
+    progress: Callable[[int], None] = lambda n: None,
+) -> PatchMap:
+    """Run the patching experiment of ``request`` on ``model`` (a LoadedModel)."""
+    from bendbridge.server.render import RenderConfig, Renderer
+
+    request.check()
+    base = settings or RenderSettings((request.clean,))
+    renderer = Renderer(
+        model, RenderConfig(replace(base, prompts=(request.clean, request.corrupt)), share_prefix=False)
+    )
+    layers = renderer.layers
+    infos = resolve_targets(request.targets, layers) if request.targets else default_targets(layers)
+    targets = [i.name for i in infos]
+    labels, ranges = _columns(request.steps, renderer.steps)
+    maps, cleans, corrupts = [], [], []
+    for seed in request.seeds:
+        m, c, k = _one_seed(renderer, targets, ranges, request.metric, seed, progress)
+        maps.append(m)
+        cleans.append(round(c, 4))
+        corrupts.append(round(k, 4))
+    return PatchMap(request, model.base_name, targets, labels, np.stack(maps), cleans, corrupts)

@@ -1,0 +1,276 @@
+"""Steering: the steer and sae_feature operators, steering-vector files, activation patching and
+sparse autoencoders, on tiny random pipelines (shapes and bookkeeping) and the embedded model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bendbridge.protocol.plan import BendPlan, PlanError
+from bendbridge.protocol.render import RenderSettings
+from bendbridge.server.model import LoadedModel
+from bendbridge.server.operators import get_operator
+from bendbridge.server.render import FrameSpec, RenderConfig, Renderer
+from bendbridge.server.steering.caa import CAARequest, build_vectors
+from bendbridge.server.steering.patching import PatchRequest, patch_map, rank_correlation
+from bendbridge.server.steering.sae import SparseAutoencoder
+from bendbridge.server.steering.vectors import SteerVectors
+
+POS = ("a red star on a white background", "a red square on a white background")
+NEG = ("a blue star on a white background", "a blue square on a white background")
+ATTN = "down_blocks.1.attentions.0"
+FEW = RenderSettings(("x",), steps=3, guidance=4.0)
+
+
+def _steer(x, v, alpha):
+    return get_operator("steer").fn(x, vector=v, alpha=torch.tensor(alpha, dtype=torch.float64))
+
+
+def _sae_edit(x, sae, feature, scale, clamp):
+    f = get_operator("sae_feature").fn
+    return f(
+        x,
+        sae=sae,
+        feature=feature,
+        scale=torch.tensor(scale, dtype=torch.float64),
+        clamp=torch.tensor(clamp, dtype=torch.float64),
+    )
+
+
+# ----------------------------------------------------------------------------- operators
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 4), st.integers(1, 8), st.booleans(), st.integers(0, 2**16))
+def test_steer_at_alpha_zero_is_identity(b, c, spatial, seed):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(b, c, 5, 6, generator=g)
+    v = torch.randn(c, 5, 6, generator=g) if spatial else torch.randn(c, generator=g)
+    assert torch.equal(_steer(x, v, [0.0] * b), x)
+
+
+def test_steer_adds_each_frames_alpha_times_the_vector():
+    x = torch.randn(3, 4, 2, 2)
+    v = torch.tensor([1.0, -2.0, 0.5, 0.0])
+    y = _steer(x, v, [0.0, 1.0, -2.5])
+    for i, a in enumerate([0.0, 1.0, -2.5]):
+        torch.testing.assert_close(y[i], x[i] + a * v[:, None, None])
+    vs = torch.randn(4, 2, 2)
+    torch.testing.assert_close(_steer(x, vs, [1.0, 1.0, 1.0]), x + vs)
+
+
+def _sae(c=6, f=24, k=3, seed=0):
+    sae = SparseAutoencoder(c, f, k, scale=1.7, seed=seed).requires_grad_(False)
+    with torch.no_grad():
+        sae.b_enc.normal_(0, 0.3, generator=torch.Generator().manual_seed(seed))
+        sae.b_dec.normal_(0, 0.3, generator=torch.Generator().manual_seed(seed + 1))
+        sae.feature_max.fill_(3.0)
+    return sae
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(0, 23), st.integers(0, 2**16))
+def test_sae_feature_with_unit_scale_and_no_clamp_is_identity(feature, seed):
+    x = torch.randn(2, 6, 4, 4, generator=torch.Generator().manual_seed(seed))
+    assert torch.equal(_sae_edit(x, _sae(), feature, [1.0, 1.0], [-1.0, -1.0]), x)
+
+
+def test_sae_feature_edit_is_the_decoded_edited_code_plus_the_reconstruction_error():
+    sae = _sae()
+    x = torch.randn(1, 6, 3, 3)
+    pixels = x.permute(0, 2, 3, 1).reshape(-1, 6)
+    z = sae.encode(pixels)
+    f = int(z.sum(0).argmax())  # a feature that fires somewhere
+    z2 = z.clone()
+    z2[:, f] *= 2.5
+    want = sae.decode(z2) + (pixels - sae.decode(z))
+    got = _sae_edit(x, sae, f, [2.5], [-1.0]).permute(0, 2, 3, 1).reshape(-1, 6)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_sae_clamp_sets_the_feature_to_a_share_of_its_largest_activation():
+    sae = _sae()
+    x = torch.randn(1, 6, 3, 3)
+    y = _sae_edit(x, sae, 5, [1.0], [0.5])
+    pixels = x.permute(0, 2, 3, 1).reshape(-1, 6)
+    moved = y.permute(0, 2, 3, 1).reshape(-1, 6) - pixels
+    a = sae.activation(pixels, 5)
+    torch.testing.assert_close(moved, (1.5 - a)[:, None] * sae.direction(5)[None], rtol=1e-5, atol=1e-5)
+
+
+def test_rank_correlation_is_one_for_the_same_order_and_minus_one_reversed():
+    a = np.array([[0.1, 0.5], [0.9, -0.2]])
+    assert rank_correlation(a, a * 3 + 1) == pytest.approx(1.0)
+    assert rank_correlation(a, -a) == pytest.approx(-1.0)
+
+
+# ----------------------------------------------------------------------------- vectors on a tiny pipeline
+@pytest.fixture(scope="module")
+def red_blue(tiny_model, tmp_path_factory):
+    path = tmp_path_factory.mktemp("steer") / "red_blue.safetensors"
+    sv = build_vectors(tiny_model, CAARequest(POS, NEG, (ATTN, "up_blocks.0.attentions.1"), seeds=2), settings=FEW)
+    sv.save(path)
+    return path
+
+
+def test_built_vectors_have_the_modules_channel_shape_and_record_their_making(red_blue):
+    sv = SteerVectors.load(red_blue)
+    assert set(sv.vectors) == {ATTN, "up_blocks.0.attentions.1"}
+    assert sv.vectors[ATTN].shape == (1, 32)
+    assert sv.meta["positive"] == list(POS) and sv.meta["steps"] == [0, 2] and sv.meta["broadcast"] == "channel"
+    assert sv.meta["model"] == "in-memory" and len(sv.meta["model_id"]) == 32
+
+
+def test_per_step_spatial_vectors_keep_one_vector_per_step(tiny_model):
+    sv = build_vectors(
+        tiny_model,
+        CAARequest(POS, NEG, (ATTN,), steps="1-2", seeds=1, per_step=True, broadcast="spatial"),
+        settings=FEW,
+    )
+    assert sv.vectors[ATTN].shape == (2, 32, 8, 8)
+
+
+def test_the_vector_is_the_difference_of_the_two_sets_means(tiny_model):
+    one = build_vectors(tiny_model, CAARequest(POS[:1], NEG[:1], (ATTN,), seeds=1), settings=FEW).vectors[ATTN]
+    swapped = build_vectors(tiny_model, CAARequest(NEG[:1], POS[:1], (ATTN,), seeds=1), settings=FEW).vectors[ATTN]
+    torch.testing.assert_close(one, -swapped)
+    same = build_vectors(tiny_model, CAARequest(POS[:1], POS[:1], (ATTN,), seeds=1), settings=FEW).vectors[ATTN]
+    assert same.abs().max() == 0
+
+
+def _render(model, specs, alphas, prompt=POS[0]):
+    plan = BendPlan.from_specs(specs)
+    r = Renderer(model, RenderConfig(RenderSettings((prompt,), steps=3, guidance=4.0), plan))
+    return [res.image for res in r.render([FrameSpec(params={"s": {"alpha": a}}) for a in alphas])]
+
+
+def test_a_steer_bend_at_alpha_zero_renders_the_unbent_frame_and_alpha_moves_it(tiny_model, red_blue):
+    plain = (
+        Renderer(tiny_model, RenderConfig(RenderSettings((POS[0],), steps=3, guidance=4.0)))
+        .render([FrameSpec()])[0]
+        .image
+    )
+    zero, strong = _render(tiny_model, [f"steer:vector={red_blue}:alpha=0@{ATTN}:id=s"], [0.0, 8.0])
+    assert np.array_equal(zero, plain)
+    assert np.abs(strong.astype(int) - plain).mean() > 1.0
+
+
+def test_a_vector_made_on_another_model_is_refused(red_blue):
+    from tests.conftest import make_tiny_pipeline
+
+    other = LoadedModel(make_tiny_pipeline(seed=1))
+    with pytest.raises(
+        PlanError, match=r"bend\[0\]\.params\.vector: red_blue\.safetensors is a steering vector made on model"
+    ):
+        _render(other, [f"steer:vector={red_blue}:alpha=1@{ATTN}:id=s"], [1.0])
+
+
+def test_a_vector_for_another_module_is_refused_naming_the_modules_it_holds(tiny_model, red_blue):
+    with pytest.raises(
+        PlanError, match=r"holds vectors for down_blocks\.1\.attentions\.0, up_blocks\.0\.attentions\.1, not for"
+    ):
+        _render(tiny_model, [f"steer:vector={red_blue}:alpha=1@up_blocks.0.attentions.0:id=s"], [1.0])
+
+
+def test_a_spatial_vector_at_another_render_size_is_refused(tiny_model, tmp_path):
+    sv = build_vectors(tiny_model, CAARequest(POS[:1], NEG[:1], (ATTN,), seeds=1, broadcast="spatial"), settings=FEW)
+    sv.save(tmp_path / "s.safetensors")
+    plan = BendPlan.from_specs([f"steer:vector={tmp_path / 's.safetensors'}:alpha=1@{ATTN}:id=s"])
+    with pytest.raises(PlanError, match=r"has shape \(32, 8, 8\), the module's activation here is \(32, 16, 16\)"):
+        Renderer(tiny_model, RenderConfig(RenderSettings((POS[0],), steps=3, width=128, height=128), plan))
+
+
+def test_missing_and_foreign_files_are_refused(tiny_model, tmp_path):
+    with pytest.raises(PlanError, match=r"bend\[0\]\.params\.vector: no such file 'nope\.safetensors'"):
+        _render(tiny_model, [f"steer:vector=nope.safetensors:alpha=1@{ATTN}:id=s"], [1.0])
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not a tensor file")
+    with pytest.raises(PlanError, match=r"junk\.safetensors is not a safetensors file"):
+        _render(tiny_model, [f"steer:vector={junk}:alpha=1@{ATTN}:id=s"], [1.0])
+    sae_file = tmp_path / "sae.safetensors"
+    _sae().save(sae_file, {"model": "x", "model_id": "y", "module": ATTN})
+    with pytest.raises(PlanError, match=r"sae\.safetensors is not a bendbridge\.steer/1 file"):
+        _render(tiny_model, [f"steer:vector={sae_file}:alpha=1@{ATTN}:id=s"], [1.0])
+
+
+# ----------------------------------------------------------------------------- patching on a tiny pipeline
+def test_patching_the_unets_last_layer_at_every_step_restores_the_clean_latent(tiny_model):
+    req = PatchRequest(POS[0], NEG[0], "latent", targets=("conv_out", ATTN), steps=("all", "0"), seeds=(3,))
+    pm = patch_map(tiny_model, req, settings=FEW)
+    assert pm.targets == ["conv_out", ATTN] and pm.columns == ["all", "0"]
+    assert pm.values[0, 0, 0] == pytest.approx(1.0, abs=1e-4)  # conv_out, all steps: the clean trajectory
+    assert pm.values[0, 0, 1] < 1.0
+
+
+def test_patching_is_deterministic(tiny_model):
+    req = PatchRequest(
+        POS[0], NEG[0], "pixels", targets=(ATTN, "up_blocks.0.attentions.1"), steps=("0", "1", "all"), seeds=(0, 1)
+    )
+    a, b = patch_map(tiny_model, req, settings=FEW), patch_map(tiny_model, req, settings=FEW)
+    assert np.array_equal(a.values, b.values)
+    assert a.values.shape == (2, 2, 3)
+
+
+def test_patching_writes_a_heatmap_and_its_numbers(tiny_model, tmp_path):
+    req = PatchRequest(POS[0], NEG[0], "latent", targets=(ATTN,), steps=("all",), seeds=(0, 1))
+    out = patch_map(tiny_model, req, settings=FEW).save(tmp_path / "map.png")
+    import json
+
+    data = json.loads(out.read_text())
+    assert (tmp_path / "map.png").stat().st_size > 5000
+    assert data["targets"] == [ATTN] and len(data["restored_per_seed"]) == 2 and "seed_rank_correlation" in data
+
+
+def test_bad_patch_requests_are_refused():
+    from bendbridge.protocol.errors import BendbridgeError
+
+    with pytest.raises(BendbridgeError, match=r"--metric: 'redness' is not valid; allowed: colour, shape"):
+        PatchRequest("a", "b", "redness").check()
+    with pytest.raises(BendbridgeError, match=r"--corrupt: is the clean prompt"):
+        PatchRequest("a", "a").check()
+
+
+# ----------------------------------------------------------------------------- sparse autoencoders on a tiny pipeline
+@pytest.fixture(scope="module")
+def tiny_sae(tiny_model, tmp_path_factory):
+    from bendbridge.server.steering.sae_train import SAERequest, collect, train
+
+    work = tmp_path_factory.mktemp("sae")
+    req = SAERequest(ATTN, prompts=8, features=64, k=4, pixels=16, train_steps=60, batch=128)
+    data = collect(tiny_model.__class__(tiny_model.pipe), req, work)
+    sae, report = train(data["vectors"], req, work)
+    path = work / "attn.safetensors"
+    sae.save(path, {**data["meta"], "report": report})
+    return path, data, report, work
+
+
+def test_sae_training_collects_the_modules_vectors_and_reports_its_quality(tiny_sae):
+    path, data, report, _ = tiny_sae
+    assert data["vectors"].shape == (8 * 25 * 16, 32)  # prompts × steps × pixels, C
+    assert data["maps"].shape == (8, 32, 8, 8) and data["images"].shape == (8, 64, 64, 3)
+    assert 0 <= report["dead_share"] <= 1 and report["fraction_of_variance_unexplained"] < 1.0
+    assert report["mean_active"] <= 4
+
+
+def test_sae_training_resumes_from_its_checkpoint(tiny_model, tiny_sae):
+    from bendbridge.server.steering.sae_train import SAERequest, train
+
+    path, data, report, work = tiny_sae
+    req = SAERequest(ATTN, prompts=8, features=64, k=4, pixels=16, train_steps=60, batch=128)
+    again, report2 = train(data["vectors"], req, work)  # the checkpoint is at step 60: nothing to do
+    assert report2 == report
+    torch.testing.assert_close(again.W_dec, SparseAutoencoder.load(path).W_dec)
+
+
+def test_an_sae_feature_bend_binds_and_a_wrong_feature_or_module_is_refused(tiny_model, tiny_sae):
+    path = tiny_sae[0]
+    s = RenderSettings((POS[0],), steps=3, guidance=4.0)
+    plan = BendPlan.from_specs([f"sae_feature:sae={path}:feature=3:scale=4@{ATTN}:id=f"])
+    assert len(Renderer(tiny_model, RenderConfig(s, plan)).render([FrameSpec()])) == 1
+    with pytest.raises(
+        PlanError, match=r"bend\[0\]\.params\.feature: 64 out of range; attn\.safetensors has features \[0, 63\]"
+    ):
+        Renderer(tiny_model, RenderConfig(s, BendPlan.from_specs([f"sae_feature:sae={path}:feature=64@{ATTN}"])))
+    with pytest.raises(PlanError, match=r"was trained on 'down_blocks\.1\.attentions\.0', not on the bend's target"):
+        Renderer(tiny_model, RenderConfig(s, BendPlan.from_specs([f"sae_feature:sae={path}@up_blocks.0.attentions.1"])))
