@@ -110,8 +110,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--clean", required=True, help="prompt with the concept, e.g. 'a red star on a white background'")
     p.add_argument("--corrupt", required=True, help="prompt without it, e.g. 'a blue star on a white background'")
     p.add_argument("--metric", default="colour", help="colour, shape, background (embedded classifier), latent, pixels")
-    p.add_argument("--targets", default=None, help="MODULE[,MODULE…] (default: every block's own output)")
-    p.add_argument("--steps", default=None, help="step ranges as columns, e.g. 0,1,2-5,all (default: each step, all)")
+    p.add_argument(
+        "--targets",
+        default=None,
+        help="MODULE[,MODULE…]: names, #N, or attention layers like ….attn2 "
+        "(default: every cross-attention layer and attention block)",
+    )
+    p.add_argument(
+        "--steps", default=None, help="step ranges as columns, e.g. 0,1,2-5,all (default: from each step to the last)"
+    )
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
     p.add_argument("--out", type=Path, required=True, help="map.png (and map.json beside it)")
     p.set_defaults(run=run_patch)
@@ -136,7 +143,17 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sae", type=Path, required=True, help="a file from 'sae train'")
     p.add_argument("--work", type=Path, default=None, help="its work folder (default: SAE.work/)")
     p.add_argument("--features", default=None, help="feature indices (default: the 12 most frequent live ones)")
-    p.add_argument("--out", type=Path, required=True, help="sheet .png")
+    p.add_argument(
+        "--effects",
+        action="store_true",
+        help="also edit each feature on held-out prompts (needs its model) and report what the classifier sees change",
+    )
+    p.add_argument("--edit", default="clamp", choices=("clamp", "scale"), help="the edit for --effects (default clamp)")
+    p.add_argument("--value", type=float, default=1.0, help="its value (default 1: the feature at its largest)")
+    p.add_argument("--prompts", type=int, default=8, help="held-out prompts for --effects (default 8)")
+    p.add_argument("--model", default=None, help="the model the autoencoder was trained on (default: embedded)")
+    p.add_argument("--device", default=None)
+    p.add_argument("--out", type=Path, required=True, help="sheet .png (with --effects also _effects.png and .json)")
     p.set_defaults(run=run_sae_features)
 
 
@@ -276,4 +293,31 @@ def run_sae_features(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     labelled_grid(rows).save(out)
     print(f"wrote {out} ({len(rows)} features)")
+    if args.effects:
+        _effects(args, sae, feats, out)
     return 0
+
+
+def _effects(args: argparse.Namespace, sae, feats: list[int], out: Path) -> None:
+    from bendbridge.server.model import check_model_options, load_model
+    from bendbridge.server.render.sheet import labelled_grid
+    from bendbridge.server.steering.evaluate import feature_effects
+
+    check_model_options(args.model, args.device)
+    model = load_model(args.model, args.device)
+    with _bar(len(feats) * args.prompts, "feature effects") as bar:
+        effects, rows = feature_effects(
+            model, args.sae.resolve(), sae.meta["module"], feats, edit=args.edit, value=args.value,
+            prompts=args.prompts, progress=bar.update,
+        )  # fmt: skip
+    labelled_grid(rows).save(out.with_name(out.stem + "_effects.png"))
+    report = [
+        {"feature": e.feature, "changed": e.changed, "became": e.became, "only": e.single_attribute()} for e in effects
+    ]
+    out.with_suffix(".json").write_text(
+        json.dumps({"edit": args.edit, "value": args.value, "effects": report}, indent=2)
+    )
+    for e in effects:
+        only = e.single_attribute()
+        tag = f"  <- changes only {only} (to {e.became[only]})" if only else ""
+        print(f"feature {e.feature}: changed " + ", ".join(f"{a} {100 * v:.0f} %" for a, v in e.changed.items()) + tag)

@@ -179,3 +179,67 @@ def _caption(scene) -> str:
     from bendbridge.server.embedded import scenes
 
     return scenes.caption(scene)
+
+
+@dataclass
+class FeatureEffect:
+    """How editing one feature changes the classifier's answers: per attribute, the share of
+    frames whose answer changed from the unedited frame's, and the new answers' most common class."""
+
+    feature: int
+    changed: dict[str, float]
+    became: dict[str, str]
+
+    def single_attribute(self, moved: float = 0.5, kept: float = 0.8) -> str | None:
+        """The one attribute that changed in ≥ ``moved`` of the frames while every other kept its
+        answer in ≥ ``kept`` of them; None if there is no such attribute."""
+        hits = [a for a, v in self.changed.items() if v >= moved]
+        if len(hits) != 1:
+            return None
+        return hits[0] if all(1 - v >= kept for a, v in self.changed.items() if a != hits[0]) else None
+
+
+def feature_effects(
+    model,
+    sae_path: Path,
+    module: str,
+    features: Sequence[int],
+    *,
+    edit: str = "clamp",
+    value: float = 1.0,
+    prompts: int = 8,
+    seed: int = 0,
+    progress: Callable[[int], None] = lambda n: None,
+) -> tuple[list[FeatureEffect], list[tuple[str, list[tuple[np.ndarray, str]]]]]:
+    """Render ``prompts`` held-out scenes unedited and with each feature's ``edit`` (clamp or
+    scale) at ``value``; compare the classifier's answers. Also returns contact-sheet rows."""
+    from collections import Counter
+
+    from bendbridge.server.embedded.classifier import LABELS, load_classifier
+    from bendbridge.server.render import FrameSpec, RenderConfig, Renderer
+
+    captions = tuple(_caption(s) for s in held_out_prompts(prompts, seed))
+    settings = RenderSettings(captions, seed=seed)
+    frames = [
+        FrameSpec(prompt_weights=tuple(float(j == i) for j in range(len(captions)))) for i in range(len(captions))
+    ]
+    clf = load_classifier()
+    base_imgs = np.stack([r.image for r in Renderer(model, RenderConfig(settings)).render(frames)])
+    base = clf.predict(base_imgs)
+    effects, rows = [], [("unedited", [(img, "") for img in base_imgs[:6]])]
+    for f in features:
+        plan = BendPlan.from_specs([f"sae_feature:sae={sae_path}:feature={f}:{edit}={value}@{module}:id=f"])
+        imgs = np.stack([r.image for r in Renderer(model, RenderConfig(settings, plan)).render(frames)])
+        got = clf.predict(imgs)
+        changed = {a: round(float(np.mean([g[a] != b[a] for g, b in zip(got, base)])), 4) for a in LABELS}
+        became = {a: Counter(g[a] for g in got).most_common(1)[0][0] for a in LABELS}
+        effects.append(FeatureEffect(int(f), changed, became))
+        label = ", ".join(f"{a} {100 * v:.0f} %" for a, v in changed.items())
+        rows.append(
+            (
+                f"feature {f}: {edit}={value:g}; changed {label}",
+                [(img, g["fg"] + " " + g["shape"]) for img, g in zip(imgs[:6], got)],
+            )
+        )
+        progress(len(frames))
+    return effects, rows

@@ -28,7 +28,7 @@ def patch_heatmap(pm, png: Path) -> None:
     """Targets (rows) × step ranges (columns), coloured and annotated with the restored fraction."""
     plt = require_matplotlib()
     m = pm.mean
-    fig, ax = plt.subplots(figsize=(1.0 + 0.62 * m.shape[1] + 3.2, 0.8 + 0.34 * m.shape[0]))
+    fig, ax = plt.subplots(figsize=(1.0 + 0.62 * m.shape[1] + 3.4, 1.6 + 0.34 * m.shape[0]))
     lim = max(1.0, float(np.abs(m).max()))
     im = ax.imshow(m, cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
     ax.set_xticks(range(len(pm.columns)), pm.columns)
@@ -50,8 +50,9 @@ def patch_heatmap(pm, png: Path) -> None:
     rho = pm.seed_agreement()
     agree = f"; seeds' rank correlation {rho:.2f}" if rho is not None else ""
     ax.set_title(
-        f"{pm.model}: '{r.clean}' ← '{r.corrupt}'\nrestored {r.metric} (mean of {len(r.seeds)} seeds{agree})",
-        fontsize=9,
+        f"{pm.model}, clean: '{r.clean}'\ncorrupt: '{r.corrupt}'\n"
+        f"restored {r.metric} (mean of {len(r.seeds)} seeds{agree})",
+        fontsize=8,
     )
     fig.colorbar(im, ax=ax, label="restored fraction (1 = clean)")
     fig.tight_layout()

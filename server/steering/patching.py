@@ -10,8 +10,8 @@ Models", ICLR 2024)::
     restored = (m(patched) − m(corrupt)) / (m(clean) − m(corrupt))      1 = fully restored, 0 = no effect
 
 Metrics ``m``: ``colour``, ``shape``, ``background`` — the embedded scene classifier's
-probability of the clean image's class; ``latent`` and ``pixels`` — minus the distance to the
-clean run's final latent or image (any model).
+log-probability of the clean image's class minus that of the corrupt image's; ``latent`` and
+``pixels`` — minus the distance to the clean run's final latent or image (any model).
 """
 
 from __future__ import annotations
@@ -37,8 +37,9 @@ METRICS = (*CLASSIFIER_METRICS, "latent", "pixels")
 
 @dataclass(frozen=True)
 class PatchRequest:
-    """``bendbridge patch``'s question: prompts, metric, targets (None: every block's own output),
-    step ranges (None: each step alone, then all steps), seeds."""
+    """``bendbridge patch``'s question: prompts, metric, targets (None: every cross-attention layer
+    and attention block), step ranges (None: from each step to the last, which shows until when
+    patching still brings the concept back), seeds."""
 
     clean: str
     corrupt: str
@@ -75,10 +76,11 @@ class PatchMap:
     def mean(self) -> np.ndarray:
         return self.values.mean(0)
 
-    def seed_agreement(self) -> float | None:
-        """Mean Spearman rank correlation of the maps of every pair of seeds (None with one seed)."""
+    def seed_agreement(self, pearson: bool = False) -> float | None:
+        """Mean Spearman rank (or Pearson) correlation of the maps of every pair of seeds (None with one seed)."""
         n = len(self.values)
-        pairs = [rank_correlation(self.values[i], self.values[j]) for i in range(n) for j in range(i + 1, n)]
+        corr = _pearson if pearson else rank_correlation
+        pairs = [corr(self.values[i], self.values[j]) for i in range(n) for j in range(i + 1, n)]
         return float(np.mean(pairs)) if pairs else None
 
     def top(self, n: int = 3) -> list[tuple[str, str, float]]:
@@ -102,6 +104,7 @@ class PatchMap:
             "clean_score": self.clean_score,
             "corrupt_score": self.corrupt_score,
             "seed_rank_correlation": self.seed_agreement(),
+            "seed_pearson_correlation": self.seed_agreement(pearson=True),
             "top": [{"target": t, "steps": c, "restored": round(v, 4)} for t, c, v in self.top(5)],
         }
 
@@ -114,6 +117,12 @@ class PatchMap:
         out = png.with_suffix(".json")
         out.write_text(json.dumps(self.to_json(), indent=2) + "\n")
         return out
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.ravel() - a.mean(), b.ravel() - b.mean()
+    den = np.sqrt((a**2).sum() * (b**2).sum())
+    return float((a * b).sum() / den) if den > 0 else 0.0
 
 
 def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
@@ -136,21 +145,36 @@ def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _columns(steps: Sequence[str] | None, num_steps: int) -> tuple[list[str], list[tuple[int, int]]]:
-    texts = list(steps) if steps else [*(str(s) for s in range(num_steps)), "all"]
+    texts = list(steps) if steps else [f"{s}-{num_steps - 1}" for s in range(num_steps)]
     ranges = [step_range(t, num_steps) for t in texts]
     labels = [f"{a}-{b}" if a != b else str(a) for a, b in ranges]
     labels = ["all" if t == "all" else lab for t, lab in zip(texts, labels)]
     return labels, ranges
 
 
-def _scorer(metric: str, clean_image: np.ndarray, clean_latent: torch.Tensor) -> Callable:
-    """``score(images [N, H, W, 3], latents [N, ...]) -> [N]``, higher = closer to the clean run."""
+def _scorer(metric: str, clean: tuple[np.ndarray, torch.Tensor], corrupt: tuple[np.ndarray, torch.Tensor]) -> Callable:
+    """``score(images [N, H, W, 3], latents [N, ...]) -> [N]``, higher = closer to the clean run.
+
+    Classifier metrics score the log-probability difference between the clean image's class and
+    the corrupt image's (the "logit difference" of the patching literature), which stays graded
+    where the probabilities themselves saturate at 0 and 1."""
+    clean_image, clean_latent = clean
     if metric in CLASSIFIER_METRICS:
         from bendbridge.server.embedded.classifier import load_classifier
 
         clf, attr = load_classifier(), CLASSIFIER_METRICS[metric]
         want = int(clf.probabilities(clean_image[None])[attr][0].argmax())
-        return lambda images, latents: clf.probabilities(images)[attr][:, want]
+        away = int(clf.probabilities(corrupt[0][None])[attr][0].argmax())
+        if want == away:
+            raise BendbridgeError(
+                "--corrupt", f"the classifier reads the same {metric} in both renders; choose prompts that differ in it"
+            )
+
+        def score(images: np.ndarray, latents: torch.Tensor) -> np.ndarray:
+            logp = np.log(np.clip(clf.probabilities(images)[attr], 1e-12, 1.0))
+            return logp[:, want] - logp[:, away]
+
+        return score
     if metric == "latent":
         ref = clean_latent.float().flatten()
         return lambda images, latents: -(latents.float().flatten(1) - ref).norm(dim=1).numpy()
@@ -194,12 +218,12 @@ def _one_seed(renderer, targets, ranges, metric, seed, progress) -> tuple[np.nda
 
     with probing(renderer, [(t, recorder(t)) for t in targets]):
         d = renderer.denoise([clean_f])
-    clean_latent = d.latents[0]
-    clean_image = renderer.finish(d)[0].image
-    score = _scorer(metric, clean_image, clean_latent)
+    clean = (renderer.finish(d)[0].image, d.latents[0])
     d = renderer.denoise([corrupt_f])
-    m_clean = float(score(clean_image[None], clean_latent[None])[0])
-    m_corrupt = float(score(np.stack([r.image for r in renderer.finish(d)]), d.latents)[0])
+    corrupt = (renderer.finish(d)[0].image, d.latents[0])
+    score = _scorer(metric, clean, corrupt)
+    m_clean = float(score(clean[0][None], clean[1][None])[0])
+    m_corrupt = float(score(corrupt[0][None], corrupt[1][None])[0])
     jobs = [(ti, ci) for ti in range(len(targets)) for ci in range(len(ranges))]
     out = np.zeros((len(targets), len(ranges)))
     for s in range(0, len(jobs), renderer.config.max_batch):
@@ -238,7 +262,11 @@ def patch_map(
         model, RenderConfig(replace(base, prompts=(request.clean, request.corrupt)), share_prefix=False)
     )
     layers = renderer.layers
-    infos = resolve_targets(request.targets, layers) if request.targets else default_targets(layers)
+    infos = (
+        resolve_targets(request.targets, layers, unet=renderer.unet)
+        if request.targets
+        else default_targets(renderer.unet)
+    )
     targets = [i.name for i in infos]
     labels, ranges = _columns(request.steps, renderer.steps)
     maps, cleans, corrupts = [], [], []

@@ -1,10 +1,10 @@
 """Probes: read or replace module activations during a render, step by step.
 
 A probe is a function ``probe(step, activation) -> replacement | None`` attached to a module by
-name; it sees the module's output (``[R, C, H, W]``, R = the U-Net call's rows: ``[uncond B;
-cond B]`` with guidance, B without) at every denoising step, and may return a tensor to use in its
-place. Probes use the same hook registry as bends (``layers.module_hooks``): every handle goes on
-exit.
+name; it sees the module's output (``[R, C, H, W]``, or ``[R, HW, C]`` for an attention layer
+such as ``….attn2``; R = the U-Net call's rows: ``[uncond B; cond B]`` with guidance, B without)
+at every denoising step, and may return a tensor to use in its place. Probes use the same hook
+registry as bends (``layers.module_hooks``): every handle goes on exit.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def probing(renderer, probes: Sequence[tuple[str, Probe]]) -> Iterator[None]:
     def hook_for(probe: Probe):
         def hook(_module, _args, output):
             t = first_tensor(output)
-            if t is None or t.ndim != 4:
+            if t is None or t.ndim not in (3, 4):
                 return None
             y = probe(renderer.engine.step, t)
             return None if y is None else replace_first_tensor(output, y)
@@ -55,11 +55,19 @@ def cond_rows(x: torch.Tensor, batch: int, guided: bool) -> torch.Tensor:
     return x[batch:] if guided and x.shape[0] == 2 * batch else x
 
 
-def resolve_targets(names: Sequence[str], layers: list[LayerInfo], where: str = "--targets") -> list[LayerInfo]:
-    """Module names or ``#N`` indices → layers, with the same errors as a bend's target."""
+def resolve_targets(
+    names: Sequence[str], layers: list[LayerInfo], where: str = "--targets", unet: torch.nn.Module | None = None
+) -> list[LayerInfo]:
+    """Module names or ``#N`` indices → layers, with the same errors as a bend's target. With
+    ``unet``, any other module of it is accepted too (attention layers: ``….attn2``; shape unknown)."""
+    modules = dict(unet.named_modules()) if unet is not None else {}
+    known = {i.name for i in layers}
     out = []
     for name in names:
-        info = _resolve_module(name, layers, where)
+        if name not in known and name in modules and name:
+            info = LayerInfo(-1, name, type(modules[name]).__name__, ())
+        else:
+            info = _resolve_module(name, layers, where)
         if info not in out:
             out.append(info)
     if not out:
@@ -67,10 +75,16 @@ def resolve_targets(names: Sequence[str], layers: list[LayerInfo], where: str = 
     return out
 
 
-def default_targets(layers: list[LayerInfo]) -> list[LayerInfo]:
-    """What each block adds to the residual stream: every attention block's ``proj_out`` and every
-    residual block's ``conv2``, in U-Net order (the map's rows)."""
-    return [i for i in layers if i.name.endswith(".proj_out") or (".resnets." in i.name and i.name.endswith(".conv2"))]
+def default_targets(unet: torch.nn.Module) -> list[LayerInfo]:
+    """Where the prompt enters and what it passes on: every cross-attention layer (``….attn2``,
+    output ``[R, HW, C]``) and every attention block (``….attentions.N``, ``[R, C, H, W]``), in
+    U-Net order (the map's rows)."""
+    out = []
+    for name, module in unet.named_modules():
+        parts = name.split(".")
+        if name.endswith(".attn2") or (len(parts) >= 2 and parts[-2] == "attentions"):
+            out.append(LayerInfo(-1, name, type(module).__name__, ()))
+    return out
 
 
 def step_range(text: str | None, num_steps: int, where: str = "--steps") -> tuple[int, int]:
