@@ -96,7 +96,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     p = ssub.add_parser("sweep", help="a bend's strength against the scene classifier on held-out prompts (embedded)")
     _model_args(p)
-    p.add_argument("--bend", required=True, help="the one bend to sweep, e.g. steer:vector=red.safetensors@#45")
+    p.add_argument(
+        "--bend",
+        required=True,
+        action="append",
+        help="a bend to sweep, e.g. steer:vector=red.safetensors@#45 (repeat: all take each strength)",
+    )
     p.add_argument("--param", default=None, help="its per-frame parameter to sweep (default: alpha, or scale)")
     p.add_argument("--values", default="0,0.25,0.5,0.75,1", help="comma-separated strengths")
     p.add_argument("--watch", required=True, help="the class to watch: fg=red, shape=star, bg=white, …")
@@ -150,7 +155,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--edit", default="clamp", choices=("clamp", "scale"), help="the edit for --effects (default clamp)")
     p.add_argument("--value", type=float, default=1.0, help="its value (default 1: the feature at its largest)")
-    p.add_argument("--prompts", type=int, default=8, help="held-out prompts for --effects (default 8)")
+    p.add_argument("--prompts", type=int, default=8, help="prompts per feature for --effects (default 8)")
+    p.add_argument(
+        "--on",
+        default="top",
+        choices=("top", "held-out"),
+        help="--effects on each feature's top-activating training prompts (default) or on held-out prompts",
+    )
     p.add_argument("--model", default=None, help="the model the autoencoder was trained on (default: embedded)")
     p.add_argument("--device", default=None)
     p.add_argument("--out", type=Path, required=True, help="sheet .png (with --effects also _effects.png and .json)")
@@ -181,7 +192,7 @@ def run_steer_sweep(args: argparse.Namespace) -> int:
     from bendbridge.server.steering.evaluate import parse_watch, strength_sweep
     from bendbridge.server.steering.figures import require_matplotlib
 
-    plan = BendPlan.from_specs([args.bend])
+    plan = BendPlan.from_specs(args.bend)
     spec = plan.bends[0].spec
     param = args.param or next((p for p in ("alpha", "scale", "clamp") if p in spec.params), "mix")
     values = _floats(args.values, "--values")
@@ -273,7 +284,7 @@ def run_sae_features(args: argparse.Namespace) -> int:
     parts = [torch.load(c, weights_only=True) for c in chunks]
     maps = torch.cat([p["maps"] for p in parts])
     images = torch.cat([p["images"] for p in parts]).numpy()
-    values, index = top_images(sae, maps)
+    values, index = top_images(sae, maps, per_feature=max(6, args.prompts))
     if args.features:
         feats = [int(f) for f in args.features.split(",")]
         bad = [f for f in feats if not 0 <= f < sae.features]
@@ -294,29 +305,33 @@ def run_sae_features(args: argparse.Namespace) -> int:
     labelled_grid(rows).save(out)
     print(f"wrote {out} ({len(rows)} features)")
     if args.effects:
-        _effects(args, sae, feats, out)
+        _effects(args, sae, feats, out, index, work)
     return 0
 
 
-def _effects(args: argparse.Namespace, sae, feats: list[int], out: Path) -> None:
+def _effects(args: argparse.Namespace, sae, feats: list[int], out: Path, top_index, work: Path) -> None:
     from bendbridge.server.model import check_model_options, load_model
     from bendbridge.server.render.sheet import labelled_grid
-    from bendbridge.server.steering.evaluate import feature_effects
+    from bendbridge.server.steering.evaluate import feature_effects, held_out_cases
 
     check_model_options(args.model, args.device)
+    if args.on == "top":
+        prompts = json.loads((work / "prompts.json").read_text())
+        seed = int(sae.meta.get("seed", 0))
+        cases = {f: [(prompts[int(i)], seed + int(i)) for i in top_index[f][: args.prompts]] for f in feats}
+    else:
+        cases = held_out_cases(feats, args.prompts)
     model = load_model(args.model, args.device)
-    with _bar(len(feats) * args.prompts, "feature effects") as bar:
+    with _bar(sum(len(c) for c in cases.values()), "feature effects") as bar:
         effects, rows = feature_effects(
-            model, args.sae.resolve(), sae.meta["module"], feats, edit=args.edit, value=args.value,
-            prompts=args.prompts, progress=bar.update,
-        )  # fmt: skip
+            model, args.sae.resolve(), sae.meta["module"], cases, edit=args.edit, value=args.value, progress=bar.update
+        )
     labelled_grid(rows).save(out.with_name(out.stem + "_effects.png"))
     report = [
         {"feature": e.feature, "changed": e.changed, "became": e.became, "only": e.single_attribute()} for e in effects
     ]
-    out.with_suffix(".json").write_text(
-        json.dumps({"edit": args.edit, "value": args.value, "effects": report}, indent=2)
-    )
+    summary = {"edit": args.edit, "value": args.value, "on": args.on, "effects": report}
+    out.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n")
     for e in effects:
         only = e.single_attribute()
         tag = f"  <- changes only {only} (to {e.became[only]})" if only else ""

@@ -130,16 +130,16 @@ def strength_sweep(
     settings: RenderSettings | None = None,
     progress: Callable[[int], None] = lambda n: None,
 ) -> SteerCurve:
-    """Render ``prompts`` held-out scenes with the plan's one bend at each of ``strengths`` (its
-    per-frame parameter ``param``) and read them with the scene classifier."""
+    """Render ``prompts`` held-out scenes with the plan's bends, all at each of ``strengths`` (their
+    per-frame parameter ``param``), and read them with the scene classifier."""
     from bendbridge.server.embedded.classifier import LABELS, load_classifier
     from bendbridge.server.render import FrameSpec, RenderConfig, Renderer
 
-    if len(plan.bends) != 1:
-        raise BendbridgeError("--bend", "give exactly one bend to sweep")
-    bend = plan.bends[0]
-    if bend.spec.frame_param(param) is None:
-        raise BendbridgeError("--param", f"{param!r} is not a per-frame parameter of {bend.op!r}")
+    if not plan.bends:
+        raise BendbridgeError("--bend", "give one or more bends to sweep together")
+    for bend in plan.bends:
+        if bend.spec.frame_param(param) is None:
+            raise BendbridgeError("--param", f"{param!r} is not a per-frame parameter of {bend.op!r} ({bend.id})")
     chosen = held_out_prompts(prompts, seed, watch)
     captions = [_caption(s) for s in chosen]
     base = settings or RenderSettings(tuple(captions), seed=seed)
@@ -157,7 +157,10 @@ def strength_sweep(
     prob, wins, shape_ok, images = [], [], [], []
     for a in strengths:
         frames = [
-            FrameSpec(params={bend.id: {param: a}}, prompt_weights=tuple(float(j == i) for j in range(len(captions))))
+            FrameSpec(
+                params={b.id: {param: a} for b in plan.bends},
+                prompt_weights=tuple(float(j == i) for j in range(len(captions))),
+            )
             for i in range(len(captions))
         ]
         imgs = np.stack([r.image for r in renderer.render(frames)])
@@ -172,7 +175,9 @@ def strength_sweep(
         (captions[i], [(images[k][i], f"{param}={a:g}") for k, a in enumerate(strengths)])
         for i in range(min(sheet_prompts, len(captions)))
     ]
-    return SteerCurve(bend.id, param, list(strengths), watch, prob, wins, shape_ok, captions, rows)
+    return SteerCurve(
+        "+".join(b.id for b in plan.bends), param, list(strengths), watch, prob, wins, shape_ok, captions, rows
+    )
 
 
 def _caption(scene) -> str:
@@ -203,43 +208,46 @@ def feature_effects(
     model,
     sae_path: Path,
     module: str,
-    features: Sequence[int],
+    cases: dict[int, Sequence[tuple[str, int]]],
     *,
     edit: str = "clamp",
     value: float = 1.0,
-    prompts: int = 8,
-    seed: int = 0,
     progress: Callable[[int], None] = lambda n: None,
 ) -> tuple[list[FeatureEffect], list[tuple[str, list[tuple[np.ndarray, str]]]]]:
-    """Render ``prompts`` held-out scenes unedited and with each feature's ``edit`` (clamp or
-    scale) at ``value``; compare the classifier's answers. Also returns contact-sheet rows."""
+    """For each feature and its cases (prompt, seed): render unedited and with the feature's
+    ``edit`` (clamp or scale) at ``value``, and compare the classifier's answers. Also returns
+    contact-sheet rows (unedited over edited, per feature)."""
     from collections import Counter
 
     from bendbridge.server.embedded.classifier import LABELS, load_classifier
     from bendbridge.server.render import FrameSpec, RenderConfig, Renderer
 
-    captions = tuple(_caption(s) for s in held_out_prompts(prompts, seed))
-    settings = RenderSettings(captions, seed=seed)
-    frames = [
-        FrameSpec(prompt_weights=tuple(float(j == i) for j in range(len(captions)))) for i in range(len(captions))
-    ]
     clf = load_classifier()
-    base_imgs = np.stack([r.image for r in Renderer(model, RenderConfig(settings)).render(frames)])
-    base = clf.predict(base_imgs)
-    effects, rows = [], [("unedited", [(img, "") for img in base_imgs[:6]])]
-    for f in features:
+    effects, rows = [], []
+    for f, pairs in cases.items():
+        captions = tuple(dict.fromkeys(p for p, _ in pairs))
+        frames = [FrameSpec(seed=sd, prompt_weights=tuple(float(c == p) for c in captions)) for p, sd in pairs]
+        settings = RenderSettings(captions)
         plan = BendPlan.from_specs([f"sae_feature:sae={sae_path}:feature={f}:{edit}={value}@{module}:id=f"])
-        imgs = np.stack([r.image for r in Renderer(model, RenderConfig(settings, plan)).render(frames)])
-        got = clf.predict(imgs)
+        before = np.stack([r.image for r in Renderer(model, RenderConfig(settings)).render(frames)])
+        after = np.stack([r.image for r in Renderer(model, RenderConfig(settings, plan)).render(frames)])
+        base, got = clf.predict(before), clf.predict(after)
         changed = {a: round(float(np.mean([g[a] != b[a] for g, b in zip(got, base)])), 4) for a in LABELS}
         became = {a: Counter(g[a] for g in got).most_common(1)[0][0] for a in LABELS}
         effects.append(FeatureEffect(int(f), changed, became))
         label = ", ".join(f"{a} {100 * v:.0f} %" for a, v in changed.items())
+        rows.append((f"feature {f}, unedited", [(img, g["fg"] + " " + g["shape"]) for img, g in zip(before[:6], base)]))
         rows.append(
             (
-                f"feature {f}: {edit}={value:g}; changed {label}",
-                [(img, g["fg"] + " " + g["shape"]) for img, g in zip(imgs[:6], got)],
+                f"{edit}={value:g}: changed {label}",
+                [(img, g["fg"] + " " + g["shape"]) for img, g in zip(after[:6], got)],
             )
         )
         progress(len(frames))
     return effects, rows
+
+
+def held_out_cases(features: Sequence[int], prompts: int, seed: int = 0) -> dict[int, list[tuple[str, int]]]:
+    """The same ``prompts`` held-out scenes for every feature."""
+    pairs = [(_caption(s), seed) for s in held_out_prompts(prompts, seed)]
+    return {int(f): pairs for f in features}

@@ -79,20 +79,24 @@ def collect(model, req: SAERequest, work: Path, progress: Callable[[int], None] 
 
     req.check()
     prompts = _prompts(req)
-    renderer = Renderer(model, RenderConfig(RenderSettings(tuple(prompts), seed=req.seed), share_prefix=False))
+    chunk = 8
+
+    def renderer_for(c0: int):
+        settings = RenderSettings(tuple(prompts[c0 : c0 + chunk]), seed=req.seed)
+        return Renderer(model, RenderConfig(settings, max_batch=chunk, share_prefix=False))
+
+    renderer = renderer_for(0)
     info = resolve_targets([req.target], renderer.layers, "--target")[0]
     first, last = step_range(req.steps, renderer.steps)
-    chunk = renderer.config.max_batch
     parts = []
     for c0 in range(0, len(prompts), chunk):
         path = work / f"acts_{c0:06d}.pt"
         if not path.exists():
-            parts_now = _collect_chunk(
-                renderer, info.name, list(range(c0, min(c0 + chunk, len(prompts)))), first, last, req
-            )
-            torch.save(parts_now, path.with_suffix(".tmp"))
+            r = renderer if c0 == 0 else renderer_for(c0)
+            got = _collect_chunk(r, info.name, c0, first, last, req)
+            torch.save(got, path.with_suffix(".tmp"))
             path.with_suffix(".tmp").replace(path)
-            progress(min(chunk, len(prompts) - c0))
+            progress(len(r.prompts))
         parts.append(torch.load(path, weights_only=True))
     meta = {
         "model": model.base_name,
@@ -112,17 +116,19 @@ def collect(model, req: SAERequest, work: Path, progress: Callable[[int], None] 
     }
 
 
-def _collect_chunk(renderer, module: str, idx: list[int], first: int, last: int, req: SAERequest) -> dict:
+def _collect_chunk(renderer, module: str, c0: int, first: int, last: int, req: SAERequest) -> dict:
+    """One renderer's prompts (prompt indices from ``c0``): sampled vectors, final images, last-step maps."""
     from bendbridge.server.render import FrameSpec
 
     got: list[torch.Tensor] = []
     maps: list[torch.Tensor] = []
-    g = torch.Generator().manual_seed(req.seed * 100003 + idx[0])
+    P = len(renderer.prompts)
+    g = torch.Generator().manual_seed(req.seed * 100003 + c0)
 
     def probe(step: int, x: torch.Tensor) -> None:
         if not first <= step <= last:
             return
-        c = cond_rows(x, len(idx), renderer.guided).float().cpu()  # [B, C, H, W]
+        c = cond_rows(x, P, renderer.guided).float().cpu()  # [B, C, H, W]
         b, ch, h, w = c.shape
         pick = torch.randint(0, h * w, (b, req.pixels), generator=g)
         flat = c.flatten(2)  # [B, C, HW]
@@ -130,8 +136,9 @@ def _collect_chunk(renderer, module: str, idx: list[int], first: int, last: int,
         if step == last:
             maps.append(c.half())
 
-    P = len(renderer.prompts)
-    frames = [FrameSpec(seed=req.seed + i, prompt_weights=tuple(float(j == i) for j in range(P))) for i in idx]
+    frames = [
+        FrameSpec(seed=req.seed + c0 + i, prompt_weights=tuple(float(j == i) for j in range(P))) for i in range(P)
+    ]
     with probing(renderer, [(module, probe)]):
         d = renderer.denoise(frames)
     images = np.stack([r.image for r in renderer.finish(d)])
