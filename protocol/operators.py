@@ -311,10 +311,17 @@ for _name, _doc in (
 _add(
     "steer",
     "steering",
-    "x + alpha · v: add a steering vector ('bendbridge steer build') at its module",
+    "x + alpha · m · v: add a steering vector ('bendbridge steer build') at its module, where m is 1 "
+    "(gate=none) or a soft mask of the pixels whose activation stands out (gate=salience)",
     {
         "vector": ParamSpec("file", None, doc="a steering-vector .safetensors file made for this model and module"),
-        "alpha": ParamSpec(_F, 0.0, -20.0, 20.0, identity=0.0, doc="strength; 1 adds the mean difference once"),
+        "alpha": ParamSpec(_F, 0.0, -20.0, 20.0, identity=0.0, doc="strength; 1 adds the vector once"),
+        "gate": ParamSpec(
+            "choice",
+            "salience",
+            choices=("salience", "none"),
+            doc="salience: m = (‖x_p − x̄‖ / max_p ‖x_p − x̄‖)², per frame; none: everywhere",
+        ),
     },
     ranks=(4,),
 )

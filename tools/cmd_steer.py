@@ -62,6 +62,12 @@ def _out(path: Path, suffixes: tuple[str, ...]) -> Path:
     return path
 
 
+def check_targets(*args, **kw) -> None:
+    from bendbridge.server.steering.probes import check_targets as check
+
+    check(*args, **kw)
+
+
 def _load(args: argparse.Namespace, prompt: str = "steering"):
     from bendbridge.protocol.render import RenderSettings
     from bendbridge.server.model import check_model_options, load_model
@@ -90,7 +96,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", default=None, help="denoising step range A-B (default: all)")
     p.add_argument("--seeds", type=int, default=4, help="start noises per prompt (default 4)")
     p.add_argument("--per-step", action="store_true", help="keep one vector per step instead of their mean")
-    p.add_argument("--broadcast", default="channel", help="channel: [C] added to every pixel; spatial: [C, H, W]")
+    p.add_argument("--broadcast", default="channel", help="channel: one [C] vector for every pixel; spatial: [C, H, W]")
+    p.add_argument(
+        "--weighting",
+        default="difference",
+        help="channel vectors: difference (pixels weighted by how much the sets differ there) or pixels (plain mean)",
+    )
     p.add_argument("--out", type=Path, required=True, help="NAME.safetensors")
     p.set_defaults(run=run_steer_build)
 
@@ -173,10 +184,13 @@ def run_steer_build(args: argparse.Namespace) -> int:
 
     targets = tuple(t.strip() for t in args.target.split(",") if t.strip())
     positive, negative = _prompts(args.positive, "--positive"), _prompts(args.negative, "--negative")
-    request = CAARequest(positive, negative, targets, args.steps, args.seeds, args.per_step, args.broadcast)
+    request = CAARequest(
+        positive, negative, targets, args.steps, args.seeds, args.per_step, args.broadcast, args.weighting
+    )
     request.check()
     out = _out(args.out, (".safetensors",))
     model, settings = _load(args)
+    check_targets(model, settings, request.targets, (request.steps,), "--target")
     total = (len(request.positive) + len(request.negative)) * request.seeds
     with _bar(total, "steer build") as bar:
         vectors = build_vectors(model, request, settings=settings, progress=bar.update)
@@ -231,6 +245,7 @@ def run_patch(args: argparse.Namespace) -> int:
     out = _out(args.out, (".png",))
     require_matplotlib()
     model, settings = _load(args, args.clean)
+    check_targets(model, settings, request.targets, request.steps or (None,))
     with _bar(None, "patch") as bar:
         pm = patch_map(model, request, settings=settings, progress=bar.update)
     pm.save(out)
@@ -253,7 +268,8 @@ def run_sae_train(args: argparse.Namespace) -> int:
     out = _out(args.out, (".safetensors",))
     work = args.work or out.with_name(out.stem + ".work")
     work.mkdir(parents=True, exist_ok=True)
-    model, _ = _load(args)
+    model, settings = _load(args)
+    check_targets(model, settings, (request.target,), (request.steps,), "--target")
     with _bar(request.prompts, "activations") as bar:
         data = collect(model, request, work, progress=bar.update)
     with _bar(request.train_steps, "sae") as bar:

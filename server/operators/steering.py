@@ -2,7 +2,7 @@
 
 Shapes: ``x`` is ``[B, C, H, W]``; ``alpha``, ``scale`` and ``clamp`` are ``[B]`` (one value per
 frame). The file parameters arrive loaded for the current denoising step: ``vector`` a tensor
-``[C]`` (added to every pixel) or ``[C, H, W]``; ``sae`` a
+``[C]`` (added to every pixel) or ``[C, H, W]``; ``gate`` (static) how it is spread over the pixels; ``sae`` a
 :class:`~bendbridge.server.steering.sae.SparseAutoencoder`.
 """
 
@@ -22,11 +22,20 @@ loads("steer", "vector")(load_steer_resource)
 loads("sae_feature", "sae")(load_sae_resource)
 
 
+def salience(x: torch.Tensor) -> torch.Tensor:
+    """Where each frame's activation stands out from its mean: (‖x_p − x̄‖ / max_p ‖x_p − x̄‖)² in
+    [0, 1]. [B, C, H, W] → [B, 1, H, W]. Objects stand out from flat backgrounds, so a vector added
+    through it lands on them rather than tinting the whole frame."""
+    dev = (x.float() - x.float().mean((2, 3), keepdim=True)).norm(dim=1, keepdim=True)
+    return (dev / dev.amax((2, 3), keepdim=True).clamp_min(1e-12)).square().to(x.dtype)
+
+
 @implements("steer")
-def _steer(x: torch.Tensor, vector: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+def _steer(x: torch.Tensor, vector: torch.Tensor, alpha: torch.Tensor, gate: str = "salience") -> torch.Tensor:
     v = vector.to(device=x.device, dtype=x.dtype)
     v = v.reshape(1, -1, 1, 1) if v.ndim == 1 else v.unsqueeze(0)
-    return x + per_sample(alpha, x) * v
+    step = per_sample(alpha, x) * v
+    return x + (step * salience(x) if gate == "salience" else step)
 
 
 @implements("sae_feature")

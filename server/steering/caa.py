@@ -3,7 +3,8 @@
 For each target module and denoising step, the vector is the mean of the module's output over a
 *positive* prompt set minus its mean over a *negative* set, each prompt rendered from the same
 ``seeds`` start noises, on the prompt-conditioned rows only. ``broadcast="channel"`` averages it
-over the pixels ([C], added to every pixel); ``"spatial"`` keeps [C, H, W]. ``per_step`` keeps one
+over the pixels ([C]; ``weighting="difference"`` weights each pixel by how much the sets differ
+there, ``"pixels"`` not at all); ``"spatial"`` keeps [C, H, W]. ``per_step`` keeps one
 vector per step of the range, else their mean.
 """
 
@@ -24,6 +25,7 @@ from .vectors import SteerVectors
 __all__ = ["CAARequest", "BROADCASTS", "build_vectors"]
 
 BROADCASTS = ("channel", "spatial")
+WEIGHTINGS = ("difference", "pixels")
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,7 @@ class CAARequest:
     seeds: int = 4
     per_step: bool = False
     broadcast: str = "channel"
+    weighting: str = "difference"
 
     def check(self) -> None:
         for name in ("positive", "negative"):
@@ -46,6 +49,8 @@ class CAARequest:
                 raise BendbridgeError(f"--{name}", "expected one or more non-empty prompts")
         if not 1 <= self.seeds <= 256:
             raise BendbridgeError("--seeds", f"{self.seeds} is out of range [1, 256]")
+        if self.weighting not in WEIGHTINGS:
+            raise BendbridgeError("--weighting", f"{self.weighting!r} is not valid; allowed: {', '.join(WEIGHTINGS)}")
         if self.broadcast not in BROADCASTS:
             raise BendbridgeError("--broadcast", f"{self.broadcast!r} is not valid; allowed: {', '.join(BROADCASTS)}")
 
@@ -98,7 +103,7 @@ def build_vectors(
     for t in targets:
         per = torch.stack([sums[(t.name, s)] for s in range(first, last + 1)])  # [S, C, H, W]
         if request.broadcast == "channel":
-            per = per.mean((-2, -1))
+            per = _pixel_mean(per, request.weighting)
         vectors[t.name] = per if request.per_step else per.mean(0, keepdim=True)
     meta = {
         "model": model.base_name,
@@ -106,6 +111,7 @@ def build_vectors(
         "steps": [first, last],
         "per_step": request.per_step,
         "broadcast": request.broadcast,
+        "weighting": request.weighting if request.broadcast == "channel" else None,
         "positive": list(request.positive),
         "negative": list(request.negative),
         "seeds": request.seeds,
@@ -115,3 +121,14 @@ def build_vectors(
         "norms": {t.name: round(float(vectors[t.name].flatten(1).norm(dim=1).mean()), 4) for t in targets},
     }
     return SteerVectors(vectors, meta)
+
+
+def _pixel_mean(d: torch.Tensor, weighting: str) -> torch.Tensor:
+    """Per-pixel differences [S, C, H, W] → [S, C]: their plain mean (``pixels``), or their mean
+    weighted by each pixel's difference norm (``difference``: the difference where the prompt sets
+    differ, undiluted by the pixels where they agree, such as a shared background)."""
+    flat = d.flatten(2)  # [S, C, HW]
+    if weighting == "pixels":
+        return flat.mean(2)
+    w = flat.norm(dim=1, keepdim=True)  # [S, 1, HW]
+    return (flat * w).sum(2) / w.sum(2).clamp_min(1e-12)

@@ -100,3 +100,16 @@ def step_range(text: str | None, num_steps: int, where: str = "--steps") -> tupl
     if not 0 <= a <= b < num_steps:
         raise BendbridgeError(where, f"{text!r} is not a step range within [0, {num_steps - 1}] ({num_steps} steps)")
     return (a, b)
+
+
+def check_targets(
+    model, settings, targets: Sequence[str] | None, steps: Sequence[str | None] = (None,), where: str = "--targets"
+) -> None:
+    """Refuse unknown target modules and step ranges for ``model`` at ``settings`` before any long work."""
+    from bendbridge.server.render import RenderConfig, Renderer
+
+    renderer = Renderer(model, RenderConfig(settings, share_prefix=False))
+    if targets:
+        resolve_targets(targets, renderer.layers, where, unet=renderer.unet)
+    for text in steps:
+        step_range(text, renderer.steps)
