@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["write_demo", "bundled_config", "DEMO_CONFIG", "DEMO_FAST_CONFIG", "BARS", "TEMPI"]
+__all__ = ["write_demo", "bundled_config", "DEMO_CONFIG", "DEMO_FAST_CONFIG", "DEMO_STEER_CONFIG", "BARS", "TEMPI"]
 
 RATE = 44_100
 BARS = 10
@@ -23,6 +23,7 @@ TEMPI = ((1, 100), (5, 128))  # (first bar, BPM)
 _ROOTS = (45, 45, 41, 43, 45, 48, 41, 43, 45, 40)  # bass root per bar (MIDI note numbers)
 DEMO_CONFIG = "demo.toml"
 DEMO_FAST_CONFIG = "demo_fast.toml"  # the same bends for the fast model (2 steps)
+DEMO_STEER_CONFIG = "demo_steer.toml"  # steering bends (a steering vector, an autoencoder feature)
 
 
 def _bar_starts() -> list[Fraction]:

@@ -66,6 +66,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="synthesise the demo song and bounce it to a video")
     p.add_argument("--fast", action="store_true", help="on the fast model (2 steps, no guidance) with its demo config")
     p.add_argument(
+        "--steer",
+        action="store_true",
+        help="the steering demo: a steering vector and an autoencoder feature driven by the song (embedded model)",
+    )
+    p.add_argument(
         "--song-dir", type=Path, default=None, help="where the demo song, MIDI and config go (default: beside --out)"
     )
     _common(p)
@@ -171,12 +176,18 @@ def _use_recording(spec, recorded: Path, folder: Path) -> None:
 
 def run_demo(args: argparse.Namespace) -> int:
     from bendbridge.bridge.bounce import BounceError
-    from bendbridge.bridge.demo_song import DEMO_CONFIG, DEMO_FAST_CONFIG, bundled_config, write_demo
+    from bendbridge.bridge.demo_song import DEMO_CONFIG, DEMO_FAST_CONFIG, DEMO_STEER_CONFIG, bundled_config, write_demo
     from bendbridge.bridge.video import check_video_path
 
     check_video_path(args.out, "--out")  # before the song is synthesised
 
     config = DEMO_CONFIG
+    if args.steer:
+        if args.fast or args.model is not None:
+            raise BounceError(
+                "--steer", "the steering demo's files are made for the embedded model: drop --fast/--model"
+            )
+        config = DEMO_STEER_CONFIG
     if args.fast:
         if args.model is not None:
             raise BounceError("--fast", "--fast is the fast model: give --fast or --model, not both")

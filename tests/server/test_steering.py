@@ -3,6 +3,8 @@ sparse autoencoders, on tiny random pipelines (shapes and bookkeeping) and the e
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -25,8 +27,8 @@ ATTN = "down_blocks.1.attentions.0"
 FEW = RenderSettings(("x",), steps=3, guidance=4.0)
 
 
-def _steer(x, v, alpha):
-    return get_operator("steer").fn(x, vector=v, alpha=torch.tensor(alpha, dtype=torch.float64))
+def _steer(x, v, alpha, gate="none"):
+    return get_operator("steer").fn(x, vector=v, alpha=torch.tensor(alpha, dtype=torch.float64), gate=gate)
 
 
 def _sae_edit(x, sae, feature, scale, clamp):
@@ -42,12 +44,27 @@ def _sae_edit(x, sae, feature, scale, clamp):
 
 # ----------------------------------------------------------------------------- operators
 @settings(max_examples=25, deadline=None)
-@given(st.integers(1, 4), st.integers(1, 8), st.booleans(), st.integers(0, 2**16))
-def test_steer_at_alpha_zero_is_identity(b, c, spatial, seed):
+@given(
+    st.integers(1, 4), st.integers(1, 8), st.booleans(), st.sampled_from(["none", "salience"]), st.integers(0, 2**16)
+)
+def test_steer_at_alpha_zero_is_identity(b, c, spatial, gate, seed):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(b, c, 5, 6, generator=g)
     v = torch.randn(c, 5, 6, generator=g) if spatial else torch.randn(c, generator=g)
-    assert torch.equal(_steer(x, v, [0.0] * b), x)
+    assert torch.equal(_steer(x, v, [0.0] * b, gate), x)
+
+
+def test_salience_gate_adds_the_full_vector_where_the_activation_stands_out_most_and_nothing_at_its_mean():
+    x = torch.zeros(1, 3, 4, 4)
+    x[0, :, 1, 2] = torch.tensor([3.0, 0.0, 4.0])  # the pixel that stands out
+    x[0, :, 3, 3] = x[0, :, 1, 2] / 2
+    v = torch.tensor([1.0, 2.0, -1.0])
+    moved = _steer(x, v, [2.0], "salience") - x
+    dev = (x - x.mean((2, 3), keepdim=True)).norm(dim=1)[0]
+    mask = (dev / dev.max()) ** 2
+    torch.testing.assert_close(moved[0], 2.0 * mask * v[:, None, None])
+    torch.testing.assert_close(moved[0, :, 1, 2], 2.0 * v)
+    assert float(mask.min()) >= 0 and float(mask.max()) == pytest.approx(1.0)
 
 
 def test_steer_adds_each_frames_alpha_times_the_vector():
@@ -131,9 +148,19 @@ def test_per_step_spatial_vectors_keep_one_vector_per_step(tiny_model):
     assert sv.vectors[ATTN].shape == (2, 32, 8, 8)
 
 
+def test_difference_weighting_weights_pixels_by_how_much_the_sets_differ_there():
+    from bendbridge.server.steering.caa import _pixel_mean
+
+    d = torch.zeros(1, 2, 2, 2)
+    d[0, :, 0, 0] = torch.tensor([3.0, 4.0])  # |d| = 5 at one pixel, 0 elsewhere
+    torch.testing.assert_close(_pixel_mean(d, "pixels"), torch.tensor([[0.75, 1.0]]))
+    torch.testing.assert_close(_pixel_mean(d, "difference"), torch.tensor([[3.0, 4.0]]))
+
+
 def test_the_vector_is_the_difference_of_the_two_sets_means(tiny_model):
-    one = build_vectors(tiny_model, CAARequest(POS[:1], NEG[:1], (ATTN,), seeds=1), settings=FEW).vectors[ATTN]
-    swapped = build_vectors(tiny_model, CAARequest(NEG[:1], POS[:1], (ATTN,), seeds=1), settings=FEW).vectors[ATTN]
+    req = CAARequest(POS[:1], NEG[:1], (ATTN,), seeds=1, weighting="pixels")
+    one = build_vectors(tiny_model, req, settings=FEW).vectors[ATTN]
+    swapped = build_vectors(tiny_model, replace(req, positive=NEG[:1], negative=POS[:1]), settings=FEW).vectors[ATTN]
     torch.testing.assert_close(one, -swapped)
     same = build_vectors(tiny_model, CAARequest(POS[:1], POS[:1], (ATTN,), seeds=1), settings=FEW).vectors[ATTN]
     assert same.abs().max() == 0
@@ -151,7 +178,7 @@ def test_a_steer_bend_at_alpha_zero_renders_the_unbent_frame_and_alpha_moves_it(
         .render([FrameSpec()])[0]
         .image
     )
-    zero, strong = _render(tiny_model, [f"steer:vector={red_blue}:alpha=0@{ATTN}:id=s"], [0.0, 8.0])
+    zero, strong = _render(tiny_model, [f"steer:vector={red_blue}:alpha=0:gate=none@{ATTN}:id=s"], [0.0, 8.0])
     assert np.array_equal(zero, plain)
     assert np.abs(strong.astype(int) - plain).mean() > 1.0
 
@@ -274,3 +301,82 @@ def test_an_sae_feature_bend_binds_and_a_wrong_feature_or_module_is_refused(tiny
         Renderer(tiny_model, RenderConfig(s, BendPlan.from_specs([f"sae_feature:sae={path}:feature=64@{ATTN}"])))
     with pytest.raises(PlanError, match=r"was trained on 'down_blocks\.1\.attentions\.0', not on the bend's target"):
         Renderer(tiny_model, RenderConfig(s, BendPlan.from_specs([f"sae_feature:sae={path}@up_blocks.0.attentions.1"])))
+
+
+# ----------------------------------------------------------------------------- the embedded model
+@pytest.fixture(scope="module")
+def embedded():
+    from bendbridge.server.model import load_model
+
+    return load_model("embedded", "cpu")
+
+
+def test_the_scene_classifier_reads_fresh_ground_truth_scenes():
+    from bendbridge.server.embedded import scenes
+    from bendbridge.server.embedded.classifier import LABELS, load_classifier, scene_labels
+
+    rng = np.random.default_rng(2024)
+    chosen = [scenes.random_scene(rng, held_out=bool(i % 2)) for i in range(120)]
+    probs = load_classifier().probabilities(np.stack([scenes.render_scene(s) for s in chosen]))
+    for attr in LABELS:
+        right = np.mean([probs[attr][i].argmax() == scene_labels(s)[attr] for i, s in enumerate(chosen)])
+        assert right >= 0.97, (attr, right)
+        np.testing.assert_allclose(probs[attr].sum(1), 1.0, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_patching_finds_colour_in_the_decoders_16px_attention_block(embedded):
+    req = PatchRequest(
+        "a red star on a white background", "a blue star on a white background", "colour",
+        targets=("up_blocks.1.attentions.1", "down_blocks.2.attentions.0"), steps=("0-5",), seeds=(0,),
+    )  # fmt: skip
+    pm = patch_map(embedded, req)
+    assert pm.values[0, 0, 0] > 0.9 and abs(pm.values[0, 1, 0]) < 0.2
+
+
+@pytest.mark.slow
+def test_the_shipped_red_vector_turns_held_out_foregrounds_redder_as_alpha_grows(embedded):
+    from bendbridge.server.steering.evaluate import parse_watch, strength_sweep
+
+    v = "red_blue.safetensors"
+    plan = BendPlan.from_specs(
+        [f"steer:vector={v}@up_blocks.1.attentions.{i}:branch=cond:steps=1-5:id=s{i}" for i in (0, 1)]
+    )
+    curve = strength_sweep(embedded, plan, "alpha", [0.0, 0.5, 1.0], parse_watch("fg=red"), prompts=8, sheet_prompts=0)
+    p = curve.watched_prob
+    assert p[0] < p[1] < p[2] and p[2] >= 0.15, p
+
+
+@pytest.mark.slow
+def test_the_shipped_autoencoders_stripes_feature_recolours_stripes_and_keeps_them_stripes(embedded):
+    from bendbridge.server.embedded.classifier import load_classifier
+
+    sae = "sae_up1_attn0.safetensors"
+    plan = BendPlan.from_specs([f"sae_feature:sae={sae}:feature=297:scale=1@up_blocks.1.attentions.0:id=f"])
+    r = Renderer(
+        embedded,
+        RenderConfig(RenderSettings(("medium orange stripes in the top on a green background",), seed=237), plan),
+    )
+    plain = Renderer(
+        embedded, RenderConfig(RenderSettings(("medium orange stripes in the top on a green background",), seed=237))
+    )
+    unit = r.render([FrameSpec(params={"f": {"scale": 1.0}})])[0]
+    edited = r.render([FrameSpec(params={"f": {"scale": -2.0}})])[0]
+    assert np.array_equal(unit.image, plain.render([FrameSpec()])[0].image)  # scale 1 is the identity
+    before, after = load_classifier().predict(np.stack([unit.image, edited.image]))
+    assert before["shape"] == after["shape"] == "stripes" and before["bg"] == after["bg"]
+    assert before["fg"] != after["fg"]
+
+
+def test_the_steering_demo_config_binds_its_shipped_files_on_the_embedded_model(embedded):
+    import tomllib
+
+    from bendbridge.bridge.demo_song import DEMO_STEER_CONFIG, bundled_config
+    from bendbridge.bridge.mapping import load_mapping
+
+    config = tomllib.loads(bundled_config(DEMO_STEER_CONFIG))
+    plan = BendPlan.from_dict({"bend": config["bend"]})
+    mapping = load_mapping(config, plan)
+    assert {(p.bend, p.name) for p in mapping.params} == {("redden", "alpha"), ("blue_out", "scale")}
+    r = Renderer(embedded, RenderConfig(RenderSettings(tuple(config["render"]["prompts"])), plan))
+    assert [bb.spec.name for bb in r.bound] == ["steer", "sae_feature"]
