@@ -31,7 +31,7 @@ from .errors import BendbridgeError, PlanError, hint
 from .operators import MIX, OperatorSpec, ParamSpec, operator_spec
 from .values import finite_number
 
-__all__ = ["Target", "Bend", "BendPlan", "PlanError", "parse_target", "parse_spec", "BRANCHES"]
+__all__ = ["Target", "Bend", "BendPlan", "PlanError", "parse_target", "parse_spec", "parse_region", "BRANCHES"]
 
 BRANCHES = ("both", "cond", "uncond")
 _BEND_FIELDS = (
@@ -266,7 +266,8 @@ def _bend_id(d: dict[str, Any], spec: OperatorSpec, seen: set[str], where: str) 
     return bid
 
 
-def _region(r: Any, where: str) -> tuple[float, float, float, float]:
+def parse_region(r: Any, where: str) -> tuple[float, float, float, float]:
+    """``"x0,y0,x1,y1"`` or four numbers → a region as fractions of the width and height."""
     if isinstance(r, str):
         r = r.split(",")
     if not isinstance(r, (list, tuple)) or len(r) != 4:
@@ -296,7 +297,7 @@ def _subsets(d: dict[str, Any], target: Target, where: str) -> dict[str, Any]:
         raise PlanError(
             f"{where}.target", "channel and region subsets apply to latent and module targets; text takes 'word'"
         )
-    region = _region(d["region"], f"{where}.region") if d.get("region") is not None else None
+    region = parse_region(d["region"], f"{where}.region") if d.get("region") is not None else None
     return {"channels": channels, "channel_fraction": cf, "element_fraction": ef, "region": region}
 
 

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from bendbridge.protocol.errors import BendbridgeError
+from bendbridge.protocol.plan import parse_region
 
 __all__ = ["add_commands"]
 
@@ -125,7 +126,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     _model_args(p)
     p.add_argument("--clean", required=True, help="prompt with the concept, e.g. 'a red star on a white background'")
     p.add_argument("--corrupt", required=True, help="prompt without it, e.g. 'a blue star on a white background'")
-    p.add_argument("--metric", default="colour", help="colour, shape, background (embedded classifier), latent, pixels")
+    p.add_argument(
+        "--metric",
+        default="colour",
+        help="colour, shape, background (embedded classifier); latent, pixels, mean-colour (any model)",
+    )
+    p.add_argument("--region", default=None, help="x0,y0,x1,y1 fractions: limit pixels / mean-colour to this region")
     p.add_argument(
         "--targets",
         default=None,
@@ -240,7 +246,8 @@ def run_patch(args: argparse.Namespace) -> int:
 
     targets = tuple(t.strip() for t in args.targets.split(",") if t.strip()) if args.targets else None
     steps = tuple(s.strip() for s in args.steps.split(",") if s.strip()) if args.steps else None
-    request = PatchRequest(args.clean, args.corrupt, args.metric, targets, steps, _seeds(args.seeds))
+    region = parse_region(args.region, "--region") if args.region else None
+    request = PatchRequest(args.clean, args.corrupt, args.metric, targets, steps, _seeds(args.seeds), region)
     request.check()
     out = _out(args.out, (".png",))
     require_matplotlib()

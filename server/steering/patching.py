@@ -10,8 +10,10 @@ Models", ICLR 2024)::
     restored = (m(patched) − m(corrupt)) / (m(clean) − m(corrupt))      1 = fully restored, 0 = no effect
 
 Metrics ``m``: ``colour``, ``shape``, ``background`` — the embedded scene classifier's
-log-probability of the clean image's class minus that of the corrupt image's; ``latent`` and
-``pixels`` — minus the distance to the clean run's final latent or image (any model).
+log-probability of the clean image's class minus that of the corrupt image's; for any model,
+``latent`` and ``pixels`` — minus the distance to the clean run's final latent or image — and
+``mean-colour`` — minus the distance between mean colours; ``pixels`` and ``mean-colour`` may be
+limited to a ``region`` (x0, y0, x1, y1 as fractions of the image), e.g. where the subject is.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from .probes import default_targets, probing, resolve_targets, step_range
 __all__ = ["METRICS", "PatchRequest", "PatchMap", "patch_map", "rank_correlation"]
 
 CLASSIFIER_METRICS = {"colour": "fg", "shape": "shape", "background": "bg"}
-METRICS = (*CLASSIFIER_METRICS, "latent", "pixels")
+METRICS = (*CLASSIFIER_METRICS, "latent", "pixels", "mean-colour")
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,7 @@ class PatchRequest:
     targets: tuple[str, ...] | None = None
     steps: tuple[str, ...] | None = None
     seeds: tuple[int, ...] = (0,)
+    region: tuple[float, float, float, float] | None = None
 
     def check(self) -> None:
         if self.metric not in METRICS:
@@ -56,6 +59,8 @@ class PatchRequest:
                 raise BendbridgeError(f"--{name}", "expected a prompt")
         if self.clean == self.corrupt:
             raise BendbridgeError("--corrupt", "is the clean prompt; patching needs two prompts that differ")
+        if self.region is not None and self.metric not in ("pixels", "mean-colour"):
+            raise BendbridgeError("--region", f"limits the pixels and mean-colour metrics, not {self.metric!r}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise BendbridgeError("--seeds", "expected one or more distinct seeds")
 
@@ -152,7 +157,12 @@ def _columns(steps: Sequence[str] | None, num_steps: int) -> tuple[list[str], li
     return labels, ranges
 
 
-def _scorer(metric: str, clean: tuple[np.ndarray, torch.Tensor], corrupt: tuple[np.ndarray, torch.Tensor]) -> Callable:
+def _scorer(
+    metric: str,
+    clean: tuple[np.ndarray, torch.Tensor],
+    corrupt: tuple[np.ndarray, torch.Tensor],
+    region: tuple[float, float, float, float] | None = None,
+) -> Callable:
     """``score(images [N, H, W, 3], latents [N, ...]) -> [N]``, higher = closer to the clean run.
 
     Classifier metrics score the log-probability difference between the clean image's class and
@@ -178,10 +188,31 @@ def _scorer(metric: str, clean: tuple[np.ndarray, torch.Tensor], corrupt: tuple[
     if metric == "latent":
         ref = clean_latent.float().flatten()
         return lambda images, latents: -(latents.float().flatten(1) - ref).norm(dim=1).numpy()
-    ref_img = clean_image.astype(np.float32).ravel()
+    crop = _crop(region)
+    if metric == "mean-colour":
+        ref_rgb = crop(clean_image[None]).reshape(-1, 3).mean(0)
+        return lambda images, latents: (
+            -np.linalg.norm(crop(images).reshape(len(images), -1, 3).mean(1) - ref_rgb, axis=1)
+        )
+    ref_img = crop(clean_image[None]).astype(np.float32).reshape(1, -1)
     return lambda images, latents: (
-        -np.sqrt(((images.reshape(len(images), -1).astype(np.float32) - ref_img) ** 2).mean(1))
+        -np.sqrt(((crop(images).reshape(len(images), -1).astype(np.float32) - ref_img) ** 2).mean(1))
     )
+
+
+def _crop(region: tuple[float, float, float, float] | None) -> Callable[[np.ndarray], np.ndarray]:
+    """Images [N, H, W, 3] → the region's pixels [N, h, w, 3] (the whole image without a region)."""
+    if region is None:
+        return lambda images: images
+    x0, y0, x1, y1 = region
+
+    def crop(images: np.ndarray) -> np.ndarray:
+        h, w = images.shape[1:3]
+        return images[
+            :, int(y0 * h) : max(int(y0 * h) + 1, round(y1 * h)), int(x0 * w) : max(int(x0 * w) + 1, round(x1 * w))
+        ]
+
+    return crop
 
 
 def _patcher(ti: int, target: str, chunk: list[tuple[int, int]], ranges, stored) -> Callable:
@@ -204,7 +235,7 @@ def _patcher(ti: int, target: str, chunk: list[tuple[int, int]], ranges, stored)
 
 
 @torch.no_grad()
-def _one_seed(renderer, targets, ranges, metric, seed, progress) -> tuple[np.ndarray, float, float]:
+def _one_seed(renderer, targets, ranges, metric, seed, progress, region=None) -> tuple[np.ndarray, float, float]:
     from bendbridge.server.render import FrameSpec
 
     clean_f, corrupt_f = (
@@ -221,7 +252,7 @@ def _one_seed(renderer, targets, ranges, metric, seed, progress) -> tuple[np.nda
     clean = (renderer.finish(d)[0].image, d.latents[0])
     d = renderer.denoise([corrupt_f])
     corrupt = (renderer.finish(d)[0].image, d.latents[0])
-    score = _scorer(metric, clean, corrupt)
+    score = _scorer(metric, clean, corrupt, region)
     m_clean = float(score(clean[0][None], clean[1][None])[0])
     m_corrupt = float(score(corrupt[0][None], corrupt[1][None])[0])
     jobs = [(ti, ci) for ti in range(len(targets)) for ci in range(len(ranges))]
@@ -271,7 +302,7 @@ def patch_map(
     labels, ranges = _columns(request.steps, renderer.steps)
     maps, cleans, corrupts = [], [], []
     for seed in request.seeds:
-        m, c, k = _one_seed(renderer, targets, ranges, request.metric, seed, progress)
+        m, c, k = _one_seed(renderer, targets, ranges, request.metric, seed, progress, request.region)
         maps.append(m)
         cleans.append(round(c, 4))
         corrupts.append(round(k, 4))

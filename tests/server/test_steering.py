@@ -380,3 +380,25 @@ def test_the_steering_demo_config_binds_its_shipped_files_on_the_embedded_model(
     assert {(p.bend, p.name) for p in mapping.params} == {("redden", "alpha"), ("blue_out", "scale")}
     r = Renderer(embedded, RenderConfig(RenderSettings(tuple(config["render"]["prompts"])), plan))
     assert [bb.spec.name for bb in r.bound] == ["steer", "sae_feature"]
+
+
+def test_region_metrics_score_only_the_region(tiny_model):
+    from bendbridge.server.steering.patching import _scorer
+
+    clean = np.zeros((8, 8, 3), np.uint8)
+    other = clean.copy()
+    other[:4] = 200  # differs in the top half only
+    lat = torch.zeros(4, 2, 2)
+    top = _scorer("mean-colour", (clean, lat), (other, lat), region=(0.0, 0.0, 1.0, 0.5))
+    bottom = _scorer("pixels", (clean, lat), (other, lat), region=(0.0, 0.5, 1.0, 1.0))
+    assert top(other[None], lat[None])[0] == pytest.approx(-np.linalg.norm([200.0] * 3))
+    assert bottom(other[None], lat[None])[0] == 0.0
+    req = PatchRequest(POS[0], NEG[0], "mean-colour", targets=(ATTN,), steps=("all",), region=(0.25, 0.25, 0.75, 0.75))
+    assert patch_map(tiny_model, req, settings=FEW).values.shape == (1, 1, 1)
+
+
+def test_a_region_with_a_classifier_metric_is_refused():
+    from bendbridge.protocol.errors import BendbridgeError
+
+    with pytest.raises(BendbridgeError, match=r"--region: limits the pixels and mean-colour metrics, not 'colour'"):
+        PatchRequest("a", "b", "colour", region=(0, 0, 1, 1)).check()

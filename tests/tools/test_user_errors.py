@@ -592,6 +592,23 @@ MISTAKES = [
         "--steps: '4-9' is not a step range within [0, 5] (6 steps)",
     ),
     (
+        "patch region",
+        lambda d, t: [
+            "patch",
+            "--clean",
+            "a red star",
+            "--corrupt",
+            "a blue star",
+            "--metric",
+            "pixels",
+            "--region",
+            "0.5,0,0.2,1",
+            "--out",
+            str(t / "m.png"),
+        ],
+        "--region: x1 must exceed x0 and y1 must exceed y0",
+    ),
+    (
         "sae train k",
         lambda d, t: ["sae", "train", "--target", "#8", "--k", "0", "--out", str(t / "s.safetensors")],
         "--k: 0 is out of range [1, 512] (at most --features)",
