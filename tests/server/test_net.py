@@ -336,3 +336,34 @@ def test_a_killed_server_restarts_and_resumes_from_its_manifest(saved_tiny_model
     assert set(first) <= {f for f, m in second.items() if m.status == "resumed"}
     assert {m.status for m in second.values()} <= {"ok", "resumed"}
     assert frames_are_intact(tmp_path / "out" / "resume") == n  # every frame rendered exactly once
+
+
+def test_a_steering_bend_renders_over_the_wire_and_a_foreign_vector_is_refused_by_field(running, tiny_model, tmp_path):
+    from bendbridge.protocol.render import RenderSettings
+    from bendbridge.server.model import LoadedModel
+    from bendbridge.server.steering.caa import CAARequest, build_vectors
+    from tests.conftest import make_tiny_pipeline
+
+    few = RenderSettings(("x",), steps=2, guidance=2.0)
+    mine, other = tmp_path / "mine.safetensors", tmp_path / "other.safetensors"
+    req = CAARequest(("a red star",), ("a blue star",), ("down_blocks.1.attentions.0",), seeds=1)
+    build_vectors(tiny_model, req, settings=few).save(mine)
+    build_vectors(LoadedModel(make_tiny_pipeline(seed=1)), req, settings=few).save(other)
+
+    def plan(path: Path) -> dict:
+        return {"bend": [{"id": "s", "op": "steer", "target": "down_blocks.1.attentions.0",
+                          "params": {"vector": str(path), "alpha": 0.0}}]}  # fmt: skip
+
+    with RenderClient(running.url) as c:
+        c.send(SessionSetup(prompts=("a blue star",), output="foreign", steps=2, guidance=2.0, plan=plan(other)))
+        with pytest.raises(
+            ServerError, match=r"bend\[0\]\.params\.vector: other\.safetensors is a steering vector made"
+        ):
+            c.expect(Welcome)
+        c.setup(SessionSetup(prompts=("a blue star",), output="steer", steps=2, guidance=2.0, plan=plan(mine)))
+        for i, a in enumerate((0.0, 4.0)):
+            c.send(FrameRequest(frame=i, sample=i * 2000, params={"s": {"alpha": a}}), pos=i * 2000)
+        got = collect(c, 2)
+    assert all(f.status == "ok" for f in got.values())
+    lines = [json.loads(line) for line in (tmp_path / "out" / "steer" / "manifest.jsonl").read_text().splitlines()]
+    assert len({m["hash"] for m in lines}) == 2  # alpha 4 moved the frame
