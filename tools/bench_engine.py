@@ -2,7 +2,8 @@
 
 1. hook mechanism overhead: 5 module targets with identity parameters vs no plan (goal ≤ 2 %),
    and the same 5 targets with real (non-identity) multiplies;
-2. the cost of each operator family on a real activation shape, against one U-Net call;
+2. the cost of each operator family (steering included) on a real activation shape, against one
+   U-Net call;
 3. batched vs one-at-a-time rendering of 16 frames that all have different parameters.
 
 Runs are interleaved (A, B, A, B, …) and medians compared, so machine noise hits both sides.
@@ -224,6 +225,7 @@ def _operator_costs(probe, args: argparse.Namespace, device: torch.device, dtype
         ("spatial", "scale", {"factor": 1.2}, up.shape),
         ("morphological", "dilate", {"size": 3.0}, up.shape),
         ("morphological", "dilate", {"size": 5.0, "shape": "ellipse"}, mid.shape),
+        *_steering_cases(up.shape, device, dtype),
     ]
     for family, name, params, shape in cases:
         op = get_operator(name)
@@ -241,6 +243,21 @@ def _operator_costs(probe, args: argparse.Namespace, device: torch.device, dtype
             f"    {family:<14} {name:<15} {str(tuple(shape)):<18} {ms * 1e3:8.3f} ms  "
             f"= {100 * ms / unet_call:6.2f} % of a U-Net call"
         )
+
+
+def _steering_cases(shape: tuple[int, ...], device: torch.device, dtype: torch.dtype) -> list[tuple]:
+    """Steering bends with what their files hand the operator: a vector [C], an autoencoder of 8·C
+    features (k = 8) — random, the cost does not depend on the values."""
+    from bendbridge.server.steering.sae import SparseAutoencoder
+
+    c = shape[0]
+    v = torch.randn(c, device=device, dtype=dtype)
+    sae = SparseAutoencoder(c, 8 * c, 8).requires_grad_(False).to(device=device, dtype=dtype)
+    return [
+        ("steering", "steer", {"vector": v, "alpha": 1.0, "gate": "none"}, shape),
+        ("steering", "steer", {"vector": v, "alpha": 1.0, "gate": "salience"}, shape),
+        ("steering", "sae_feature", {"sae": sae, "feature": 3, "scale": 2.0, "clamp": -1.0}, shape),
+    ]
 
 
 def _batched_speedup(model, probe, targets: list[str], args: argparse.Namespace, device: torch.device) -> None:
