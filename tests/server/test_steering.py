@@ -402,3 +402,11 @@ def test_a_region_with_a_classifier_metric_is_refused():
 
     with pytest.raises(BendbridgeError, match=r"--region: limits the pixels and mean-colour metrics, not 'colour'"):
         PatchRequest("a", "b", "colour", region=(0, 0, 1, 1)).check()
+
+
+def test_a_channel_subset_steers_only_those_channels_with_their_part_of_the_vector(tiny_model, red_blue):
+    plan = BendPlan.from_specs([f"steer:vector={red_blue}:alpha=1:gate=none@{ATTN}:channels=0-7:id=s"])
+    r = Renderer(tiny_model, RenderConfig(RenderSettings((POS[0],), steps=3, guidance=4.0), plan))
+    v = r.bound[0].static_at(0, torch.device("cpu"), torch.float32)["vector"]
+    torch.testing.assert_close(v, SteerVectors.load(red_blue).vectors[ATTN][0, :8])
+    assert r.render([FrameSpec(params={"s": {"alpha": 2.0}})])[0].ok
