@@ -56,7 +56,7 @@ def measure_adherence(
         settings = RenderSettings(caps[i : i + 8], seed=seed, steps=steps, guidance=guidance)
         r = Renderer(model, RenderConfig(settings, max_batch=8))
         k = len(caps[i : i + 8])
-        frames = [FrameSpec(prompt_weights=tuple(1.0 if j == p else 0.0 for j in range(k))) for p in range(k)]
+        frames = [FrameSpec.of_prompt(p, k) for p in range(k)]
         imgs.extend(res.image for res in r.render(frames))
     guesses, fg_ok, bg_ok, bg_named, both = [], 0, 0, 0, 0
     for s, img in zip(chosen, imgs):

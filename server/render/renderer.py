@@ -63,6 +63,11 @@ class FrameSpec:
     noise_angle: float = 0.0
     prompt_weights: tuple[float, ...] | None = None
 
+    @classmethod
+    def of_prompt(cls, index: int, prompts: int, **kw: Any) -> FrameSpec:
+        """A frame of prompt ``index`` alone, of a session's ``prompts`` prompts (one-hot weights)."""
+        return cls(prompt_weights=tuple(float(j == index) for j in range(prompts)), **kw)
+
 
 @dataclass(frozen=True)
 class Denoised:

@@ -94,9 +94,7 @@ def build_vectors(
             signs = torch.tensor(
                 [1.0 / (npos * request.seeds) if p < npos else -1.0 / (nneg * request.seeds) for p, _ in chunk]
             )
-            frames = [
-                FrameSpec(seed=s, prompt_weights=tuple(float(j == p) for j in range(len(prompts)))) for p, s in chunk
-            ]
+            frames = [FrameSpec.of_prompt(p, len(prompts), seed=s) for p, s in chunk]
             renderer.denoise(frames)
             progress(len(chunk))
     vectors = {}

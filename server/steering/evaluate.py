@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -143,31 +143,20 @@ def strength_sweep(
     chosen = held_out_prompts(prompts, seed, watch)
     captions = [_caption(s) for s in chosen]
     base = settings or RenderSettings(tuple(captions), seed=seed)
-    renderer = Renderer(
-        model,
-        RenderConfig(
-            RenderSettings(
-                tuple(captions), base.negative_prompt, seed, base.width, base.height, base.steps, base.guidance
-            ),
-            plan,
-        ),
-    )
+    renderer = Renderer(model, RenderConfig(replace(base, prompts=tuple(captions), seed=seed), plan))
     clf = load_classifier()
     want = LABELS[watch.attribute].index(watch.label)
+    truth = np.array([LABELS["shape"].index(s.shape) for s in chosen])
     prob, wins, shape_ok, images = [], [], [], []
     for a in strengths:
         frames = [
-            FrameSpec(
-                params={b.id: {param: a} for b in plan.bends},
-                prompt_weights=tuple(float(j == i) for j in range(len(captions))),
-            )
+            FrameSpec.of_prompt(i, len(captions), params={b.id: {param: a} for b in plan.bends})
             for i in range(len(captions))
         ]
         imgs = np.stack([r.image for r in renderer.render(frames)])
         p = clf.probabilities(imgs)
         prob.append(round(float(p[watch.attribute][:, want].mean()), 4))
         wins.append(round(float((p[watch.attribute].argmax(1) == want).mean()), 4))
-        truth = np.array([LABELS["shape"].index(s.shape) for s in chosen])
         shape_ok.append(round(float((p["shape"].argmax(1) == truth).mean()), 4))
         images.append(imgs[:sheet_prompts])
         progress(len(frames))
@@ -226,7 +215,7 @@ def feature_effects(
     effects, rows = [], []
     for f, pairs in cases.items():
         captions = tuple(dict.fromkeys(p for p, _ in pairs))
-        frames = [FrameSpec(seed=sd, prompt_weights=tuple(float(c == p) for c in captions)) for p, sd in pairs]
+        frames = [FrameSpec.of_prompt(captions.index(p), len(captions), seed=sd) for p, sd in pairs]
         settings = RenderSettings(captions)
         plan = BendPlan.from_specs([f"sae_feature:sae={sae_path}:feature={f}:{edit}={value}@{module}:id=f"])
         before = np.stack([r.image for r in Renderer(model, RenderConfig(settings)).render(frames)])

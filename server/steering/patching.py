@@ -238,10 +238,7 @@ def _patcher(ti: int, target: str, chunk: list[tuple[int, int]], ranges, stored)
 def _one_seed(renderer, targets, ranges, metric, seed, progress, region=None) -> tuple[np.ndarray, float, float]:
     from bendbridge.server.render import FrameSpec
 
-    clean_f, corrupt_f = (
-        FrameSpec(seed=seed, prompt_weights=(1.0, 0.0)),
-        FrameSpec(seed=seed, prompt_weights=(0.0, 1.0)),
-    )
+    clean_f, corrupt_f = (FrameSpec.of_prompt(i, 2, seed=seed) for i in range(2))
     stored: dict[tuple[str, int], torch.Tensor] = {}
 
     def recorder(name: str):

@@ -136,9 +136,7 @@ def _collect_chunk(renderer, module: str, c0: int, first: int, last: int, req: S
         if step == last:
             maps.append(c.half())
 
-    frames = [
-        FrameSpec(seed=req.seed + c0 + i, prompt_weights=tuple(float(j == i) for j in range(P))) for i in range(P)
-    ]
+    frames = [FrameSpec.of_prompt(i, P, seed=req.seed + c0 + i) for i in range(P)]
     with probing(renderer, [(module, probe)]):
         d = renderer.denoise(frames)
     images = np.stack([r.image for r in renderer.finish(d)])

@@ -55,6 +55,17 @@ def not_a(tmp: Path, name: str, content: bytes = b"this is not what it says it i
     return str(path)
 
 
+def steer_build(
+    tmp: Path, *extra: str, positive: str = "a red star", target: str = "#8", out: str = "v.safetensors"
+) -> list[str]:
+    return ["steer", "build", "--positive", positive, "--negative", "a blue star", "--target", target,
+            *extra, "--out", str(tmp / out)]  # fmt: skip
+
+
+def patch(tmp: Path, *extra: str) -> list[str]:
+    return ["patch", "--clean", "a red star", "--corrupt", "a blue star", *extra, "--out", str(tmp / "m.png")]
+
+
 # (what the user got wrong, the command line, what the one line must say)
 MISTAKES = [
     (
@@ -393,86 +404,19 @@ MISTAKES = [
     ),
     (
         "steer build broadcast",
-        lambda d, t: [
-            "steer",
-            "build",
-            "--positive",
-            "a red star",
-            "--negative",
-            "a blue star",
-            "--target",
-            "#8",
-            "--broadcast",
-            "everywhere",
-            "--out",
-            str(t / "v.safetensors"),
-        ],
+        lambda d, t: steer_build(t, "--broadcast", "everywhere"),
         "--broadcast: 'everywhere' is not valid; allowed: channel, spatial",
     ),
-    (
-        "steer build seeds",
-        lambda d, t: [
-            "steer",
-            "build",
-            "--positive",
-            "a red star",
-            "--negative",
-            "a blue star",
-            "--target",
-            "#8",
-            "--seeds",
-            "0",
-            "--out",
-            str(t / "v.safetensors"),
-        ],
-        "--seeds: 0 is out of range [1, 256]",
-    ),
+    ("steer build seeds", lambda d, t: steer_build(t, "--seeds", "0"), "--seeds: 0 is out of range [1, 256]"),
     (
         "steer build empty prompts",
-        lambda d, t: [
-            "steer",
-            "build",
-            "--positive",
-            "|",
-            "--negative",
-            "a blue star",
-            "--target",
-            "#8",
-            "--out",
-            str(t / "v.safetensors"),
-        ],
+        lambda d, t: steer_build(t, positive="|"),
         "--positive: expected prompts separated by '|'",
     ),
-    (
-        "steer build output",
-        lambda d, t: [
-            "steer",
-            "build",
-            "--positive",
-            "a red star",
-            "--negative",
-            "a blue star",
-            "--target",
-            "#8",
-            "--out",
-            str(t / "v.pt"),
-        ],
-        "--out: 'v.pt': expected a .safetensors file",
-    ),
+    ("steer build output", lambda d, t: steer_build(t, out="v.pt"), "--out: 'v.pt': expected a .safetensors file"),
     (
         "steer build unknown module",
-        lambda d, t: [
-            "steer",
-            "build",
-            "--positive",
-            "a red star",
-            "--negative",
-            "a blue star",
-            "--target",
-            "up_blocks.9",
-            "--out",
-            str(t / "v.safetensors"),
-        ],
+        lambda d, t: steer_build(t, target="up_blocks.9"),
         "--target: unknown layer 'up_blocks.9'",
     ),
     (
@@ -548,64 +492,18 @@ MISTAKES = [
     ),
     (
         "patch metric",
-        lambda d, t: [
-            "patch",
-            "--clean",
-            "a red star",
-            "--corrupt",
-            "a blue star",
-            "--metric",
-            "redness",
-            "--out",
-            str(t / "m.png"),
-        ],
+        lambda d, t: patch(t, "--metric", "redness"),
         "--metric: 'redness' is not valid; allowed: colour, shape, background, latent, pixels",
     ),
-    (
-        "patch seeds",
-        lambda d, t: [
-            "patch",
-            "--clean",
-            "a red star",
-            "--corrupt",
-            "a blue star",
-            "--seeds",
-            "1,x",
-            "--out",
-            str(t / "m.png"),
-        ],
-        "--seeds: '1,x': expected comma-separated integers",
-    ),
+    ("patch seeds", lambda d, t: patch(t, "--seeds", "1,x"), "--seeds: '1,x': expected comma-separated integers"),
     (
         "patch steps",
-        lambda d, t: [
-            "patch",
-            "--clean",
-            "a red star",
-            "--corrupt",
-            "a blue star",
-            "--steps",
-            "4-9",
-            "--out",
-            str(t / "m.png"),
-        ],
+        lambda d, t: patch(t, "--steps", "4-9"),
         "--steps: '4-9' is not a step range within [0, 5] (6 steps)",
     ),
     (
         "patch region",
-        lambda d, t: [
-            "patch",
-            "--clean",
-            "a red star",
-            "--corrupt",
-            "a blue star",
-            "--metric",
-            "pixels",
-            "--region",
-            "0.5,0,0.2,1",
-            "--out",
-            str(t / "m.png"),
-        ],
+        lambda d, t: patch(t, "--metric", "pixels", "--region", "0.5,0,0.2,1"),
         "--region: x1 must exceed x0 and y1 must exceed y0",
     ),
     (
