@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -18,7 +17,7 @@ from bendbridge.server.operators.spec import FileContext, load_file_param
 
 from .layers import LayerInfo
 
-__all__ = ["BoundBend", "ModelFacts", "bind_plan"]
+__all__ = ["BoundBend", "ModelFacts", "bind_plan", "resolve_module"]
 
 
 @dataclass(frozen=True)
@@ -54,16 +53,17 @@ class ModelFacts:
     name: str = "in-memory"
     unet: torch.nn.Module | None = None
     search: tuple[Path, ...] = ()
-    identity_fn: Callable[[torch.nn.Module], str] | None = None
 
     @cached_property
     def identity(self) -> str:
-        if self.unet is None or self.identity_fn is None:
-            return ""
-        return self.identity_fn(self.unet)
+        """The U-Net's fingerprint (``steering.files.unet_identity``), or "" without a U-Net."""
+        from bendbridge.server.steering.files import unet_identity
+
+        return unet_identity(self.unet) if self.unet is not None else ""
 
 
-def _resolve_module(name: str, layers: list[LayerInfo], where: str) -> LayerInfo:
+def resolve_module(name: str, layers: list[LayerInfo], where: str) -> LayerInfo:
+    """The layer named ``name`` (a dotted module name or ``#N``); else a PlanError naming ``where``."""
     if name.lstrip("#").isdigit():
         i = int(name.lstrip("#"))
         if not 0 <= i < len(layers):
@@ -161,7 +161,7 @@ def bind_plan(
         elif t.kind == "text":
             c, rank = text_dim, 3
         else:
-            info = _resolve_module(t.module or "", layers, f"{where}.target")
+            info = resolve_module(t.module or "", layers, f"{where}.target")
             module, c, rank = info.name, info.channels, 4
             if t.steps is not None and t.steps[0] >= num_steps:
                 raise PlanError(

@@ -176,11 +176,11 @@ class Renderer:
         """The model that steering files must match; bare file names are looked up in its folder's
         ``steering/`` (the embedded model's, for a model that shares its parts)."""
         from bendbridge.server.model import EMBEDDED_MODEL
-        from bendbridge.server.steering.files import STEERING_DIR, unet_identity
+        from bendbridge.server.steering.files import STEERING_DIR
 
         folders = [self.model.path / STEERING_DIR] if self.model.path else []
         folders.append(EMBEDDED_MODEL / STEERING_DIR)
-        return ModelFacts(self.model.base_name, self.unet, tuple(folders), unet_identity)
+        return ModelFacts(self.model.base_name, self.unet, tuple(folders))
 
     @property
     def layers(self) -> list[LayerInfo]:

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 import torch
 
 from bendbridge.protocol.errors import BendbridgeError
-from bendbridge.server.bending.binding import _resolve_module
+from bendbridge.server.bending.binding import resolve_module
 from bendbridge.server.bending.layers import LayerInfo, first_tensor, module_hooks, replace_first_tensor
 
 __all__ = ["Probe", "probing", "resolve_targets", "default_targets", "cond_rows", "step_range"]
@@ -67,7 +67,7 @@ def resolve_targets(
         if name not in known and name in modules and name:
             info = LayerInfo(-1, name, type(modules[name]).__name__, ())
         else:
-            info = _resolve_module(name, layers, where)
+            info = resolve_module(name, layers, where)
         if info not in out:
             out.append(info)
     if not out:
