@@ -17,7 +17,7 @@ from .lanes import AutomationLane
 from .projects import ProjectFile
 from .shapes import SHAPES
 
-__all__ = ["describe", "plot", "select_lanes"]
+__all__ = ["describe", "plot", "pyplot", "select_lanes"]
 
 
 def _clock(seconds: Fraction) -> str:
@@ -85,15 +85,22 @@ def select_lanes(project: ProjectFile, patterns: list[str] | None) -> list[Autom
     return [project.lanes[n] for n in names]
 
 
-def plot(project: ProjectFile, out: Path, lanes: list[AutomationLane], samples: int = 1500) -> Path:
-    """Tempo and each lane over the bar axis, one row each, written as a PNG to ``out``."""
+def pyplot(where: str):
+    """matplotlib's pyplot on the Agg backend, or the one-line error naming ``where`` and the extra
+    to install; call it before long work."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise BendbridgeError("--plot", "needs matplotlib: pip install 'bendbridge[plot]'") from None
+        raise BendbridgeError(where, "needs matplotlib: pip install 'bendbridge[plot]'") from None
+    return plt
+
+
+def plot(project: ProjectFile, out: Path, lanes: list[AutomationLane], samples: int = 1500) -> Path:
+    """Tempo and each lane over the bar axis, one row each, written as a PNG to ``out``."""
+    plt = pyplot("--plot")
     import numpy as np
 
     end_beats = max(project.tempo.beats_at(project.end_seconds()), Fraction(4))

@@ -208,9 +208,9 @@ def run_steer_build(args: argparse.Namespace) -> int:
 
 
 def run_steer_sweep(args: argparse.Namespace) -> int:
+    from bendbridge.bridge.report import pyplot
     from bendbridge.protocol.plan import BendPlan
     from bendbridge.server.steering.evaluate import parse_watch, strength_sweep
-    from bendbridge.server.steering.figures import require_matplotlib
 
     plan = BendPlan.from_specs(args.bend)
     spec = plan.bends[0].spec
@@ -218,7 +218,7 @@ def run_steer_sweep(args: argparse.Namespace) -> int:
     values = _floats(args.values, "--values")
     watch = parse_watch(args.watch)
     out = _out(args.out, (".png",))
-    require_matplotlib()
+    pyplot("--out")
     model, settings = _load(args)
     with _bar(len(values) * args.prompts, "steer sweep") as bar:
         curve = strength_sweep(
@@ -241,7 +241,7 @@ def run_steer_sweep(args: argparse.Namespace) -> int:
 
 
 def run_patch(args: argparse.Namespace) -> int:
-    from bendbridge.server.steering.figures import require_matplotlib
+    from bendbridge.bridge.report import pyplot
     from bendbridge.server.steering.patching import PatchRequest, patch_map
 
     targets = tuple(t.strip() for t in args.targets.split(",") if t.strip()) if args.targets else None
@@ -250,7 +250,7 @@ def run_patch(args: argparse.Namespace) -> int:
     request = PatchRequest(args.clean, args.corrupt, args.metric, targets, steps, _seeds(args.seeds), region)
     request.check()
     out = _out(args.out, (".png",))
-    require_matplotlib()
+    pyplot("--out")
     model, settings = _load(args, args.clean)
     check_targets(model, settings, request.targets, request.steps or (None,))
     with _bar(None, "patch") as bar:

@@ -7,26 +7,14 @@ from pathlib import Path
 
 import numpy as np
 
-from bendbridge.protocol.errors import BendbridgeError
+from bendbridge.bridge.report import pyplot
 
-__all__ = ["require_matplotlib", "patch_heatmap", "steer_curve"]
-
-
-def require_matplotlib(where: str = "--out"):
-    """pyplot (Agg), or the one-line error naming the extra to install; call it before long work."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise BendbridgeError(where, "a figure needs matplotlib: pip install 'bendbridge[plot]'") from None
-    return plt
+__all__ = ["patch_heatmap", "steer_curve"]
 
 
 def patch_heatmap(pm, png: Path) -> None:
     """Targets (rows) × step ranges (columns), coloured and annotated with the restored fraction."""
-    plt = require_matplotlib()
+    plt = pyplot("--out")
     m = pm.mean
     fig, ax = plt.subplots(figsize=(1.0 + 0.62 * m.shape[1] + 3.4, 1.6 + 0.34 * m.shape[0]))
     lim = max(1.0, float(np.abs(m).max()))
@@ -62,7 +50,7 @@ def patch_heatmap(pm, png: Path) -> None:
 
 def steer_curve(alphas: Sequence[float], series: dict[str, Sequence[float]], title: str, png: Path) -> None:
     """Classifier probabilities (or any [0, 1] score) against the steering strength α."""
-    plt = require_matplotlib()
+    plt = pyplot("--out")
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
     for label, ys in series.items():
         ax.plot(alphas, ys, marker="o", label=label)
