@@ -14,6 +14,7 @@ returns x untouched.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -117,8 +118,6 @@ class SAEResource:
     def at_step(self, step: int, device: torch.device, dtype: torch.dtype) -> SparseAutoencoder:
         key = (device, dtype)
         if key not in self._copies:
-            import copy
-
             self._copies[key] = copy.deepcopy(self.sae).to(device=device, dtype=dtype)
         return self._copies[key]
 
