@@ -94,9 +94,11 @@ class SparseAutoencoder(nn.Module):
         self.W_dec.div_(self.W_dec.norm(dim=0, keepdim=True).clamp_min(1e-8))
 
     def save(self, path: Path, meta: dict[str, Any]) -> None:
-        tensors = {k: v for k, v in self.state_dict().items()}
         write_file(
-            path, SAE_FORMAT, tensors, {**meta, "k": self.k, "channels": self.channels, "features": self.features}
+            path,
+            SAE_FORMAT,
+            self.state_dict(),
+            {**meta, "k": self.k, "channels": self.channels, "features": self.features},
         )
 
     @classmethod
