@@ -91,8 +91,16 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     ssub = steer.add_subparsers(dest="steer_command", required=True, metavar="SUBCOMMAND")
     p = ssub.add_parser("build", help="mean activation difference between two prompt sets, saved as .safetensors")
     _model_args(p)
-    p.add_argument("--positive", required=True, help="prompts toward which to steer: 'P1|P2|…' or @FILE")
-    p.add_argument("--negative", required=True, help="prompts away from which to steer: 'P1|P2|…' or @FILE")
+    p.add_argument("--positive", default=None, help="prompts toward which to steer: 'P1|P2|…' or @FILE")
+    p.add_argument("--negative", default=None, help="prompts away from which to steer: 'P1|P2|…' or @FILE")
+    p.add_argument(
+        "--toward",
+        default=None,
+        help="embedded model, instead of the prompt sets: ATTR=LABEL (fg=red, shape=star, bg=white); scenes "
+        "with any other value against the same scenes with LABEL",
+    )
+    p.add_argument("--pairs", type=int, default=32, help="with --toward: scene pairs, 1-256 (default 32)")
+    p.add_argument("--pairs-seed", type=int, default=0, help="with --toward: which scenes (default 0)")
     p.add_argument("--target", required=True, help="MODULE[,MODULE…]: dotted names or #N from 'bendbridge layers'")
     p.add_argument("--steps", default=None, help="denoising step range A-B (default: all)")
     p.add_argument("--seeds", type=int, default=4, help="start noises per prompt (default 4)")
@@ -118,7 +126,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--values", default="0,0.25,0.5,0.75,1", help="comma-separated strengths")
     p.add_argument("--watch", required=True, help="the class to watch: fg=red, shape=star, bg=white, …")
     p.add_argument("--prompts", type=int, default=24, help="held-out prompts (default 24)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="first start noise (default 0)")
+    p.add_argument("--seeds", type=int, default=3, help="start noises per prompt, 1-64 (default 3)")
     p.add_argument("--out", type=Path, required=True, help="curve .png (also _sheet.png and .json beside it)")
     p.set_defaults(run=run_steer_sweep)
 
@@ -185,11 +194,31 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run_sae_features)
 
 
+def _prompt_sets(args: argparse.Namespace) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The positive and negative prompts: given, or scene pairs ``--toward`` a class."""
+    if args.toward is None:
+        if args.positive is None or args.negative is None:
+            raise BendbridgeError("--positive", "give --positive and --negative prompt sets, or --toward ATTR=LABEL")
+        return _prompts(args.positive, "--positive"), _prompts(args.negative, "--negative")
+    from bendbridge.server.embedded.scenes import caption, contrast_pairs
+    from bendbridge.server.steering.evaluate import parse_watch
+
+    if args.positive is not None or args.negative is not None:
+        raise BendbridgeError("--toward", "give either --toward or --positive/--negative, not both")
+    if args.model not in (None, "embedded", "fast"):
+        raise BendbridgeError("--toward", "scene pairs are the embedded model's grammar; give --positive/--negative")
+    if not 1 <= args.pairs <= 256:
+        raise BendbridgeError("--pairs", f"{args.pairs} is out of range [1, 256]")
+    watch = parse_watch(args.toward, "--toward")
+    pairs = contrast_pairs(watch.attribute, watch.label, args.pairs, args.pairs_seed)
+    return tuple(caption(t) for t, _ in pairs), tuple(caption(s) for _, s in pairs)
+
+
 def run_steer_build(args: argparse.Namespace) -> int:
     from bendbridge.server.steering.caa import CAARequest, build_vectors
 
     targets = tuple(t.strip() for t in args.target.split(",") if t.strip())
-    positive, negative = _prompts(args.positive, "--positive"), _prompts(args.negative, "--negative")
+    positive, negative = _prompt_sets(args)
     request = CAARequest(
         positive, negative, targets, args.steps, args.seeds, args.per_step, args.broadcast, args.weighting
     )
@@ -217,10 +246,12 @@ def run_steer_sweep(args: argparse.Namespace) -> int:
     param = args.param or next((p for p in ("alpha", "scale", "clamp") if p in spec.params), "mix")
     values = _floats(args.values, "--values")
     watch = parse_watch(args.watch)
+    if not 1 <= args.seeds <= 64:
+        raise BendbridgeError("--seeds", f"{args.seeds} is out of range [1, 64]")
     out = _out(args.out, (".png",))
     pyplot("--out")
     model, settings = _load(args)
-    with _bar(len(values) * args.prompts, "steer sweep") as bar:
+    with _bar(len(values) * args.prompts * args.seeds, "steer sweep") as bar:
         curve = strength_sweep(
             model,
             plan,
@@ -229,6 +260,7 @@ def run_steer_sweep(args: argparse.Namespace) -> int:
             watch,
             prompts=args.prompts,
             seed=args.seed,
+            seeds=args.seeds,
             settings=settings,
             progress=bar.update,
         )

@@ -12,7 +12,7 @@ model never saw verbatim.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -154,6 +154,28 @@ def held_out_scenes(n: int, seed: int = 0) -> list[Scene]:
         s = random_scene(rng, held_out=True)
         out.setdefault(caption(s), s)
     return list(out.values())
+
+
+def contrast_pairs(attribute: str, value: str, n: int, seed: int = 0) -> list[tuple[Scene, Scene]]:
+    """``n`` training scenes whose ``attribute`` ("fg", "bg" or "shape") is not ``value``, each
+    paired with the same scene with ``value`` instead: (with value, without), distinct captions,
+    neither side a held-out combination; deterministic for ``seed``. The prompt sets of a
+    steering vector toward ``value`` from every other value (Contrastive Activation Addition)."""
+    if attribute not in ("fg", "bg", "shape"):
+        raise ValueError(f"attribute must be fg, bg or shape, not {attribute!r}")
+    rng = np.random.default_rng(seed)
+    out: dict[str, tuple[Scene, Scene]] = {}
+    for _ in range(200 * n):
+        s = random_scene(rng)
+        if getattr(s, attribute) == value or s.style in ("night", "sea") and attribute != "fg":
+            continue
+        t = replace(s, **{attribute: value})
+        if not _valid(t.fg, t.bg, t.style) or is_held_out(t):
+            continue
+        out.setdefault(caption(t), (t, s))
+        if len(out) == n:
+            return list(out.values())
+    raise ValueError(f"only {len(out)} distinct pairs toward {attribute}={value}; asked for {n}")
 
 
 # ----------------------------------------------------------------------------- rendering

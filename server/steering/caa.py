@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from bendbridge.protocol.errors import BendbridgeError
-from bendbridge.protocol.render import RenderSettings
+from bendbridge.protocol.render import RENDER_FIELDS, RenderSettings
 
 from .files import unet_identity
 from .probes import cond_rows, probing, resolve_targets, step_range
@@ -26,6 +26,7 @@ __all__ = ["CAARequest", "BROADCASTS", "build_vectors"]
 
 BROADCASTS = ("channel", "spatial")
 WEIGHTINGS = ("difference", "pixels")
+MAX_PROMPTS = RENDER_FIELDS["prompts"].max_len
 
 
 @dataclass(frozen=True)
@@ -69,12 +70,9 @@ def build_vectors(
 
     request.check()
     prompts = (*request.positive, *request.negative)
-    base = settings or RenderSettings(prompts)
-    renderer = Renderer(model, RenderConfig(replace(base, prompts=prompts), share_prefix=False))
-    targets = resolve_targets(request.targets, renderer.layers, "--target")
-    first, last = step_range(request.steps, renderer.steps)
+    base = settings or RenderSettings(prompts[:MAX_PROMPTS])
     npos, nneg = len(request.positive), len(request.negative)
-    jobs = [(p, s) for p in range(len(prompts)) for s in range(request.seeds)]
+    weight = [1.0 / (npos * request.seeds)] * npos + [-1.0 / (nneg * request.seeds)] * nneg
     sums: dict[tuple[str, int], torch.Tensor] = {}
     signs = torch.zeros(0)
 
@@ -88,15 +86,18 @@ def build_vectors(
 
         return probe
 
-    with probing(renderer, [(t.name, probe_for(t.name)) for t in targets]):
-        for i in range(0, len(jobs), renderer.config.max_batch):
-            chunk = jobs[i : i + renderer.config.max_batch]
-            signs = torch.tensor(
-                [1.0 / (npos * request.seeds) if p < npos else -1.0 / (nneg * request.seeds) for p, _ in chunk]
-            )
-            frames = [FrameSpec.of_prompt(p, len(prompts), seed=s) for p, s in chunk]
-            renderer.denoise(frames)
-            progress(len(chunk))
+    for g in range(0, len(prompts), MAX_PROMPTS):  # a render holds at most MAX_PROMPTS prompts
+        group = prompts[g : g + MAX_PROMPTS]
+        renderer = Renderer(model, RenderConfig(replace(base, prompts=group), share_prefix=False))
+        targets = resolve_targets(request.targets, renderer.layers, "--target")
+        first, last = step_range(request.steps, renderer.steps)
+        jobs = [(p, s) for p in range(len(group)) for s in range(request.seeds)]
+        with probing(renderer, [(t.name, probe_for(t.name)) for t in targets]):
+            for i in range(0, len(jobs), renderer.config.max_batch):
+                chunk = jobs[i : i + renderer.config.max_batch]
+                signs = torch.tensor([weight[g + p] for p, _ in chunk])
+                renderer.denoise([FrameSpec.of_prompt(p, len(group), seed=s) for p, s in chunk])
+                progress(len(chunk))
     vectors = {}
     for t in targets:
         per = torch.stack([sums[(t.name, s)] for s in range(first, last + 1)])  # [S, C, H, W]

@@ -73,6 +73,7 @@ class SteerCurve:
     shape_right: list[float]
     captions: list[str]
     sheet_rows: list[tuple[str, list[tuple[np.ndarray, str]]]] = field(default_factory=list)
+    seeds: int = 1
 
     def shape_kept(self) -> list[float]:
         """Shape adherence relative to the unsteered frames (the first strength)."""
@@ -89,6 +90,7 @@ class SteerCurve:
             "strengths": self.strengths,
             "watch": str(self.watch),
             "prompts": self.captions,
+            "seeds": self.seeds,
             "watched_probability": self.watched_prob,
             "watched_wins": self.watched_wins,
             "shape_adherence": self.shape_right,
@@ -107,7 +109,7 @@ class SteerCurve:
             self.strengths,
             {f"P({self.watch})": self.watched_prob, f"{self.watch} wins": self.watched_wins,
              "shape adherence": self.shape_right},
-            f"{self.bend}: {self.param} swept on {len(self.captions)} held-out prompts",
+            f"{self.bend}: {self.param} swept on {len(self.captions)} held-out prompts × {self.seeds} seeds",
             png,
         )  # fmt: skip
         if self.sheet_rows:
@@ -126,12 +128,14 @@ def strength_sweep(
     *,
     prompts: int = 24,
     seed: int = 0,
+    seeds: int = 1,
     sheet_prompts: int = 4,
     settings: RenderSettings | None = None,
     progress: Callable[[int], None] = lambda n: None,
 ) -> SteerCurve:
-    """Render ``prompts`` held-out scenes with the plan's bends, all at each of ``strengths`` (their
-    per-frame parameter ``param``), and read them with the scene classifier."""
+    """Render ``prompts`` held-out scenes from ``seeds`` start noises (``seed``, ``seed`` + 1, …) with
+    the plan's bends, all at each of ``strengths`` (their per-frame parameter ``param``), and read
+    them with the scene classifier; every number is a mean over the prompts × seeds frames."""
     from bendbridge.server.embedded.classifier import LABELS, load_classifier
     from bendbridge.server.render import FrameSpec, RenderConfig, Renderer
 
@@ -146,11 +150,14 @@ def strength_sweep(
     renderer = Renderer(model, RenderConfig(replace(base, prompts=tuple(captions), seed=seed), plan))
     clf = load_classifier()
     want = LABELS[watch.attribute].index(watch.label)
-    truth = np.array([LABELS["shape"].index(s.shape) for s in chosen])
+    if not 1 <= seeds <= 64:
+        raise BendbridgeError("--seeds", f"{seeds} is out of range [1, 64]")
+    truth = np.tile([LABELS["shape"].index(s.shape) for s in chosen], seeds)
     prob, wins, shape_ok, images = [], [], [], []
     for a in strengths:
         frames = [
-            FrameSpec.of_prompt(i, len(captions), params={b.id: {param: a} for b in plan.bends})
+            FrameSpec.of_prompt(i, len(captions), seed=seed + k, params={b.id: {param: a} for b in plan.bends})
+            for k in range(seeds)
             for i in range(len(captions))
         ]
         imgs = np.stack([r.image for r in renderer.render(frames)])
@@ -165,7 +172,7 @@ def strength_sweep(
         for i in range(min(sheet_prompts, len(captions)))
     ]
     return SteerCurve(
-        "+".join(b.id for b in plan.bends), param, list(strengths), watch, prob, wins, shape_ok, captions, rows
+        "+".join(b.id for b in plan.bends), param, list(strengths), watch, prob, wins, shape_ok, captions, rows, seeds
     )
 
 

@@ -75,7 +75,7 @@ def resolve_file(value: str, ctx: FileContext) -> Path:
     for folder in ctx.search:
         if (folder / value).is_file():
             return folder / value
-    shipped = sorted(p.name for d in ctx.search if d.is_dir() for p in d.glob("*.safetensors"))
+    shipped = sorted({p.name for d in ctx.search if d.is_dir() for p in d.glob("*.safetensors")})
     extra = f"; the model ships {', '.join(shipped)}" if shipped else ""
     raise PlanError(ctx.where, f"no such file {value!r}{extra}")
 

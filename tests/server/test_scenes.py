@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -45,3 +47,19 @@ def test_a_sky_tinted_by_the_model_is_not_taken_for_the_sun():
     pale = (img.min(-1) > 180)[..., None]  # the sky (and nothing of the purple sun or the red sea)
     tinted = np.where(pale, 0.5 * img + 0.5 * np.array(scenes.COLOURS["pink"], np.float32), img)
     assert scenes.classify_colours(np.rint(tinted).astype(np.uint8), "sea") == ("purple", "red")
+
+
+@pytest.mark.parametrize(("attribute", "value"), [("fg", "red"), ("bg", "white"), ("shape", "star")])
+def test_contrast_pairs_differ_only_in_the_attribute_and_are_training_scenes(attribute, value):
+    pairs = scenes.contrast_pairs(attribute, value, 40, seed=1)
+    assert len({scenes.caption(t) for t, _ in pairs}) == 40
+    for toward, away in pairs:
+        assert getattr(toward, attribute) == value != getattr(away, attribute)
+        assert replace(toward, **{attribute: getattr(away, attribute)}) == away
+        assert not scenes.is_held_out(toward) and not scenes.is_held_out(away)
+    assert pairs == scenes.contrast_pairs(attribute, value, 40, seed=1)
+
+
+def test_contrast_pairs_refuse_an_unknown_attribute():
+    with pytest.raises(ValueError, match="attribute must be fg, bg or shape"):
+        scenes.contrast_pairs("size", "large", 4)

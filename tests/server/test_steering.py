@@ -166,6 +166,13 @@ def test_the_vector_is_the_difference_of_the_two_sets_means(tiny_model):
     assert same.abs().max() == 0
 
 
+def test_prompt_sets_larger_than_one_render_are_built_in_groups_with_the_same_means(tiny_model):
+    req = CAARequest(POS[:1], NEG[:1], (ATTN,), seeds=1, weighting="pixels")
+    one = build_vectors(tiny_model, req, settings=FEW).vectors[ATTN]
+    many = replace(req, positive=POS[:1] * 40, negative=NEG[:1] * 40)  # 80 prompts: two renders
+    torch.testing.assert_close(build_vectors(tiny_model, many, settings=FEW).vectors[ATTN], one, rtol=1e-4, atol=1e-5)
+
+
 def _render(model, specs, alphas, prompt=POS[0]):
     plan = BendPlan.from_specs(specs)
     r = Renderer(model, RenderConfig(RenderSettings((prompt,), steps=3, guidance=4.0), plan))

@@ -420,6 +420,53 @@ MISTAKES = [
         "--target: unknown layer 'up_blocks.9'",
     ),
     (
+        "steer build toward and prompts",
+        lambda d, t: steer_build(t, "--toward", "fg=red"),
+        "--toward: give either --toward or --positive/--negative, not both",
+    ),
+    (
+        "steer build toward an unknown class",
+        lambda d, t: ["steer", "build", "--toward", "fg=mauve", "--target", "#8", "--out", str(t / "v.safetensors")],
+        "--toward: 'fg=mauve': fg is one of red, orange",
+    ),
+    (
+        "steer build pairs",
+        lambda d, t: [
+            "steer",
+            "build",
+            "--toward",
+            "fg=red",
+            "--pairs",
+            "0",
+            "--target",
+            "#8",
+            "--out",
+            str(t / "v.safetensors"),
+        ],
+        "--pairs: 0 is out of range [1, 256]",
+    ),
+    (
+        "steer build without prompts",
+        lambda d, t: ["steer", "build", "--target", "#8", "--out", str(t / "v.safetensors")],
+        "--positive: give --positive and --negative prompt sets, or --toward ATTR=LABEL",
+    ),
+    (
+        "steer sweep seeds",
+        lambda d, t: [
+            "steer",
+            "sweep",
+            "--bend",
+            "steer:vector=red.safetensors@#45",
+            "--watch",
+            "fg=red",
+            "--seeds",
+            "0",
+            "--out",
+            str(t / "c.png"),
+        ],
+        "--seeds: 0 is out of range [1, 64]",
+    ),
+    (
         "steer sweep watch",
         lambda d, t: [
             "steer",
@@ -460,7 +507,8 @@ MISTAKES = [
             "--out",
             str(t / "x.png"),
         ],
-        "bend[0].params.vector: no such file 'nope.safetensors'; the model ships red_blue.safetensors",
+        "bend[0].params.vector: no such file 'nope.safetensors'; "
+        "the model ships red.safetensors, red_blue.safetensors, sae_up1_attn0.safetensors",
     ),
     (
         "steer vector on another model",
