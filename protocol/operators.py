@@ -19,7 +19,8 @@ Leymarie, Grierson, "Network Bending", Entropy 2022); word weighting ``weight`` 
 activation steering ``steer`` (Contrastive Activation Addition: Rimsky et al., "Steering Llama 2
 via Contrastive Activation Addition", ACL 2024) and ``sae_feature`` (sparse-autoencoder
 features: Bricken et al., "Towards Monosemanticity", 2023; top-k autoencoders: Gao et al.,
-"Scaling and Evaluating Sparse Autoencoders", 2024).
+"Scaling and Evaluating Sparse Autoencoders", 2024); low-rank adapters ``lora`` (Hu et al.,
+"LoRA: Low-Rank Adaptation of Large Language Models", ICLR 2022).
 """
 
 from __future__ import annotations
@@ -40,10 +41,12 @@ __all__ = [
     "R6_PLANES",
     "operator_spec",
     "operator_names",
+    "WHOLE_MODEL",
 ]
 
 R6_PLANES: tuple[tuple[int, int], ...] = ((0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3))
 PER_FRAME_KINDS = ("float", "matrix")
+WHOLE_MODEL = 0  # the "rank" of operators that act on the whole denoiser (adapters), not on one tensor
 
 
 class OperatorError(PlanError):
@@ -121,7 +124,8 @@ MIX = ParamSpec(
 
 @dataclass(frozen=True)
 class OperatorSpec:
-    """A catalogue entry. ``ranks``: tensor ranks it accepts (4 = [B, C, H, W], 3 = [B, T, D]);
+    """A catalogue entry. ``ranks``: tensor ranks it accepts (4 = [B, C, H, W], 3 = [B, T, D],
+    :data:`WHOLE_MODEL` = the denoiser's weights, target ``unet``);
     ``channel_op``: it mixes the channel dimension, so it acts on a bend's channel subset as a whole."""
 
     name: str
@@ -343,4 +347,17 @@ _add(
         ),
     },
     ranks=(4,),
+)
+
+# ----------------------------------------------------------------------------- adapters
+_add(
+    "lora",
+    "adapters",
+    "W + weight · B·A on every layer of a low-rank adapter ('bendbridge adapt'): a personal concept "
+    "faded in and out; weight 0 is the base model",
+    {
+        "adapter": ParamSpec("file", None, doc="a low-rank adapter .safetensors file made for this model"),
+        "weight": ParamSpec(_F, 1.0, -4.0, 4.0, identity=0.0, doc="1 applies the adapter as trained"),
+    },
+    ranks=(WHOLE_MODEL,),
 )

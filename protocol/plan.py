@@ -8,7 +8,7 @@ many channels does it have) happen when the render server binds the plan to its 
 Compact spec grammar (``bendbridge render --bend SPEC``)::
 
     SPEC    := OP (":" PARAM "=" VALUE)* "@" TARGET (":" OPTION "=" VALUE)*
-    TARGET  := "latent" | "text" | dotted.module.name | "#"INDEX
+    TARGET  := "latent" | "text" | "unet" | dotted.module.name | "#"INDEX
     OPTION  := step | steps | word | branch | channels | channel_fraction | element_fraction
              | region | seed | mix | id
     VALUE   := number | list "a,b,c" | range "a-b" | word
@@ -16,6 +16,7 @@ Compact spec grammar (``bendbridge render --bend SPEC``)::
     rotate_plane:plane=0,1:angle=1.2@latent:step=0
     dilate:size=3@mid_block:steps=0-2:branch=cond
     weight:delta=1.5@text:word=red
+    lora:adapter=logo.safetensors:weight=0.8@unet:steps=1-5
 """
 
 from __future__ import annotations
@@ -28,12 +29,13 @@ from pathlib import Path
 from typing import Any
 
 from .errors import BendbridgeError, PlanError, hint
-from .operators import MIX, OperatorSpec, ParamSpec, operator_spec
+from .operators import MIX, WHOLE_MODEL, OperatorSpec, ParamSpec, operator_spec
 from .values import finite_number
 
-__all__ = ["Target", "Bend", "BendPlan", "PlanError", "parse_target", "parse_spec", "parse_region", "BRANCHES"]
+__all__ = ["Target", "Bend", "BendPlan", "PlanError", "parse_target", "parse_spec", "parse_region", "BRANCHES", "UNET"]
 
 BRANCHES = ("both", "cond", "uncond")
+UNET = "unet"  # the target of adapters: the whole denoiser
 _BEND_FIELDS = (
     "id",
     "op",
@@ -61,7 +63,9 @@ class Target:
     - ``module``: the output activation of the U-Net module ``module`` (dotted diffusers name, or
       ``#N`` for index N of ``bendbridge layers``) during steps ``steps`` (inclusive, None = all) —
       the "layer" of Broad et al. (2022) and of ComfyUI model bending;
-    - ``text``: the text conditioning [B, T, D], optionally only the token positions of ``word``.
+    - ``text``: the text conditioning [B, T, D], optionally only the token positions of ``word``;
+    - ``unet``: the whole denoiser during steps ``steps``: adapters (``lora``) that change the
+      weights of many of its layers at once.
     """
 
     kind: str
@@ -79,6 +83,8 @@ class Target:
             return f"latent:step={self.step}"
         if self.kind == "text":
             return "text" + (f":word={self.word}" if self.word else "")
+        if self.kind == "unet":
+            return "unet" + (f":steps={self.steps[0]}-{self.steps[1]}" if self.steps else "")
         return f"{self.module}" + (f":steps={self.steps[0]}-{self.steps[1]}" if self.steps else "")
 
 
@@ -213,6 +219,8 @@ def parse_target(value: Any, opts: dict[str, Any], where: str) -> Target:
         raise PlanError(f"{where}.step", "'step' is for latent targets; module targets take 'steps' (e.g. 0-3)")
     if opts.get("word") is not None:
         raise PlanError(f"{where}.word", "'word' is for the text target")
+    if value == UNET:
+        return Target(UNET, steps=_steps(opts.get("steps"), f"{where}.steps"))
     if not re.fullmatch(r"#?\d+|[A-Za-z_][\w]*(\.[\w]+)*", value):
         raise PlanError(f"{where}.target", f"{value!r} is not a dotted module name or '#index'")
     return Target("module", module=value, steps=_steps(opts.get("steps"), f"{where}.steps"))
@@ -222,11 +230,16 @@ def _operator(d: dict[str, Any], target: Target, where: str) -> OperatorSpec:
     if "op" not in d:
         raise PlanError(f"{where}.op", "missing; every bend names an operator")
     spec = operator_spec(d["op"], f"{where}.op")
-    if (3 if target.kind == "text" else 4) not in spec.ranks:
+    rank = {"text": 3, UNET: WHOLE_MODEL}.get(target.kind, 4)
+    if rank not in spec.ranks:
+        if WHOLE_MODEL in spec.ranks:
+            advice = "it acts on the whole denoiser: target 'unet'"
+        elif rank == WHOLE_MODEL:
+            advice = "the unet target takes adapters (lora)"
+        else:
+            advice = "on text use point-wise operators"
         raise PlanError(
-            f"{where}.op",
-            f"{spec.name!r} ({spec.family}) does not apply to the {target.kind} target; "
-            "on text use point-wise operators",
+            f"{where}.op", f"{spec.name!r} ({spec.family}) does not apply to the {target.kind} target; {advice}"
         )
     return spec
 
@@ -296,6 +309,10 @@ def _subsets(d: dict[str, Any], target: Target, where: str) -> dict[str, Any]:
     if target.kind == "text" and (channels or cf or d.get("region") is not None):
         raise PlanError(
             f"{where}.target", "channel and region subsets apply to latent and module targets; text takes 'word'"
+        )
+    if target.kind == UNET and (channels or cf or ef or d.get("region") is not None):
+        raise PlanError(
+            f"{where}.target", "the unet target changes weights: it takes no channel, element or region subset"
         )
     region = parse_region(d["region"], f"{where}.region") if d.get("region") is not None else None
     return {"channels": channels, "channel_fraction": cf, "element_fraction": ef, "region": region}

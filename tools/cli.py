@@ -12,11 +12,21 @@ import sys
 
 from bendbridge.protocol.errors import BendbridgeError
 
-from . import cmd_bench, cmd_bounce, cmd_engine, cmd_inspect, cmd_live, cmd_plugin, cmd_server, cmd_steer
+from . import cmd_adapt, cmd_bench, cmd_bounce, cmd_engine, cmd_inspect, cmd_live, cmd_plugin, cmd_server, cmd_steer
 
 __all__ = ["main", "build_parser"]
 
-_COMMAND_MODULES = (cmd_bounce, cmd_inspect, cmd_engine, cmd_steer, cmd_server, cmd_live, cmd_plugin, cmd_bench)
+_COMMAND_MODULES = (
+    cmd_bounce,
+    cmd_inspect,
+    cmd_engine,
+    cmd_steer,
+    cmd_adapt,
+    cmd_server,
+    cmd_live,
+    cmd_plugin,
+    cmd_bench,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

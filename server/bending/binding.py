@@ -11,7 +11,7 @@ import torch
 
 from bendbridge.protocol.errors import hint
 from bendbridge.protocol.operators import OperatorSpec
-from bendbridge.protocol.plan import Bend, BendPlan, PlanError
+from bendbridge.protocol.plan import UNET, Bend, BendPlan, PlanError
 from bendbridge.server.operators import OperatorFn, get_operator
 from bendbridge.server.operators.spec import FileContext, load_file_param
 
@@ -160,14 +160,16 @@ def bind_plan(
             c, rank = latent_channels, 4
         elif t.kind == "text":
             c, rank = text_dim, 3
+        elif t.kind == UNET:
+            c, rank = 0, 0  # an adapter: its layers are checked when its hooks are installed
         else:
             info = resolve_module(t.module or "", layers, f"{where}.target")
             module, c, rank = info.name, info.channels, 4
-            if t.steps is not None and t.steps[0] >= num_steps:
-                raise PlanError(
-                    f"{where}.steps",
-                    f"range starts at step {t.steps[0]} but there are only {num_steps} steps [0, {num_steps - 1}]",
-                )
+        if t.steps is not None and t.steps[0] >= num_steps:
+            raise PlanError(
+                f"{where}.steps",
+                f"range starts at step {t.steps[0]} but there are only {num_steps} steps [0, {num_steps - 1}]",
+            )
         channels = b.channels
         if channels is not None and max(channels) >= c:
             raise PlanError(

@@ -21,7 +21,7 @@ import torch
 from bendbridge.protocol.errors import hint
 from bendbridge.protocol.frames import FrameParams
 from bendbridge.protocol.operators import MIX
-from bendbridge.protocol.plan import PlanError
+from bendbridge.protocol.plan import UNET, PlanError
 
 from .binding import BoundBend
 from .layers import first_tensor, module_hooks, replace_first_tensor
@@ -270,6 +270,35 @@ class BendEngine:
                     out.append(Fault(fi, bb.bend.id, bb.spec.name, step, vals))
         return out
 
+    def _layout(self, bb: BoundBend, rows: int) -> str:
+        if self.guided and rows == 2 * self.batch:
+            return "guided"
+        if rows == self.batch:
+            return "frames"
+        raise RuntimeError(
+            f"bend {bb.bend.id!r}: activation batch {rows} matches neither {self.batch} frames "
+            f"nor {2 * self.batch} guided rows"
+        )
+
+    def adapter_hook_for(self, bb: BoundBend, layer: str):
+        """A forward hook for linear layer ``layer`` of ``bb``'s adapter: adds ``weight · mix ·
+        (x Aᵀ) Bᵀ`` to the output rows whose weight is not 0; other rows are left as they are."""
+        res = bb.static["adapter"]
+
+        def hook(_module, args, output):
+            if not self.in_steps(bb) or not isinstance(output, torch.Tensor):
+                return None
+            st = self._state[bb.index].layouts[self._layout(bb, output.shape[0])]
+            if st is None:
+                return None
+            x = args[0]
+            xs = x if st.all_rows else x.index_select(0, st.rows)
+            weight = st.params["weight"] if st.mix is None else st.params["weight"] * st.mix
+            delta = bb.fn(xs, adapter=res.layers_on(x.device, x.dtype)[layer], weight=weight)
+            return output + delta if st.all_rows else output.index_add(0, st.rows, delta.to(output.dtype))
+
+        return hook
+
     def hook_for(self, bb: BoundBend):
         def hook(_module, _args, output):
             if not self.in_steps(bb):
@@ -277,27 +306,29 @@ class BendEngine:
             t = first_tensor(output)
             if t is None or t.ndim != 4:
                 return None
-            if self.guided and t.shape[0] == 2 * self.batch:
-                layout = "guided"
-            elif t.shape[0] == self.batch:
-                layout = "frames"
-            else:
-                raise RuntimeError(
-                    f"bend {bb.bend.id!r}: activation batch {t.shape[0]} matches neither {self.batch} frames "
-                    f"nor {2 * self.batch} guided rows"
-                )
-            y = self.apply(bb, t, layout)
+            y = self.apply(bb, t, self._layout(bb, t.shape[0]))
             return None if y is t else replace_first_tensor(output, y)
 
         return hook
 
 
 def install_hooks(unet: torch.nn.Module, engine: BendEngine):
-    """A context manager registering a forward hook for every module bend, in plan order; every
-    handle is removed on exit, also when installing fails halfway or the body raises."""
-    bends = [bb for bb in engine.bound if bb.module is not None]
+    """A context manager registering a forward hook for every module bend, and one on every layer
+    of every adapter (``lora`` on the ``unet`` target), in plan order; every handle is removed on
+    exit, also when installing fails halfway or the body raises."""
+    hooks, owners = [], []
+    for bb in engine.bound:
+        if bb.module is not None:
+            hooks.append((bb.module, engine.hook_for(bb)))
+            owners.append(bb)
+        elif bb.bend.target.kind == UNET:
+            res = bb.static["adapter"]
+            res.adapter.check_unet(unet, res.name, f"bend[{bb.index}].params.adapter")
+            for name in res.adapter.layers:
+                hooks.append((name, engine.adapter_hook_for(bb, name)))
+                owners.append(bb)
     return module_hooks(
         unet,
-        [(bb.module, engine.hook_for(bb)) for bb in bends],
-        lambda i, name: PlanError(f"bend[{bends[i].index}].target", f"module {name!r} is not in this U-Net"),
+        hooks,
+        lambda i, name: PlanError(f"bend[{owners[i].index}].target", f"module {name!r} is not in this U-Net"),
     )

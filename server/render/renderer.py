@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from bendbridge.protocol.frames import FrameParams
-from bendbridge.protocol.plan import BendPlan, PlanError
+from bendbridge.protocol.plan import UNET, BendPlan, PlanError
 from bendbridge.protocol.render import RenderSettings
 from bendbridge.server.bending.binding import ModelFacts, bind_plan
 from bendbridge.server.bending.engine import BendEngine, Fault, install_hooks
@@ -165,22 +165,24 @@ class Renderer:
         active = []
         for bb in self.bound:
             t = bb.bend.target
-            if t.kind == "text" or (t.kind == "latent" and t.step == d):
-                return None  # the rows differ before the U-Net runs
+            if t.kind == "text" or (t.kind == "latent" and t.step == d) or (t.kind == UNET and t.in_steps(d)):
+                return None  # the rows differ before the U-Net runs, or in its first layers (an adapter)
             if bb.module is not None and t.in_steps(d):
                 active.append(bb.module)
         return split_point(self._stages, active) if active else None
 
     # ------------------------------------------------------------------ model facts
     def model_facts(self) -> ModelFacts:
-        """The model that steering files must match; bare file names are looked up in its folder's
-        ``steering/`` (the embedded model's, for a model that shares its parts)."""
+        """The model that steering files and adapters must match; bare file names are looked up in
+        its folder's ``steering/`` and ``adapters/`` (the embedded model's, for a model that shares its parts)."""
         from bendbridge.server.model import EMBEDDED_MODEL
-        from bendbridge.server.steering.files import STEERING_DIR
+        from bendbridge.server.steering.files import ADAPTERS_DIR, STEERING_DIR
 
-        folders = [self.model.path / STEERING_DIR] if self.model.path else []
-        folders.append(EMBEDDED_MODEL / STEERING_DIR)
-        return ModelFacts(self.model.base_name, self.unet, tuple(folders))
+        roots = [self.model.path] if self.model.path else []
+        roots.append(EMBEDDED_MODEL)
+        return ModelFacts(
+            self.model.base_name, self.unet, tuple(r / d for r in roots for d in (STEERING_DIR, ADAPTERS_DIR))
+        )
 
     @property
     def layers(self) -> list[LayerInfo]:

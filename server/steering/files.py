@@ -27,9 +27,11 @@ __all__ = [
     "check_model",
     "unet_identity",
     "STEERING_DIR",
+    "ADAPTERS_DIR",
 ]
 
 STEERING_DIR = "steering"  # a model folder's shipped steering files, found by bare name
+ADAPTERS_DIR = "adapters"  # and its shipped low-rank adapters
 
 
 class Resource(Protocol):
