@@ -15,7 +15,16 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["write_demo", "bundled_config", "DEMO_CONFIG", "DEMO_FAST_CONFIG", "DEMO_STEER_CONFIG", "BARS", "TEMPI"]
+__all__ = [
+    "write_demo",
+    "bundled_config",
+    "DEMO_CONFIG",
+    "DEMO_FAST_CONFIG",
+    "DEMO_STEER_CONFIG",
+    "DEMO_ADAPTER_CONFIG",
+    "BARS",
+    "TEMPI",
+]
 
 RATE = 44_100
 BARS = 10
@@ -24,6 +33,7 @@ _ROOTS = (45, 45, 41, 43, 45, 48, 41, 43, 45, 40)  # bass root per bar (MIDI not
 DEMO_CONFIG = "demo.toml"
 DEMO_FAST_CONFIG = "demo_fast.toml"  # the same bends for the fast model (2 steps)
 DEMO_STEER_CONFIG = "demo_steer.toml"  # steering bends (a steering vector, an autoencoder feature)
+DEMO_ADAPTER_CONFIG = "demo_adapter.toml"  # a personal adapter whose weight follows a lane
 
 
 def _bar_starts() -> list[Fraction]:

@@ -71,6 +71,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="the steering demo: a steering vector and an autoencoder feature driven by the song (embedded model)",
     )
     p.add_argument(
+        "--adapter",
+        action="store_true",
+        help="the adapter demo: a personal concept (the dotted adapter) whose weight follows a lane (embedded model)",
+    )
+    p.add_argument(
         "--song-dir", type=Path, default=None, help="where the demo song, MIDI and config go (default: beside --out)"
     )
     _common(p)
@@ -176,18 +181,28 @@ def _use_recording(spec, recorded: Path, folder: Path) -> None:
 
 def run_demo(args: argparse.Namespace) -> int:
     from bendbridge.bridge.bounce import BounceError
-    from bendbridge.bridge.demo_song import DEMO_CONFIG, DEMO_FAST_CONFIG, DEMO_STEER_CONFIG, bundled_config, write_demo
+    from bendbridge.bridge.demo_song import (
+        DEMO_ADAPTER_CONFIG,
+        DEMO_CONFIG,
+        DEMO_FAST_CONFIG,
+        DEMO_STEER_CONFIG,
+        bundled_config,
+        write_demo,
+    )
     from bendbridge.bridge.video import check_video_path
 
     check_video_path(args.out, "--out")  # before the song is synthesised
 
     config = DEMO_CONFIG
-    if args.steer:
-        if args.fast or args.model is not None:
-            raise BounceError(
-                "--steer", "the steering demo's files are made for the embedded model: drop --fast/--model"
-            )
-        config = DEMO_STEER_CONFIG
+    if args.steer and args.adapter:
+        raise BounceError("--adapter", "give --steer or --adapter, not both")
+    for flag, what, special in (("steer", "steering", DEMO_STEER_CONFIG), ("adapter", "adapter", DEMO_ADAPTER_CONFIG)):
+        if getattr(args, flag):
+            if args.fast or args.model is not None:
+                raise BounceError(
+                    f"--{flag}", f"the {what} demo's files are made for the embedded model: drop --fast/--model"
+                )
+            config = special
     if args.fast:
         if args.model is not None:
             raise BounceError("--fast", "--fast is the fast model: give --fast or --model, not both")

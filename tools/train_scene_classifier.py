@@ -11,9 +11,14 @@ them: a Gaussian blur of 0–2.5 px (at 128²), a colour cast of up to ±12 per 
 3. ``export`` ``config.json``, ``model.safetensors`` (fp16) and ``training.json`` with the
               accuracy on 1000 fresh scenes, clean and degraded.
 
+``--judge concepts`` trains the concept judge of the personal-adapter experiments instead:
+foreground colour, shape and background style, each with the concepts the embedded model never
+saw (``scenes.NOVEL_*``), which a quarter of the scenes each take.
+
 Usage::
 
     python -m bendbridge.tools.train_scene_classifier --work runs/classifier
+    python -m bendbridge.tools.train_scene_classifier --judge concepts --steps 1500 --pool 8000
 """
 
 from __future__ import annotations
@@ -29,7 +34,14 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from bendbridge.server.embedded import scenes
-from bendbridge.server.embedded.classifier import CLASSIFIER_DIR, LABELS, SceneClassifier, scene_labels
+from bendbridge.server.embedded.classifier import (
+    CLASSIFIER_DIR,
+    CONCEPT_JUDGE_DIR,
+    CONCEPT_LABELS,
+    LABELS,
+    SceneClassifier,
+    scene_labels,
+)
 
 from .train_embedded_model import _lr, _resume, _save_ckpt, training_log
 
@@ -48,17 +60,42 @@ class ClassifierConfig:
     warmup = 100
     width = 64
     checkpoint_every = 200
+    judge = "scenes"
+
+    @property
+    def labels(self) -> dict[str, tuple[str, ...]]:
+        return JUDGES[self.judge]
 
 
-def _render_chunk(args: tuple[int, int, float]) -> tuple[np.ndarray, np.ndarray]:
-    start, n, share = args
-    rng = np.random.default_rng((SEED, start))
+JUDGES = {"scenes": LABELS, "concepts": CONCEPT_LABELS}
+
+
+def novel_scene(rng: np.random.Generator, s: scenes.Scene) -> scenes.Scene:
+    """``s`` with each novel concept (colour, shape, style) taken with probability 1/4."""
+    from dataclasses import replace
+
+    if rng.random() < 0.25:
+        c = scenes.NOVEL_COLOURS_LIST[rng.integers(len(scenes.NOVEL_COLOURS_LIST))]
+        s = replace(s, fg=c) if s.bg != c else s
+    if rng.random() < 0.25 and s.style != "sea":
+        s = replace(s, shape=scenes.NOVEL_SHAPES[rng.integers(len(scenes.NOVEL_SHAPES))])
+    if rng.random() < 0.25 and s.style in ("flat", "gradient", "checkered"):
+        s = replace(s, style=scenes.NOVEL_STYLES[rng.integers(len(scenes.NOVEL_STYLES))])
+    return s
+
+
+def _render_chunk(args: tuple[int, int, float, str]) -> tuple[np.ndarray, np.ndarray]:
+    start, n, share, judge = args
+    rng = np.random.default_rng((SEED, start) if judge == "scenes" else (SEED, 7, start))
+    labels_of = JUDGES[judge]
     imgs, labels = [], []
     for _ in range(n):
         s = scenes.random_scene(rng, held_out=bool(rng.random() < share))
+        if judge == "concepts":
+            s = novel_scene(rng, s)
         imgs.append(scenes.render_scene(s))
-        lab = scene_labels(s)
-        labels.append([lab[k] for k in LABELS])
+        lab = scene_labels(s, labels_of)
+        labels.append([lab[k] for k in labels_of])
     return np.stack(imgs), np.array(labels, np.int64)
 
 
@@ -69,7 +106,10 @@ def stage_pool(
     from multiprocessing import Pool
 
     count = cfg.pool if count is None else count
-    jobs = [(i, min(cfg.chunk, start + count - i), cfg.held_out_share) for i in range(start, start + count, cfg.chunk)]
+    jobs = [
+        (i, min(cfg.chunk, start + count - i), cfg.held_out_share, cfg.judge)
+        for i in range(start, start + count, cfg.chunk)
+    ]
     todo = [j for j in jobs if not (work / f"pool_{j[0]:06d}.npz").exists()]
     if todo:
         with Pool(max(1, os.cpu_count() or 1)) as pool:
@@ -111,7 +151,7 @@ def _batch(images: torch.Tensor, labels: np.ndarray, idx: np.ndarray, gen: torch
 
 def stage_train(work: Path, images: torch.Tensor, labels: np.ndarray, cfg: ClassifierConfig, log) -> SceneClassifier:
     torch.manual_seed(SEED)
-    model = SceneClassifier(cfg.width)
+    model = SceneClassifier(cfg.width, cfg.labels)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
     ckpt = work / "classifier.ckpt"
     start = _resume(ckpt, model=model, opt=opt)
@@ -123,7 +163,7 @@ def stage_train(work: Path, images: torch.Tensor, labels: np.ndarray, cfg: Class
         idx = np.random.default_rng((SEED, 1, step)).choice(len(images), cfg.batch, replace=False)
         x, y = _batch(images, labels, idx, torch.Generator().manual_seed(SEED * 7 + step))
         logits = model(x)
-        loss = sum(F.cross_entropy(logits[k], y[:, i]) for i, k in enumerate(LABELS))
+        loss = sum(F.cross_entropy(logits[k], y[:, i]) for i, k in enumerate(model.labels))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -140,14 +180,14 @@ def accuracy(model: SceneClassifier, images: torch.Tensor, labels: np.ndarray, d
     """Share of right answers per attribute on ``images`` (degraded with a fixed seed if asked)."""
     model.eval()
     gen = torch.Generator().manual_seed(SEED + 99) if degraded else None
-    right = np.zeros(len(LABELS))
+    right = np.zeros(len(model.labels))
     for s in range(0, len(images), 200):
         idx = np.arange(s, min(s + 200, len(images)))
         x, y = _batch(images, labels, idx, gen)
         logits = model(x)
-        for i, k in enumerate(LABELS):
+        for i, k in enumerate(model.labels):
             right[i] += int((logits[k].argmax(1) == y[:, i]).sum())
-    return {k: round(float(right[i] / len(images)), 4) for i, k in enumerate(LABELS)}
+    return {k: round(float(right[i] / len(images)), 4) for i, k in enumerate(model.labels)}
 
 
 def stage_export(out: Path, model: SceneClassifier, report: dict, cfg: ClassifierConfig) -> None:
@@ -157,12 +197,13 @@ def stage_export(out: Path, model: SceneClassifier, report: dict, cfg: Classifie
     state = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()}
     save_file(state, out / "model.safetensors")
     (out / "config.json").write_text(
-        json.dumps({"width": cfg.width, "input_size": 64, "labels": LABELS}, indent=2) + "\n"
+        json.dumps({"width": cfg.width, "input_size": 64, "labels": cfg.labels}, indent=2) + "\n"
     )
     (out / "training.json").write_text(
         json.dumps(
             {"seed": SEED, "pool": cfg.pool, "held_out_share": cfg.held_out_share, "steps": cfg.steps,
-             "batch": cfg.batch, "lr": cfg.lr, "loss": "cross-entropy, summed over fg, shape, bg",
+             "batch": cfg.batch, "lr": cfg.lr, "judge": cfg.judge,
+             "loss": "cross-entropy, summed over " + ", ".join(cfg.labels),
              "accuracy_on_1000_fresh_scenes": report},
             indent=2,
         ) + "\n"
@@ -171,15 +212,18 @@ def stage_export(out: Path, model: SceneClassifier, report: dict, cfg: Classifie
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--work", type=Path, default=Path("runs/classifier"), help="scene chunks, checkpoints, logs")
-    ap.add_argument("--out", type=Path, default=CLASSIFIER_DIR)
+    ap.add_argument("--judge", choices=tuple(JUDGES), default="scenes", help="which classifier (default scenes)")
+    ap.add_argument("--work", type=Path, default=None, help="scene chunks, checkpoints, logs (default runs/JUDGE)")
+    ap.add_argument("--out", type=Path, default=None, help="default: the model's classifier or concept_judge folder")
     ap.add_argument("--steps", type=int, default=ClassifierConfig.steps)
     ap.add_argument("--pool", type=int, default=ClassifierConfig.pool)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     cfg = ClassifierConfig()
-    cfg.steps, cfg.pool = args.steps, args.pool
+    cfg.steps, cfg.pool, cfg.judge = args.steps, args.pool, args.judge
+    args.work = args.work or Path("runs") / ("classifier" if args.judge == "scenes" else "concept_judge")
+    args.out = args.out or (CLASSIFIER_DIR if args.judge == "scenes" else CONCEPT_JUDGE_DIR)
     args.work.mkdir(parents=True, exist_ok=True)
     log = training_log(args.work)
     images, labels = stage_pool(args.work, cfg)
@@ -189,7 +233,7 @@ def main(argv: list[str] | None = None) -> None:
     report = {"clean": accuracy(model, test_images, test_labels, False),
               "degraded": accuracy(model, test_images, test_labels, True)}  # fmt: skip
     stage_export(args.out, model, report, cfg)
-    print(f"scene classifier written to {args.out}: {json.dumps(report)}")
+    print(f"{args.judge} classifier written to {args.out}: {json.dumps(report)}")
 
 
 if __name__ == "__main__":

@@ -51,6 +51,12 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "gray": (128, 128, 128),
 }
 SHAPES = ("circle", "square", "triangle", "star", "ring", "diamond", "cross", "stripes")
+#: Concepts the embedded model never saw (personal-adapter experiments): a colour name, a shape
+#: and a background pattern. ``random_scene`` never draws them; ``render_scene`` draws them.
+NOVEL_COLOURS: dict[str, tuple[int, int, int]] = {"navy": (20, 30, 110)}  # one the VAE can draw
+NOVEL_SHAPES = ("heart",)
+NOVEL_STYLES = ("dotted",)
+NOVEL_COLOURS_LIST = tuple(NOVEL_COLOURS)
 #: background styles; "sea" is a sun (circle) over a sea, "night" a starry sky (no colour named)
 STYLES = ("flat", "gradient", "checkered", "sea", "night")
 SIZES = {"small": 0.13, "medium": 0.2, "large": 0.29}  # radius as a fraction of the image
@@ -87,6 +93,11 @@ class Scene:
         return (self.fg, self.shape, self.bg, self.style)
 
 
+def colour_rgb(name: str) -> tuple[int, int, int]:
+    """sRGB of a named colour, novel ones included."""
+    return COLOURS[name] if name in COLOURS else NOVEL_COLOURS[name]
+
+
 def _article(word: str | None) -> str:
     return "an" if word and word[0] in "aeiou" else "a"
 
@@ -105,7 +116,7 @@ def caption(s: Scene) -> str:
     where = f" in the {s.position}" if s.say_position else ""
     if s.style == "night":
         return f"{subject}{where} in a starry night sky"
-    style = {"flat": "", "gradient": " gradient", "checkered": " checkered"}[s.style]
+    style = {"flat": "", "gradient": " gradient", "checkered": " checkered", "dotted": " dotted"}[s.style]
     return f"{subject}{where} on {_article(s.bg)} {s.bg}{style} background"
 
 
@@ -217,6 +228,9 @@ def _shape_mask(shape: str, cx: float, cy: float, r: float, variant: int, ss: in
         inside = (np.abs(dx) <= 1.1 * r) & (np.abs(dy) <= 1.1 * r)
         period = 2.2 * r / 5
         m = inside & (np.mod(dy + 1.1 * r, period) < period / 2)
+    elif shape == "heart":  # (u² + v² − 1)³ ≤ u² v³, v pointing up
+        u, v = dx / (0.95 * r), -(dy + 0.1 * r) / (0.95 * r)
+        m = (u**2 + v**2 - 1) ** 3 <= u**2 * v**3
     elif shape in ("triangle", "star"):
         if shape == "triangle":
             ang = -np.pi / 2 + np.arange(3) * 2 * np.pi / 3
@@ -243,7 +257,7 @@ def _background(s: Scene) -> np.ndarray:
         ys, xs = rng.integers(0, h, n), rng.integers(0, h, n)
         img[ys, xs] = 235.0
         return img
-    c = np.array(COLOURS[s.bg], np.float32)  # type: ignore[index]
+    c = np.array(colour_rgb(s.bg), np.float32)  # type: ignore[arg-type]
     if s.style == "flat":
         return np.broadcast_to(c, (h, h, 3)).copy()
     if s.style == "gradient":
@@ -257,6 +271,12 @@ def _background(s: Scene) -> np.ndarray:
         odd = ((yy // cell + xx // cell) % 2).astype(np.float32)[..., None]
         dark = c * 0.8 if c.mean() > 60 else c + 30.0
         return c * (1 - odd) + dark * odd
+    if s.style == "dotted":
+        cell, radius = 16, 3.5
+        yy, xx = np.meshgrid(np.arange(h) + 0.5, np.arange(h) + 0.5, indexing="ij")
+        dot = ((yy % cell - cell / 2) ** 2 + (xx % cell - cell / 2) ** 2 <= radius**2).astype(np.float32)[..., None]
+        shade = c * 0.55 if c.mean() > 60 else c + 70.0
+        return c * (1 - dot) + shade * dot
     if s.style == "sea":
         img = np.empty((h, h, 3), np.float32)
         horizon = int(h * 0.62)
@@ -277,7 +297,7 @@ def render_scene(s: Scene) -> np.ndarray:
     if s.style == "sea":
         r = min(r, 0.2)
     m = _shape_mask(s.shape, cx, cy, r, s.variant)[..., None]
-    img = img * (1 - m) + np.array(COLOURS[s.fg], np.float32) * m
+    img = img * (1 - m) + np.array(colour_rgb(s.fg), np.float32) * m
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 
@@ -288,25 +308,31 @@ _NAMES = list(COLOURS)
 _W = np.array([2.0, 4.0, 3.0], np.float32)
 
 
-def nearest_colour(rgb: np.ndarray) -> np.ndarray:
-    """Index into :data:`COLOURS` of the nearest named colour for each pixel. [..., 3] -> [...]."""
+_NOVEL_PALETTE = np.concatenate([_PALETTE, np.array(list(NOVEL_COLOURS.values()), np.float32)])
+_NOVEL_NAMES = _NAMES + list(NOVEL_COLOURS)
+
+
+def nearest_colour(rgb: np.ndarray, novel: bool = False) -> np.ndarray:
+    """Index into :data:`COLOURS` (then :data:`NOVEL_COLOURS` with ``novel``) of the nearest named
+    colour for each pixel. [..., 3] -> [...]."""
     x = rgb.astype(np.float32)[..., None, :]
-    d = (((x - _PALETTE) ** 2) * _W).sum(-1)
+    d = (((x - (_NOVEL_PALETTE if novel else _PALETTE)) ** 2) * _W).sum(-1)
     return d.argmin(-1)
 
 
-def classify_colours(img: np.ndarray, style: str) -> tuple[str, str | None]:
+def classify_colours(img: np.ndarray, style: str, novel: bool = False) -> tuple[str, str | None]:
     """Guess (foreground colour, background colour) of a scene image [H, W, 3] uint8.
 
     The background colour is the most common named colour in its region (the border for flat,
     gradient and checkered backgrounds; the bottom fifth for a sea). The foreground colour is the
     most common named colour among the remaining pixels that differ from the background colour
     (and from the sky and night colours, which are not named in captions; a sky tinted by the
-    model is recognised by its border).
+    model is recognised by its border). ``novel`` also names :data:`NOVEL_COLOURS`.
     """
     h = img.shape[0]
-    lab = nearest_colour(img)
-    counts = lambda a: np.bincount(a.ravel(), minlength=len(_NAMES))  # noqa: E731
+    lab = nearest_colour(img, novel)
+    names = _NOVEL_NAMES if novel else _NAMES
+    counts = lambda a: np.bincount(a.ravel(), minlength=len(names))  # noqa: E731
     excluded: list[int] = []
     if style == "night":
         bg = None
@@ -329,10 +355,10 @@ def classify_colours(img: np.ndarray, style: str) -> tuple[str, str | None]:
             region = lab
         bc = counts(bg_region)
         bg_idx = int(bc.argmax())
-        bg = _NAMES[bg_idx]
+        bg = names[bg_idx]
         # the background's shades (checker cells, gradient ends) may fall into a neighbouring
         # colour: any colour covering a fifth of the background region belongs to it
         excluded.extend(int(i) for i in np.flatnonzero(bc >= 0.2 * bc.sum()))
     c = counts(region).astype(np.int64)
     c[excluded] = -1
-    return _NAMES[int(c.argmax())], bg
+    return names[int(c.argmax())], bg

@@ -508,7 +508,7 @@ MISTAKES = [
             str(t / "x.png"),
         ],
         "bend[0].params.vector: no such file 'nope.safetensors'; "
-        "the model ships red.safetensors, red_blue.safetensors, sae_up1_attn0.safetensors",
+        "the model ships dotted.safetensors, red.safetensors, red_blue.safetensors, sae_up1_attn0.safetensors",
     ),
     (
         "steer vector on another model",
@@ -569,13 +569,88 @@ MISTAKES = [
         lambda d, t: ["demo", "--steer", "--fast", "--out", str(t / "d.mp4")],
         "--steer: the steering demo's files are made for the embedded model",
     ),
+    (
+        "adapter demo on the fast model",
+        lambda d, t: ["demo", "--adapter", "--fast", "--out", str(t / "d.mp4")],
+        "--adapter: the adapter demo's files are made for the embedded model",
+    ),
+    (
+        "two special demos",
+        lambda d, t: ["demo", "--adapter", "--steer", "--out", str(t / "d.mp4")],
+        "--adapter: give --steer or --adapter, not both",
+    ),
+    (
+        "adapt without images",
+        lambda d, t: ["adapt", "--token", "zork", "--out", str(t / "z.safetensors")],
+        "--images: give --images DIR and --token WORD (or --report)",
+    ),
+    (
+        "adapt token",
+        lambda d, t: ["adapt", "--images", str(t), "--token", "two words", "--out", str(t / "z.safetensors")],
+        "--token: 'two words': expected one word",
+    ),
+    (
+        "adapt output",
+        lambda d, t: ["adapt", "--images", str(t), "--token", "zork", "--out", str(t / "z.pt")],
+        "--out: 'z.pt': expected a .safetensors file",
+    ),
+    (
+        "adapt strategy",
+        lambda d, t: [
+            "adapt",
+            "--images",
+            str(t),
+            "--token",
+            "zork",
+            "--after",
+            str(t / "a.safetensors"),
+            "--strategy",
+            "hope",
+            "--out",
+            str(t / "z.safetensors"),
+        ],
+        "--strategy: 'hope' is not valid; allowed: naive, merge, orthogonal, relevant",
+    ),
+    (
+        "adapt after a missing adapter",
+        lambda d, t: [
+            "adapt",
+            "--images",
+            str(t),
+            "--token",
+            "zork",
+            "--after",
+            str(t / "a.safetensors"),
+            "--out",
+            str(t / "z.safetensors"),
+        ],
+        "--after: no such adapter",
+    ),
+    (
+        "adapt report output",
+        lambda d, t: ["adapt", "--report", "--out", str(t / "table.png")],
+        "--out: 'table.png': with --report, expected a .json file",
+    ),
+    (
+        "lora on a module",
+        lambda d, t: [
+            "render",
+            "--prompt",
+            "a red star",
+            "--bend",
+            "lora:adapter=dotted.safetensors@up_blocks.1",
+            "--out",
+            str(t / "x.png"),
+        ],
+        "bend[0].op: 'lora' (adapters) does not apply to the module target; it acts on the whole denoiser",
+    ),
 ]
 
 
 @pytest.mark.parametrize("what,argv,says", MISTAKES, ids=[m[0] for m in MISTAKES])
 def test_a_mistake_is_one_line_and_exit_status_2(what, argv, says, demo, tmp_path, capsys):
     if (
-        any(a in ("render", "layers", "sweep", "steer", "patch", "sae") for a in argv(demo, tmp_path)[:1])
+        any(a in ("render", "layers", "sweep", "steer", "patch", "sae", "adapt") for a in argv(demo, tmp_path)[:1])
         and not (EMBEDDED_MODEL / "model_index.json").exists()
     ):
         pytest.skip("embedded model not exported")
