@@ -20,6 +20,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rank", type=int, default=8, help="adapter rank, 1-256 (default 8)")
     p.add_argument("--steps", type=int, default=800, help="optimiser steps (default 800)")
     p.add_argument("--batch", type=int, default=8, help="images per step (default 8)")
+    p.add_argument(
+        "--prior",
+        type=int,
+        default=48,
+        help="prior-preservation renders of the captions without the token (default 48; 0: none)",
+    )
     p.add_argument("--lr", type=float, default=3e-3, help="learning rate (default 0.003)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--work", type=Path, default=None, help="checkpoint folder (default OUT.work beside --out)")
@@ -51,7 +57,9 @@ def run_adapt(args: argparse.Namespace) -> int:
         raise BendbridgeError("--out", f"{args.out.name!r}: expected a .safetensors file")
     if args.images is None or args.token is None:
         raise BendbridgeError("--images", "give --images DIR and --token WORD (or --report)")
-    request = AdaptRequest(args.token.strip(), args.rank, args.steps, args.lr, args.batch, args.caption, args.seed)
+    request = AdaptRequest(
+        args.token.strip(), args.rank, args.steps, args.lr, args.batch, args.caption, args.seed, prior=args.prior
+    )
     request.check()
     earlier = _earlier(args)
     check_model_options(args.model, args.device)
@@ -147,7 +155,7 @@ def run_report(args: argparse.Namespace) -> int:
         raise BendbridgeError("--out", f"{args.out.name!r}: with --report, expected a .json file")
     if args.model not in (None, "embedded"):
         raise BendbridgeError("--report", "the forgetting report uses the embedded model's scene concepts")
-    request = AdaptRequest("x", args.rank, args.steps, args.lr, args.batch, args.caption, args.seed)
+    request = AdaptRequest("x", args.rank, args.steps, args.lr, args.batch, args.caption, args.seed, prior=args.prior)
     request.check()
     concepts = [c.strip() for c in args.concepts.split(",") if c.strip()]
     strategies = [s.strip() for s in (args.strategies or ",".join(STRATEGIES)).split(",") if s.strip()]

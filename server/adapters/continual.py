@@ -3,14 +3,15 @@
 Four strategies, after the study of continual adapter training in the research behind bendbridge:
 
 - ``naive``: keep fine-tuning the same adapter on each new concept (the baseline that forgets);
-- ``merge``: train a new adapter with the earlier ones merged into the model (applied, frozen),
-  then merge it in too: the result holds every stage's layers side by side (ranks add up);
+- ``merge``: train a new adapter on the base model, then merge it with the earlier ones: the
+  result holds every stage's layers side by side (ranks add up). (Training it with the earlier
+  adapters applied instead was measured to be worse: the new adapter learns to cancel them.)
 - ``orthogonal``: as ``merge``, with the new adapter's ``A`` initialised orthogonal to the row
   space of the earlier adapters' ``A`` at each layer, and projected back after every step (so
   the new update reads input directions the earlier ones do not: O-LoRA, Wang et al. 2023);
 - ``relevant``: as ``merge``, training only the layers most relevant to the new concept — the
-  share ``RELEVANT_SHARE`` with the largest loss gradient at the start — and leaving the rest of
-  the model as the earlier stages left it.
+  share ``RELEVANT_SHARE`` with the largest loss gradient at the start — and leaving the others
+  as the earlier stages left them.
 
 A merged adapter is exact: per layer ``A = [A₁; A₂]`` and ``B = [B₁, B₂]``, so
 ``B·A = B₁A₁ + B₂A₂``.
@@ -71,11 +72,11 @@ def continual_setup(
             raise BendbridgeError(
                 "--after", "naive continual training goes on from exactly one adapter: the last stage's"
             )
-        return TrainSetup({m: (a.clone(), b.clone()) for m, (a, b) in earlier[0].layers.items()}, None, None, stages)
-    frozen = merge_adapters(earlier) if earlier else None
+        return TrainSetup({m: (a.clone(), b.clone()) for m, (a, b) in earlier[0].layers.items()}, None, stages)
+    held = merge_adapters(earlier) if earlier else None
     layers = new_layers(unet, request.rank, request.seed)
     if strategy == "orthogonal":
-        old = {m: a for m, (a, _) in frozen.layers.items()} if frozen else {}
+        old = {m: a for m, (a, _) in held.layers.items()} if held else {}
         layers = {m: (_orthogonal_to(a, old.get(m)), b) for m, (a, b) in layers.items()}
 
         @torch.no_grad()
@@ -84,25 +85,24 @@ def continual_setup(
                 if m in old:
                     a.copy_(_orthogonal_to(a, old[m]))
 
-        return TrainSetup(layers, frozen, keep_orthogonal, stages)
+        return TrainSetup(layers, keep_orthogonal, stages)
     if strategy == "relevant":
-        keep = relevant_layers(unet, objective, layers, frozen)
+        keep = relevant_layers(unet, objective, layers)
         layers = {m: layers[m] for m in keep}
-    return TrainSetup(layers, frozen, None, stages)
+    return TrainSetup(layers, None, stages)
 
 
 def relevant_layers(
     unet: torch.nn.Module,
     objective: Objective,
     layers: dict[str, tuple[torch.Tensor, torch.Tensor]],
-    frozen: LoraAdapter | None,
     share: float = RELEVANT_SHARE,
 ) -> list[str]:
     """The ``share`` of ``layers`` whose ``B`` (zero at the start) gets the largest loss gradient,
     per parameter, over a few batches of the new concept: where the new task pulls hardest."""
     probe = {m: (a.clone(), b.clone().requires_grad_(True)) for m, (a, b) in layers.items()}
     score = dict.fromkeys(probe, 0.0)
-    with module_hooks(unet, adapter_hooks(probe, frozen), lambda i, n: RuntimeError(n)):
+    with module_hooks(unet, adapter_hooks(probe), lambda i, n: RuntimeError(n)):
         for k in range(_SCORE_BATCHES):
             loss = objective.loss(-1 - k)  # batches the training run does not draw
             grads = torch.autograd.grad(loss, [b for _, b in probe.values()])

@@ -39,6 +39,8 @@ __all__ = [
     "new_layers",
     "train_adapter",
     "adapter_hooks",
+    "prior_images",
+    "without_token",
     "IMAGE_SUFFIXES",
 ]
 
@@ -58,11 +60,12 @@ class AdaptRequest:
     caption: str = "a {token}"
     seed: int = 0
     checkpoint_every: int = 100
+    prior: int = 48  # prior-preservation images (0: none); then half of each batch is theirs
 
     def check(self) -> None:
         if not self.token.strip() or any(c.isspace() for c in self.token.strip()):
             raise BendbridgeError("--token", f"{self.token!r}: expected one word")
-        for name, lo, hi in (("rank", 1, 256), ("steps", 1, 1_000_000), ("batch", 1, 256)):
+        for name, lo, hi in (("rank", 1, 256), ("steps", 1, 1_000_000), ("batch", 1, 256), ("prior", 0, 10_000)):
             v = getattr(self, name)
             if not lo <= v <= hi:
                 raise BendbridgeError(f"--{name}", f"{v} is out of range [{lo}, {hi}]")
@@ -70,6 +73,8 @@ class AdaptRequest:
             raise BendbridgeError("--lr", f"{self.lr} is out of range (0, 1]")
         if "{token}" not in self.caption:
             raise BendbridgeError("--caption", f"{self.caption!r} must contain {{token}}")
+        if self.prior and self.batch < 2:
+            raise BendbridgeError("--batch", "with prior preservation a batch needs at least 2 images (one of each)")
 
 
 @dataclass
@@ -145,25 +150,28 @@ def _encode(model, images: TrainingImages) -> tuple[torch.Tensor, torch.Tensor]:
 
 @dataclass
 class TrainSetup:
-    """What a training run starts from: the trainable layers (``A``, ``B`` per module), an adapter
-    applied at weight 1 but not trained (earlier concepts, merged), a function run after every
-    optimiser step (e.g. keeping ``A`` orthogonal to earlier adapters) and the earlier stages' metadata."""
+    """What a training run starts from: the trainable layers (``A``, ``B`` per module), a function
+    run after every optimiser step (e.g. keeping ``A`` orthogonal to earlier adapters) and the
+    earlier stages' metadata."""
 
     layers: dict[str, tuple[torch.Tensor, torch.Tensor]]
-    frozen: LoraAdapter | None = None
     after_step: Callable[[], None] | None = None
     stages: list[dict] = field(default_factory=list)
 
 
 class Objective:
-    """The model's denoising loss on a set of images, batch by batch seeded by (seed, step)."""
+    """The model's denoising loss, batch by batch seeded by (seed, step): on the concept's images,
+    and with prior preservation (Ruiz et al., "DreamBooth", CVPR 2023) half of each batch on the
+    base model's own renders of the same captions without the token, so that the adapter changes
+    what the token means and leaves the rest of the model as it was."""
 
-    def __init__(self, model, images: TrainingImages, request: AdaptRequest):
+    def __init__(self, model, images: TrainingImages, request: AdaptRequest, prior: TrainingImages | None = None):
         from diffusers import DDPMScheduler
 
         self.unet, self.request = model.pipe.unet, request
         self.ddpm = DDPMScheduler.from_config(model.pipe.scheduler.config)
         self.lat, self.emb = _encode(model, images)
+        self.prior = _encode(model, prior) if prior is not None and len(prior.captions) else None
         snr = self.ddpm.alphas_cumprod / (1 - self.ddpm.alphas_cumprod)
         self.v_pred = self.ddpm.config.prediction_type == "v_prediction"
         self.weight = torch.clamp(snr, max=MIN_SNR_GAMMA) / (snr + 1 if self.v_pred else snr)
@@ -171,21 +179,63 @@ class Objective:
     def loss(self, step: int) -> torch.Tensor:
         r, dev = self.request, self.unet.device
         g = torch.Generator().manual_seed(r.seed * 1_000_003 + step)
-        idx = torch.randint(0, len(self.lat), (r.batch,), generator=g)
-        x0 = self.lat[idx]
+        n = r.batch if self.prior is None else r.batch - r.batch // 2
+        idx = torch.randint(0, len(self.lat), (n,), generator=g)
+        x0, emb = self.lat[idx], self.emb[idx]
+        if self.prior is not None:
+            plat, pemb = self.prior
+            pidx = torch.randint(0, len(plat), (r.batch - n,), generator=g)
+            x0, emb = torch.cat([x0, plat[pidx]]), torch.cat([emb, pemb[pidx]])
         noise = torch.randn(x0.shape, generator=g)
         t = torch.randint(0, self.ddpm.config.num_train_timesteps, (r.batch,), generator=g)
         target = self.ddpm.get_velocity(x0, noise, t) if self.v_pred else noise
-        pred = self.unet(self.ddpm.add_noise(x0, noise, t).to(dev), t.to(dev), self.emb[idx].to(dev)).sample
+        pred = self.unet(self.ddpm.add_noise(x0, noise, t).to(dev), t.to(dev), emb.to(dev)).sample
         return (((pred.float().cpu() - target) ** 2).mean(dim=(1, 2, 3)) * self.weight[t]).mean()
 
 
-def adapter_hooks(adapters: dict[str, tuple[torch.Tensor, torch.Tensor]], frozen: LoraAdapter | None = None):
-    """Hooks adding each adapter's update at weight 1 to every row (training: no per-row weights)."""
-    hooks = [(m, _adapter_hook(a, b)) for m, (a, b) in adapters.items()]
-    if frozen is not None:
-        hooks += [(m, _adapter_hook(a, b)) for m, (a, b) in frozen.layers.items()]
-    return hooks
+def without_token(caption: str, token: str) -> str:
+    """``caption`` with the word ``token`` taken out ("a navy star" → "a star")."""
+    import re
+
+    text = re.sub(rf"\b{re.escape(token)}\b", " ", caption)
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def prior_images(model, images: TrainingImages, request: AdaptRequest, work: Path) -> TrainingImages | None:
+    """``request.prior`` renders of the base model (no adapter) from the training captions without
+    the token, seeded; kept in ``work/prior.npz`` so a resumed run trains on the same."""
+    from bendbridge.protocol.render import RenderSettings
+    from bendbridge.server.render import FrameSpec, RenderConfig, Renderer
+
+    if not request.prior:
+        return None
+    cache = work / "prior.npz"
+    captions = [without_token(c, request.token) for c in images.captions]
+    captions = [captions[i % len(captions)] for i in range(request.prior)]
+    if cache.exists():
+        data = np.load(cache)
+        if list(data["captions"]) == captions:
+            return TrainingImages(data["pixels"], captions, [f"prior_{i:04d}" for i in range(len(captions))])
+    distinct = sorted(set(captions))
+    pixels = np.zeros((len(captions), *images.pixels.shape[1:]), np.uint8)
+    for g in range(0, len(distinct), 64):
+        group = tuple(distinct[g : g + 64])
+        h, w = images.pixels.shape[1:3]
+        r = Renderer(model, RenderConfig(RenderSettings(group, width=w, height=h), share_prefix=False))
+        rows = [i for i, c in enumerate(captions) if c in group]
+        frames = [
+            FrameSpec.of_prompt(group.index(captions[i]), len(group), seed=request.seed * 10_000 + i) for i in rows
+        ]
+        for i, res in zip(rows, r.render(frames)):
+            pixels[i] = res.image
+    work.mkdir(parents=True, exist_ok=True)
+    np.savez(cache, pixels=pixels, captions=np.array(captions))
+    return TrainingImages(pixels, captions, [f"prior_{i:04d}" for i in range(len(captions))])
+
+
+def adapter_hooks(adapters: dict[str, tuple[torch.Tensor, torch.Tensor]]):
+    """Hooks adding each layer's update at weight 1 to every row (training: no per-row weights)."""
+    return [(m, _adapter_hook(a, b)) for m, (a, b) in adapters.items()]
 
 
 def train_adapter(
@@ -210,11 +260,11 @@ def train_adapter(
         m: (torch.nn.Parameter(a.detach().clone()), torch.nn.Parameter(b.detach().clone()))
         for m, (a, b) in setup.layers.items()
     }
-    objective = Objective(model, images, request)
+    objective = Objective(model, images, request, prior_images(model, images, request, work))
     params = [p for pair in layers.values() for p in pair]
     opt = torch.optim.AdamW(params, lr=request.lr, weight_decay=0.0)
     start = _resume(work / "adapter.ckpt", layers, opt)
-    with module_hooks(unet, adapter_hooks(layers, setup.frozen), _missing):
+    with module_hooks(unet, adapter_hooks(layers), _missing):
         for step in range(start, request.steps):
             loss = objective.loss(step)
             for grp in opt.param_groups:

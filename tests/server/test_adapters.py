@@ -197,7 +197,7 @@ def _images(n: int = 6, size: int = 32) -> TrainingImages:
 
 
 def test_training_resumed_from_its_checkpoint_ends_with_the_same_adapter(tiny_pipe, tmp_path):
-    req = AdaptRequest("zork", rank=2, steps=6, batch=2, checkpoint_every=3)
+    req = AdaptRequest("zork", rank=2, steps=6, batch=2, checkpoint_every=3, prior=2)
     straight = train_adapter(LoadedModel(copy.deepcopy(tiny_pipe)), _images(), req, tmp_path / "a")
 
     def killed_after_step_4(step: int, loss: float) -> None:
@@ -219,7 +219,7 @@ def test_training_resumed_from_its_checkpoint_ends_with_the_same_adapter(tiny_pi
 def test_training_leaves_the_base_model_untouched(tiny_pipe, tmp_path):
     pipe = copy.deepcopy(tiny_pipe)
     before = {k: v.clone() for k, v in pipe.unet.state_dict().items()}
-    train_adapter(LoadedModel(pipe), _images(), AdaptRequest("zork", rank=2, steps=2, batch=2), tmp_path)
+    train_adapter(LoadedModel(pipe), _images(), AdaptRequest("zork", rank=2, steps=2, batch=2, prior=0), tmp_path)
     assert all(torch.equal(before[k], v) for k, v in pipe.unet.state_dict().items())
     assert not any(m._forward_hooks for m in pipe.unet.modules())
 
@@ -242,6 +242,7 @@ def test_images_of_any_size_are_resized_and_centre_cropped_and_sidecar_captions_
         ({"rank": 0}, r"--rank: 0 is out of range \[1, 256\]"),
         ({"lr": 0.0}, r"--lr: 0.0 is out of range \(0, 1\]"),
         ({"caption": "a photo"}, r"--caption: 'a photo' must contain \{token\}"),
+        ({"batch": 1}, r"--batch: with prior preservation a batch needs at least 2 images"),
     ],
 )
 def test_bad_training_requests_name_the_option(kwargs, says):
@@ -260,7 +261,7 @@ def _stage(tiny_pipe, tmp_path, strategy, earlier, name):
     from bendbridge.server.adapters.train import Objective
 
     model = LoadedModel(copy.deepcopy(tiny_pipe))
-    req = AdaptRequest("zork", rank=2, steps=3, batch=2, seed=len(earlier))
+    req = AdaptRequest("zork", rank=2, steps=3, batch=2, seed=len(earlier), prior=0)
     setup = continual_setup(model, Objective(model, _images(), req), req, earlier, strategy) if earlier else None
     trained = train_adapter(model, _images(), req, tmp_path / name, setup=setup)
     return trained, after_stage(strategy, earlier, trained) if earlier else trained
@@ -363,3 +364,18 @@ def test_the_adapter_demo_config_binds_its_shipped_adapter_with_its_weight_on_a_
     assert dots.name == "weight" and [s.kind for s in dots.sources] == ["lane"]
     r = Renderer(embedded, RenderConfig(RenderSettings(tuple(config["render"]["prompts"])), plan))
     assert [bb.spec.name for bb in r.bound] == ["lora", "rotate"]
+
+
+def test_prior_preservation_renders_the_captions_without_the_token_once(tiny_model, tmp_path):
+    from bendbridge.server.adapters.train import prior_images, without_token
+
+    assert without_token("a large zork on a white dotted background", "zork") == "a large on a white dotted background"
+    assert without_token("a navy star", "navy") == "a star"
+    req = AdaptRequest("zork", prior=3)
+    first = prior_images(tiny_model, _images(2), req, tmp_path)
+    assert (
+        first.captions == ["a 0", "a 1", "a 0"] and first.pixels.shape == (3, 32, 32, 3) or first.pixels.shape[0] == 3
+    )
+    again = prior_images(tiny_model, _images(2), req, tmp_path)  # from work/prior.npz
+    assert np.array_equal(first.pixels, again.pixels)
+    assert prior_images(tiny_model, _images(2), AdaptRequest("zork", prior=0), tmp_path) is None
