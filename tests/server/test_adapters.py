@@ -379,3 +379,27 @@ def test_prior_preservation_renders_the_captions_without_the_token_once(tiny_mod
     again = prior_images(tiny_model, _images(2), req, tmp_path)  # from work/prior.npz
     assert np.array_equal(first.pixels, again.pixels)
     assert prior_images(tiny_model, _images(2), AdaptRequest("zork", prior=0), tmp_path) is None
+
+
+def test_adapt_on_a_diffusers_folder_writes_an_adapter_and_a_sample_sheet_that_render_uses(saved_tiny_model, tmp_path):
+    from PIL import Image
+
+    from bendbridge.tools.cli import main
+
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (80, 120, 3), dtype=np.uint8)).save(images / f"{i}.png")
+    out = tmp_path / "zork.safetensors"
+    argv = ["adapt", "--model", str(saved_tiny_model), "--device", "cpu", "--images", str(images), "--token", "zork"]
+    assert main([*argv, "--steps", "3", "--batch", "2", "--prior", "2", "--out", str(out)]) == 0
+    assert out.is_file() and Image.open(out.with_suffix(".png")).size[0] > 64
+    assert LoraAdapter.load(out).meta["training"]["captions"] == ["a zork"]
+    frame = tmp_path / "x.png"
+    bend = f"lora:adapter={out}:weight=1@unet"
+    assert (
+        main(["render", "--model", str(saved_tiny_model), "--prompt", "a zork", "--bend", bend, "--out", str(frame)])
+        == 0
+    )
+    assert Image.open(frame).size == (64, 64)
