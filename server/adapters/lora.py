@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from bendbridge.protocol.plan import PlanError
-from bendbridge.server.steering.files import FileContext, resolve_file
+from bendbridge.server.steering.files import FileContext, read_safetensors, resolve_file, save_safetensors
 
 __all__ = ["LORA_FORMAT", "LoraAdapter", "lora_delta", "load_lora_resource", "linear_modules"]
 
@@ -60,14 +60,10 @@ class LoraAdapter:
 
     def save(self, path: Path) -> None:
         """Write the diffusers / peft file (atomically)."""
-        import os
-
-        from safetensors.torch import save_file
-
         tensors = {}
         for m, (a, b) in self.layers.items():
-            tensors[_PREFIX + m + _A] = a.detach().float().cpu().contiguous()
-            tensors[_PREFIX + m + _B] = b.detach().float().cpu().contiguous()
+            tensors[_PREFIX + m + _A] = a.float()
+            tensors[_PREFIX + m + _B] = b.float()
         ranks = {m: a.shape[0] for m, (a, _) in self.layers.items()}
         r = max(set(ranks.values()), key=list(ranks.values()).count)  # the most common rank
         pattern = {m: k for m, k in ranks.items() if k != r}  # merged adapters: ranks differ per layer
@@ -79,23 +75,12 @@ class LoraAdapter:
             "lora_adapter_metadata": json.dumps({_PREFIX + k: v for k, v in peft.items()}, sort_keys=True),
             "bendbridge": json.dumps({"format": LORA_FORMAT, **self.meta}, sort_keys=True),
         }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        save_file(tensors, str(tmp), metadata=metadata)
-        os.replace(tmp, path)
+        save_safetensors(path, tensors, metadata)
 
     @classmethod
     def load(cls, path: Path, where: str = "adapter") -> LoraAdapter:
         """Read a diffusers / peft LoRA file of a U-Net (ours or another tool's)."""
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file, safe_open
-
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                raw = f.metadata() or {}
-            tensors = load_file(str(path))
-        except (SafetensorError, OSError, ValueError) as e:
-            raise PlanError(where, f"{path.name} is not a safetensors file ({e})") from None
+        tensors, raw = read_safetensors(path, where)
         layers = _pair_layers(tensors, path.name, where)
         scales = _alpha_scales(raw, layers)
         layers = {m: (a, b * scales[m] if scales[m] != 1.0 else b) for m, (a, b) in layers.items()}

@@ -24,6 +24,8 @@ __all__ = [
     "resolve_file",
     "read_file",
     "write_file",
+    "read_safetensors",
+    "save_safetensors",
     "check_model",
     "unet_identity",
     "STEERING_DIR",
@@ -82,17 +84,34 @@ def resolve_file(value: str, ctx: FileContext) -> Path:
     raise PlanError(ctx.where, f"no such file {value!r}{extra}")
 
 
-def read_file(path: Path, fmt: str, where: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Tensors and decoded metadata of a steering file; refuses other files and other formats."""
+def read_safetensors(path: Path, where: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and raw string metadata of a safetensors file; a PlanError naming ``where`` if it is not one."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file, safe_open
 
     try:
         with safe_open(str(path), framework="pt") as f:
             raw = f.metadata() or {}
-        tensors = load_file(str(path))
+        return load_file(str(path)), raw
     except (SafetensorError, OSError, ValueError) as e:
         raise PlanError(where, f"{path.name} is not a safetensors file ({e})") from None
+
+
+def save_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    """Save ``tensors`` (moved to the CPU, contiguous) with string ``metadata``, atomically."""
+    import os
+
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+
+
+def read_file(path: Path, fmt: str, where: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Tensors and decoded metadata of a steering file; refuses other files and other formats."""
+    tensors, raw = read_safetensors(path, where)
     if raw.get("format") != fmt:
         raise PlanError(where, f"{path.name} is not a {fmt} file (format {raw.get('format')!r})")
     return tensors, {k: json.loads(v) for k, v in raw.items() if k != "format"}
@@ -100,18 +119,7 @@ def read_file(path: Path, fmt: str, where: str) -> tuple[dict[str, torch.Tensor]
 
 def write_file(path: Path, fmt: str, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
     """Save ``tensors`` with ``meta`` (JSON-encoded per key) and the format tag, atomically."""
-    import os
-
-    from safetensors.torch import save_file
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(
-        {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()},
-        str(tmp),
-        metadata={"format": fmt, **{k: json.dumps(v) for k, v in meta.items()}},
-    )
-    os.replace(tmp, path)
+    save_safetensors(path, tensors, {"format": fmt, **{k: json.dumps(v) for k, v in meta.items()}})
 
 
 def check_model(path: Path, meta: dict[str, Any], ctx: FileContext, what: str) -> None:
