@@ -29,6 +29,9 @@ from .timeline import FramePosition, Timeline
 
 __all__ = ["LiveFeatures", "LiveBridge", "ValueLane"]
 
+READ_SPAN = 0.002  # seconds: a playhead read that took longer was interrupted, and is read again
+READ_TRIES = 3
+
 
 @dataclass
 class ValueLane:
@@ -161,9 +164,21 @@ class LiveBridge:
         """The playhead at the last tick (seconds), None before the transport said where it is."""
         return self._last
 
+    def _read_playhead(self) -> tuple[Fraction | None, float]:
+        """The playhead and the wall time it was read at, bracketed by two wall-clock reads: a read
+        interrupted between the two clocks (a collector pause, the scheduler) is read again, as a
+        frame's deadline is the wall time plus its distance from this playhead."""
+        for _ in range(READ_TRIES):
+            before = time.time()
+            pos = self.playhead()
+            after = time.time()
+            if after - before <= READ_SPAN:
+                break
+        return pos, (before + after) / 2
+
     def tick(self) -> list[int]:
         """Request the frames now due within the lookahead; returns their indices."""
-        pos, now_wall = self.playhead(), time.time()  # the wall time the playhead was read at
+        pos, now_wall = self._read_playhead()
         if pos is None:
             return []
         g = self.timeline.grid

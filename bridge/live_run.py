@@ -9,6 +9,7 @@ is reported and the session goes on; Ctrl-C ends it cleanly with a summary.
 
 from __future__ import annotations
 
+import gc
 import shutil
 import signal
 import sys
@@ -134,8 +135,16 @@ class LiveRun:
 
 def run_live(run: LiveRun, stop: threading.Event, period: float = 0.005) -> str:
     """Run until ``stop`` is set or Ctrl-C (the normal end of a live session); returns the summary
-    (also printed). A second Ctrl-C while the session closes is ignored, so it always closes cleanly."""
+    (also printed). A second Ctrl-C while the session closes is ignored, so it always closes cleanly.
+
+    Everything built before the loop (modules, the timeline, the maps) is moved out of the cyclic
+    collector's reach (``gc.freeze``): a full collection over it pauses every thread of the process,
+    the clock followers' callbacks and MIDI readers included (6 ms over the bridge's own 31 000
+    objects, 38 ms once torch is loaded, on this project's 2-core test machine), and the frames
+    requested after such a pause would be that far off the host's time."""
     main = threading.current_thread() is threading.main_thread()
+    gc.collect()
+    gc.freeze()
     previous = signal.getsignal(signal.SIGINT) if main else None
     try:
         while not stop.is_set():
@@ -150,5 +159,6 @@ def run_live(run: LiveRun, stop: threading.Event, period: float = 0.005) -> str:
     try:
         return run.finish()
     finally:
+        gc.unfreeze()
         if main:
             signal.signal(signal.SIGINT, previous)

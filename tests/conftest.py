@@ -3,6 +3,7 @@ a render server on loopback in a thread."""
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import threading
@@ -84,6 +85,19 @@ def make_tiny_pipeline(seed: int = 0):
         m.eval().requires_grad_(False)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+@pytest.fixture
+def frozen_heap():
+    """Real-time tests run as the live bridge runs (``bridge.live_run.run_live``): what was built
+    before them (other tests' pipelines and models, half a million objects here) is frozen out of
+    the cyclic collector, whose full pass over it would stall every thread for 0.1–0.25 s."""
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,7 @@ import pytest
 from bendbridge.bridge.mtc import frames_timecode
 
 RATE = 48_000
+BRACKET = 0.0005  # seconds: the widest wall-clock bracket around a sampled transport frame
 
 
 def start_jack_server(period: int = 512, name: str | None = None):
@@ -135,7 +136,8 @@ class Recorder:
 
 class TransportLog:
     """Samples ``client``'s view of JACK transport every 2 ms from a thread: (wall time, rolling,
-    the transport frame now, the timebase master's BBT fields or None)."""
+    the transport frame now, the timebase master's BBT fields or None). The frame is read between
+    two reads of the wall clock, and kept only when they are within :data:`BRACKET` of each other."""
 
     def __init__(self, jack, client, period: int):
         self.jack, self.client, self.period = jack, client, period
@@ -146,8 +148,14 @@ class TransportLog:
     def _run(self):
         while not self._stop.is_set():
             rolling = self.client.transport_state == self.jack.ROLLING
-            frame, wall = self.client.transport_frame, time.time()  # the frame now, and when
+            before = time.time()
+            frame = self.client.transport_frame  # the frame now …
+            after = time.time()  # … and when: a read interrupted between the clocks is not a sample
             _, pos = self.client.transport_query()
+            if after - before > BRACKET:
+                time.sleep(0.002)
+                continue
+            wall = (before + after) / 2
             bbt = None
             if "bar" in pos:
                 bbt = (pos["bar"], pos["beat"], pos["tick"], pos.get("bar_start_tick", 0.0), pos["ticks_per_beat"],

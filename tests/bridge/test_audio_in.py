@@ -16,6 +16,7 @@ from bendbridge.protocol.errors import BendbridgeError
 
 from .jack_helpers import RATE, Player, start_jack_server
 
+pytestmark = pytest.mark.usefixtures("frozen_heap")  # as the live bridge runs (see run_live)
 jack_server = pytest.fixture(start_jack_server)
 
 

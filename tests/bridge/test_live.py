@@ -201,3 +201,28 @@ def test_live_smoothing_is_the_offline_follower_in_time():
     med = LiveSmoother(Smoothing(median=0.1))
     spiky = [med.step(v, i / 50) for i, v in enumerate([0, 0, 0, 9, 0, 0, 0])]
     assert max(spiky) == 0  # a one-tick spike is gone, as offline
+
+
+def test_a_playhead_read_interrupted_by_a_pause_is_read_again_so_deadlines_keep_the_hosts_time():
+    class Sent:
+        def __init__(self):
+            self.requests = []
+
+        def send(self, request, pos=None):
+            self.requests.append(request)
+
+    start, reads = time.time(), []
+
+    def rolling_playhead() -> F:
+        pos = F(time.time() - start).limit_denominator(1_000_000)  # a host rolling since `start`
+        reads.append(pos)
+        if len(reads) == 1:
+            time.sleep(0.05)  # the first read is paused after it took the host's time (a collector pass)
+        return pos
+
+    sent = Sent()
+    bridge = LiveBridge(sent, Timeline(FrameGrid(F(30), 48_000)), load_mapping({}, BendPlan()), rolling_playhead, 0.5)
+    bridge.tick()
+    assert len(reads) == 2 and sent.requests  # read again after the pause
+    for r in sent.requests:  # each frame is due when the host reaches it: its wall time is start + its seconds
+        assert abs(r.deadline - (start + r.sample / 48_000)) < 0.003

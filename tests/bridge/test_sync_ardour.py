@@ -25,6 +25,7 @@ from bendbridge.bridge.timeline import FrameGrid, Timeline
 sys.path.insert(0, os.path.dirname(__file__))
 from jack_helpers import RATE, Recorder, TransportLog, run_bridge, start_jack_server  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("frozen_heap")  # as the live bridge runs (see run_live)
 DATA = Path(__file__).parent / "data" / "ardour_transport"
 PERIOD = 256
 CHANGE = 14.4  # seconds: 130 BPM from bar 9 (24 quarters at 100 BPM)

@@ -19,6 +19,9 @@ HERE = os.path.dirname(__file__)
 LOOPBACK_MULTICAST = "ip link set lo up && ip link set lo multicast on && ip route add 224.0.0.0/4 dev lo"
 
 
+pytestmark = pytest.mark.usefixtures("frozen_heap")  # as the live bridge runs (see run_live)
+
+
 def run_in_private_network(command: str) -> str:
     """Run ``command`` in a new network namespace with multicast on its loopback; its stdout."""
     if shutil.which("unshare") is None or shutil.which("ip") is None:

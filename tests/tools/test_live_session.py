@@ -24,6 +24,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "bridge"))
 from headless_chromium import Browser  # noqa: E402
 from jack_helpers import RATE, Master, MtcWriter, Player, start_jack_server  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("frozen_heap")  # as the live bridge runs (see run_live)
 jack_server = pytest.fixture(start_jack_server)
 
 
