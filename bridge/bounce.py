@@ -31,6 +31,7 @@ import numpy as np
 from bendbridge.protocol.errors import BendbridgeError
 from bendbridge.protocol.fields import validate_value
 from bendbridge.protocol.frames import FrameSource, LocalRendering
+from bendbridge.protocol.inversion import InversionSettings
 from bendbridge.protocol.output import OutputStore
 from bendbridge.protocol.plan import BendPlan
 from bendbridge.protocol.position import FramePosition
@@ -44,6 +45,7 @@ from .mapping import MusicMapping, load_mapping
 from .tempo import TempoMap, TimeSignatureMap
 from .timeline import FrameGrid, Timeline, parse_fps
 from .video import check_video_path, read_audio_span, write_video
+from .video_in import Footage, Still
 
 __all__ = ["BounceSpec", "BouncePlan", "BounceSummary", "plan_bounce", "run_bounce", "parse_position", "BounceError"]
 
@@ -89,6 +91,10 @@ class BounceSpec:
     meter: TimeSignatureMap | None = None
     extra_lanes: dict[str, AutomationLane] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # what the caller wants the summary to say
+    # start every frame from the footage's picture at its time, DDIM-inverted, instead of from noise
+    init_video: Path | None = None
+    init_image: Path | None = None  # one picture for every frame
+    inversion: InversionSettings = InversionSettings()
 
     def project_files(self) -> list[tuple[str, Path]]:
         """The tempo sources given, as (option, path): at most one may be."""
@@ -121,6 +127,10 @@ class BounceSpec:
         ):
             if value is not None:
                 validate_value(value, spec, option)
+        if self.init_video is not None and self.init_image is not None:
+            raise BounceError("--init-image", "give --init-video or --init-image, not both")
+        if self.init_video is not None or self.init_image is not None:
+            check_inversion(self.inversion, self.steps)
         if self.batch is not None:
             finite_number(self.batch, "--batch", 1, 1024, integer=True, error=BounceError)
         finite_number(self.server_timeout, "--server-timeout", 0.0, None, lo_open=True, error=BounceError)
@@ -129,6 +139,8 @@ class BounceSpec:
         for option, path in (
             ("--audio", self.audio),
             ("--config", self.config),
+            ("--init-video", self.init_video),
+            ("--init-image", self.init_image),
             *self.project_files(),
             *(("--lanes", p) for p in self.lanes),
         ):
@@ -150,6 +162,8 @@ class BouncePlan:
     end: Fraction  # start + n/fps: the end of the last frame
     audio_path: Path
     notes: list[str] = field(default_factory=list)  # what a reader left out or assumed, for the user
+    footage: Footage | Still | None = None  # --init-video, --init-image
+    footage_frames: list[int] | None = None  # per frame: the footage frame it starts from
 
 
 @dataclass
@@ -175,6 +189,15 @@ class BounceSummary:
         if self.nan_frames or self.black_frames:
             s += f"\n  NaN frames: {self.nan_frames or 'none'}; black frames: {self.black_frames or 'none'}"
         return s
+
+
+def check_inversion(inversion: InversionSettings, steps: int | None) -> None:
+    """The inversion options against the render's steps (when known), named as on the command line."""
+    try:
+        inversion.check(steps)
+    except BendbridgeError as e:
+        flag = {"invert.to_step": "--invert-to", "invert.iterations": "--invert-iterations"}.get(e.field or "")
+        raise BounceError(flag or e.field, e.message) from None
 
 
 def parse_position(text: str, timeline: Timeline, what: str) -> Fraction:
@@ -258,6 +281,7 @@ def plan_bounce(spec: BounceSpec) -> BouncePlan:
     audio = load_audio(spec.audio, FEATURE_RATE)
     n = timeline.grid.count(end)
     positions = [timeline.position(i) for i in range(n)]
+    footage, footage_frames = _footage(spec, settings, positions, notes)
     params = mapping.resolve(
         positions, timeline, _features(audio, positions, mapping, config.feature_window, fps), lanes
     )
@@ -272,11 +296,34 @@ def plan_bounce(spec: BounceSpec) -> BouncePlan:
         start + Fraction(n) / fps,
         Path(spec.audio),
         notes,
+        footage,
+        footage_frames,
     )
 
 
-def _fingerprint(identity: dict[str, Any], pos: FramePosition, params: dict[str, Any]) -> str:
-    blob = json.dumps({"setup": identity, "t": str(pos.seconds), "params": params}, sort_keys=True, default=str)
+def _footage(
+    spec: BounceSpec, settings: RenderSettings, positions: list[FramePosition], notes: list[str]
+) -> tuple[Footage | Still | None, list[int] | None]:
+    """The footage of ``--init-video`` (or the still of ``--init-image``) and, per frame, the footage
+    frame on screen at its time."""
+    if spec.init_video is None and spec.init_image is None:
+        return None, None
+    check_inversion(spec.inversion, settings.steps)
+    footage = Footage(spec.init_video) if spec.init_video is not None else Still(spec.init_image)  # type: ignore[arg-type]
+    frames = footage.indices([p.seconds for p in positions])
+    last = positions[-1].seconds if positions else Fraction(0)
+    if len(footage) > 1 and last > footage.duration + (footage.times[-1] - footage.times[-2]):
+        notes.append(
+            f"{footage.path.name} ends at {float(footage.duration):.3f} s: frames after it start from its last picture"
+        )
+    return footage, frames
+
+
+def _fingerprint(identity: dict[str, Any], pos: FramePosition, params: dict[str, Any], picture: int | None) -> str:
+    what = {"setup": identity, "t": str(pos.seconds), "params": params}
+    if picture is not None:
+        what["picture"] = picture  # the footage frame it starts from
+    blob = json.dumps(what, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -302,6 +349,7 @@ def _open_source(spec: BounceSpec, bp: BouncePlan, local: LocalRendering | None)
             plan=bp.plan.to_dict(),
             mode="offline",
             deliver="png",
+            inversion=spec.inversion.to_dict() if bp.footage is not None else None,
         )
         return RemoteFrames(
             spec.server,
@@ -317,6 +365,8 @@ def _open_source(spec: BounceSpec, bp: BouncePlan, local: LocalRendering | None)
             "this installation renders only on a render server: give --server URL, "
             "or install the render side with pip install 'bendbridge[server]'",
         )
+    if bp.footage is not None:
+        return local(bp.settings, bp.plan, bp.batch, spec.inversion)
     return local(bp.settings, bp.plan, bp.batch)
 
 
@@ -335,8 +385,12 @@ def _render_missing(
         disable=not progress,
         smoothing=0.1,
     )
+    footage, footage_frames = bp.footage, bp.footage_frames
+    pictures = None
+    if footage is not None and footage_frames is not None:
+        pictures = lambda i: footage.picture(footage_frames[i])  # noqa: E731 (decoded in frame order)
     try:
-        for got in source.render(todo, bp.positions, bp.params):
+        for got in source.render(todo, bp.positions, bp.params, pictures):
             i, p = got.frame, bp.positions[got.frame]
             if got.status == "nan":
                 nan_frames.append(i)
@@ -352,6 +406,7 @@ def _render_missing(
                     status=got.status,
                     time=str(p.seconds),
                     bar_beat=str(p.bar_beat),
+                    picture=footage_frames[i] if footage_frames is not None else None,
                 ),
             )
             bar.update(1)
@@ -389,7 +444,13 @@ def run_bounce(spec: BounceSpec, local: LocalRendering | None = None, progress: 
     store = OutputStore(work.parent, work.name)
     source = _open_source(spec, bp, local)
     try:
-        fingerprints = [_fingerprint(source.identity, p, pp) for p, pp in zip(bp.positions, bp.params)]
+        identity = source.identity
+        if bp.footage is not None:
+            identity = {**identity, "footage": bp.footage.digest(), "inversion": spec.inversion.to_dict()}
+        pictures = bp.footage_frames or [None] * len(bp.positions)
+        fingerprints = [
+            _fingerprint(identity, p, pp, k) for p, pp, k in zip(bp.positions, bp.params, pictures, strict=True)
+        ]
         todo = [p.frame for p, fp in zip(bp.positions, fingerprints) if store.finished(p.frame, fp) is None]
         nan_frames, black_frames = _render_missing(bp, source, store, todo, fingerprints, progress)
     finally:

@@ -22,6 +22,9 @@ __all__ = [
     "DEMO_FAST_CONFIG",
     "DEMO_STEER_CONFIG",
     "DEMO_ADAPTER_CONFIG",
+    "DEMO_FOOTAGE_CONFIG",
+    "DEMO_CLIP",
+    "write_demo_clip",
     "BARS",
     "TEMPI",
 ]
@@ -34,6 +37,9 @@ DEMO_CONFIG = "demo.toml"
 DEMO_FAST_CONFIG = "demo_fast.toml"  # the same bends for the fast model (2 steps)
 DEMO_STEER_CONFIG = "demo_steer.toml"  # steering bends (a steering vector, an autoencoder feature)
 DEMO_ADAPTER_CONFIG = "demo_adapter.toml"  # a personal adapter whose weight follows a lane
+DEMO_FOOTAGE_CONFIG = "demo_footage.toml"  # the demo's bends on footage (guidance 1 for inversion)
+DEMO_CLIP = "demo_clip.mp4"  # the bundled footage: a sun rising over a purple sea (tools/make_demo_clip.py)
+DEMO_CLIP_SECONDS = 8
 
 
 def _bar_starts() -> list[Fraction]:
@@ -159,3 +165,12 @@ def write_demo(folder: Path, config: str = DEMO_CONFIG) -> dict[str, Path]:
 def bundled_config(config: str = DEMO_CONFIG) -> str:
     """A demo bend config as shipped (``write_demo`` keeps an edited copy it finds)."""
     return importlib.resources.files("bendbridge.bridge").joinpath(config).read_text(encoding="utf-8")
+
+
+def write_demo_clip(folder: Path) -> Path:
+    """The bundled footage, copied into ``folder`` (kept if already there)."""
+    path = Path(folder) / DEMO_CLIP
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(importlib.resources.files("bendbridge.bridge").joinpath(DEMO_CLIP).read_bytes())
+    return path

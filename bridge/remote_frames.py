@@ -7,7 +7,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from bendbridge.protocol import Bye, Error, FrameReady, FrameRequest, SessionSetup
-from bendbridge.protocol.frames import FrameParams, FrameSourceError, RenderedFrame
+from bendbridge.protocol.frames import FrameParams, FrameSourceError, PictureOf, RenderedFrame
 from bendbridge.protocol.plan import BendPlan
 from bendbridge.protocol.position import FramePosition
 from bendbridge.protocol.render import render_identity
@@ -52,7 +52,11 @@ class RemoteFrames:
         self.identity = render_identity(welcome.model, setup.settings, BendPlan.from_dict(setup.plan or {}))
 
     def render(
-        self, todo: Sequence[int], positions: Sequence[FramePosition], params: Sequence[FrameParams]
+        self,
+        todo: Sequence[int],
+        positions: Sequence[FramePosition],
+        params: Sequence[FrameParams],
+        pictures: PictureOf | None = None,
     ) -> Iterator[RenderedFrame]:
         pending: dict[int, str] = {}  # frame -> request id
         frame_of: dict[str, int] = {}  # request id -> frame
@@ -62,7 +66,9 @@ class RemoteFrames:
         def send_more() -> None:
             while queue and len(pending) < self.window:
                 i = queue.pop()
-                mid = self.client.send(FrameRequest(**positions[i].wire(), params=params[i]), pos=positions[i].sample)
+                picture = pictures(i) if pictures is not None else None
+                request = FrameRequest(**positions[i].wire(), params=params[i], picture=picture)
+                mid = self.client.send(request, pos=positions[i].sample)
                 pending[i], frame_of[mid] = mid, i
 
         send_more()

@@ -17,7 +17,15 @@ from typing import Any, Protocol
 from .errors import BendbridgeError
 from .position import FramePosition
 
-__all__ = ["FrameParams", "FrameSource", "FrameSourceError", "LocalRendering", "RenderedFrame", "FRAME_STATUSES"]
+__all__ = [
+    "FrameParams",
+    "FrameSource",
+    "FrameSourceError",
+    "LocalRendering",
+    "PictureOf",
+    "RenderedFrame",
+    "FRAME_STATUSES",
+]
 
 FrameParams = Mapping[str, Mapping[str, Any]]  # bend id -> {per-frame parameter: value}
 FRAME_STATUSES = ("ok", "nan", "black", "resumed", "dropped")
@@ -38,19 +46,30 @@ class RenderedFrame:
     faults: tuple[str, ...] = ()
 
 
+PictureOf = Callable[[int], Any]
+"""Frame index → the picture the frame starts from (uint8 RGB [H, W, 3], any size: the renderer
+fits it), inverted with the source's inversion settings (see ``protocol.inversion``)."""
+
+
 class FrameSource(Protocol):
     identity: dict[str, Any]
     """What decides the frames besides each frame's parameters (model, render settings, plan),
     as plain data: the bounce fingerprints every frame with it."""
 
     def render(
-        self, todo: Sequence[int], positions: Sequence[FramePosition], params: Sequence[FrameParams]
+        self,
+        todo: Sequence[int],
+        positions: Sequence[FramePosition],
+        params: Sequence[FrameParams],
+        pictures: PictureOf | None = None,
     ) -> Iterator[RenderedFrame]:
-        """Render the frames ``todo`` (indices into ``positions`` and ``params``), yielding each as it is done."""
+        """Render the frames ``todo`` (indices into ``positions`` and ``params``; each from its
+        picture when ``pictures`` is given), yielding each as it is done."""
         ...
 
     def close(self) -> None: ...
 
 
-LocalRendering = Callable[[Any, Any, int], FrameSource]
-"""``(render settings, bend plan, frames per batch) -> FrameSource`` rendering in this process."""
+LocalRendering = Callable[..., FrameSource]
+"""``(render settings, bend plan, frames per batch, inversion=None) -> FrameSource`` rendering in
+this process (``inversion``: an ``InversionSettings`` for frames that start from pictures)."""

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, ClassVar
 
+from .errors import BendbridgeError
 from .fields import Field, ProtocolError, validate_value
+from .inversion import MAX_PICTURE_SIDE, InversionSettings, check_picture
 from .render import RENDER_FIELDS, RenderSettings
 from .version import PROTOCOL_VERSION
 
@@ -231,6 +233,7 @@ class Welcome(Message):
         "output": Field("str", max_len=128),
         "mode": Field("str", max_len=16),
         "deliver": Field("str", max_len=8),
+        "inversion": Field("json"),
     },
 )
 @dataclass(frozen=True)
@@ -252,9 +255,15 @@ class SessionSetup(Message):
     plan: dict | None = None
     mode: str = "offline"  # offline | live
     deliver: str = "path"  # path: frame_ready names the file; png: it also carries the PNG bytes (protocol 1.1)
+    inversion: dict | None = None  # how frames' pictures are inverted (protocol 1.3; see protocol.inversion)
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.inversion is not None:
+            try:
+                InversionSettings.from_dict(self.inversion, "session_setup.inversion")
+            except BendbridgeError as e:
+                raise ProtocolError(e.field, e.message, code="range") from None
         if self.mode not in ("offline", "live"):
             raise ProtocolError(
                 "session_setup.mode", f"{self.mode!r:.20} is not valid; allowed: offline, live", code="range"
@@ -297,6 +306,7 @@ class SessionSetup(Message):
         "noise_angle": Field("float", required=False, lo=-1e6, hi=1e6),
         "prompt_weights": Field("list_float", required=False, lo=0, hi=1e6, max_len=64),
         "deadline": Field("float", required=False, lo=0, hi=1e11),
+        "picture": Field("array", max_len=MAX_PICTURE_SIDE * MAX_PICTURE_SIDE * 3),
     },
 )
 @dataclass(frozen=True)
@@ -312,6 +322,15 @@ class FrameRequest(Message):
     noise_angle: float | None = None
     prompt_weights: tuple[float, ...] | None = None
     deadline: float | None = None  # live mode: wall-clock time after which the frame is useless
+    picture: Any = None  # uint8 [H, W, 3]: start from this picture, inverted (protocol 1.3), not from noise
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.picture is not None:
+            try:
+                check_picture(self.picture, "frame_request.picture")
+            except BendbridgeError as e:
+                raise ProtocolError(e.field, e.message, code="type") from None
 
 
 @_message("param_update", {"params": Field("params")})

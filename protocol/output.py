@@ -50,9 +50,11 @@ class ManifestEntry:
     status: str = "ok"
     time: str = ""  # exact seconds as a fraction "p/q" (offline bounces)
     bar_beat: str = ""  # "bar:beat:tick"
+    picture: int | None = None  # the footage frame it started from (bounce --init-video)
 
     def to_json(self) -> str:
-        return json.dumps(self.__dict__, sort_keys=True, separators=(",", ":"))
+        data = {k: v for k, v in self.__dict__.items() if k != "picture" or v is not None}
+        return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
 
 class OutputStore:

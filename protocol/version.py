@@ -9,7 +9,8 @@ from __future__ import annotations
 
 __all__ = ["PROTOCOL_VERSION", "PACKAGE_VERSION", "compatible", "version_string"]
 
-PROTOCOL_VERSION: tuple[int, int] = (1, 2)  # 1.1: session_setup.deliver; 1.2: transport.bar, transport.bar_beat
+PROTOCOL_VERSION: tuple[int, int] = (1, 3)  # 1.1: session_setup.deliver; 1.2: transport.bar, transport.bar_beat;
+# 1.3: session_setup.inversion, frame_request.picture
 PACKAGE_VERSION = "0.1.0"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from bendbridge.protocol.inversion import InversionSettings
 from bendbridge.protocol.render import DECODER_HELP, PRECISION_HELP, PRECISIONS
 
 __all__ = ["add_commands"]
@@ -36,6 +37,24 @@ def _common(p: argparse.ArgumentParser) -> None:
         "--server-timeout", type=float, default=300.0, help="seconds to wait for the next frame from --server"
     )
     p.add_argument("--out", type=Path, required=True, help="video file: .mp4 (H.264 + AAC) or .mov (ProRes + PCM)")
+    p.add_argument(
+        "--init-video",
+        type=Path,
+        default=None,
+        metavar="VID",
+        help="start each frame from this footage's picture at its time (DDIM-inverted), not from noise",
+    )
+    p.add_argument(
+        "--init-image", type=Path, default=None, metavar="IMG", help="start every frame from this picture (inverted)"
+    )
+    p.add_argument(
+        "--invert-to", type=int, default=0, metavar="K",
+        help="with --init-video: the denoising step pictures are inverted to, 0 … steps (default 0: to noise)",
+    )  # fmt: skip
+    p.add_argument(
+        "--invert-iterations", type=int, default=InversionSettings.iterations, metavar="N",
+        help=f"with --init-video: fixed-point iterations a step (default {InversionSettings.iterations})",
+    )  # fmt: skip
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -74,6 +93,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--adapter",
         action="store_true",
         help="the adapter demo: a personal concept (the dotted adapter) whose weight follows a lane (embedded model)",
+    )
+    p.add_argument(
+        "--footage",
+        action="store_true",
+        help="the footage demo: the bundled clip (a sun rising over a sea), inverted frame by frame and bent "
+        "(its 8 s unless --end)",
     )
     p.add_argument(
         "--song-dir", type=Path, default=None, help="where the demo song, MIDI and config go (default: beside --out)"
@@ -118,6 +143,9 @@ def _spec(args: argparse.Namespace, audio: Path, config: Path, midi: Path | None
         server_keys=args.keys,
         server_client=args.client,
         server_timeout=args.server_timeout,
+        init_video=args.init_video,
+        init_image=args.init_image,
+        inversion=InversionSettings(args.invert_to, args.invert_iterations),
     )
 
 
@@ -183,20 +211,32 @@ def run_demo(args: argparse.Namespace) -> int:
     from bendbridge.bridge.bounce import BounceError
     from bendbridge.bridge.demo_song import (
         DEMO_ADAPTER_CONFIG,
+        DEMO_CLIP_SECONDS,
         DEMO_CONFIG,
         DEMO_FAST_CONFIG,
+        DEMO_FOOTAGE_CONFIG,
         DEMO_STEER_CONFIG,
         bundled_config,
         write_demo,
+        write_demo_clip,
     )
     from bendbridge.bridge.video import check_video_path
 
     check_video_path(args.out, "--out")  # before the song is synthesised
 
     config = DEMO_CONFIG
-    if args.steer and args.adapter:
-        raise BounceError("--adapter", "give --steer or --adapter, not both")
-    for flag, what, special in (("steer", "steering", DEMO_STEER_CONFIG), ("adapter", "adapter", DEMO_ADAPTER_CONFIG)):
+    chosen = [f"--{flag}" for flag in ("steer", "adapter", "footage") if getattr(args, flag)]
+    if len(chosen) > 1:
+        raise BounceError(chosen[1], f"give one of --steer, --adapter, --footage, not {' and '.join(chosen)}")
+    for flag in ("init_video", "init_image"):
+        if args.footage and getattr(args, flag) is not None:
+            option = "--" + flag.replace("_", "-")
+            raise BounceError(option, f"--footage is the demo with the bundled clip: give --footage or {option}")
+    for flag, what, special in (
+        ("steer", "steering", DEMO_STEER_CONFIG),
+        ("adapter", "adapter", DEMO_ADAPTER_CONFIG),
+        ("footage", "footage", DEMO_FOOTAGE_CONFIG),
+    ):
         if getattr(args, flag):
             if args.fast or args.model is not None:
                 raise BounceError(
@@ -215,6 +255,9 @@ def run_demo(args: argparse.Namespace) -> int:
             f"note: using the existing {paths['config']}, which differs from the bundled demo config "
             f"(delete it to get the current one)"
         )
+    if args.footage:
+        args.init_video = write_demo_clip(folder)
+        args.end = args.end or str(DEMO_CLIP_SECONDS)
     summary = _bounce(_spec(args, paths["audio"], paths["config"], paths["midi"]), args)
     print(summary)
     return 0

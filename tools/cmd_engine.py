@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 from bendbridge.protocol.errors import BendbridgeError
+from bendbridge.protocol.inversion import InversionSettings
 from bendbridge.protocol.render import DECODER_HELP, PRECISION_HELP, PRECISIONS, SCHEDULERS, check_scheduler
 
 __all__ = ["add_commands"]
@@ -52,13 +53,56 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--width", type=int, default=None)
     p.add_argument("--height", type=int, default=None)
     p.add_argument("--out", type=Path, required=True, help="output image (.png, .jpg, .webp)")
+    p.add_argument("--init-image", type=Path, default=None, help="start from this picture (DDIM-inverted), not noise")
+    _inversion_args(p)
     p.set_defaults(run=run_render)
+
+    p = sub.add_parser("invert", help="DDIM-invert a picture and render it back: picture, reconstruction, error")
+    _model_args(p)
+    p.add_argument("--image", type=Path, required=True, help="the picture (.png, .jpg, .webp), fitted to the size")
+    p.add_argument("--prompt", default="", help="what the picture shows (inversion and reconstruction use it)")
+    p.add_argument("--negative-prompt", default="")
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--guidance", type=float, default=None, help="guidance of the reconstruction (default: the model's)")
+    p.add_argument("--width", type=int, default=None)
+    p.add_argument("--height", type=int, default=None)
+    _inversion_args(p)
+    p.add_argument("--out", type=Path, required=True, help="the sheet (.png); its numbers go beside it as .json")
+    p.set_defaults(run=run_invert)
 
     p = sub.add_parser("sweep", help="render a labelled contact sheet of operator × value × target")
     _model_args(p)
     p.add_argument("--config", type=Path, required=True, help="sweep TOML (see server/render/sheet.py)")
     p.add_argument("--out", type=Path, required=True, help="output PNG")
     p.set_defaults(run=run_sweep)
+
+
+def _inversion_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--invert-to", type=int, default=0, metavar="K",
+        help="the denoising step the picture is inverted to, 0 … steps (0: all the way to noise; default 0)",
+    )  # fmt: skip
+    p.add_argument(
+        "--invert-iterations", type=int, default=InversionSettings.iterations, metavar="N",
+        help=f"fixed-point iterations a step, 1 = plain DDIM inversion (default {InversionSettings.iterations})",
+    )  # fmt: skip
+
+
+def _inversion(args: argparse.Namespace, steps: int | None = None) -> InversionSettings:
+    """--invert-to and --invert-iterations, checked against ``steps`` (default: --steps, if given)."""
+    settings = InversionSettings(args.invert_to, args.invert_iterations)
+    try:
+        return settings.check(steps if steps is not None else args.steps)
+    except BendbridgeError as e:
+        flag = {"invert.to_step": "--invert-to", "invert.iterations": "--invert-iterations"}[e.field]
+        raise BendbridgeError(flag, e.message) from None
+
+
+def _picture(path: Path, field: str) -> None:
+    if not path.is_file():
+        raise BendbridgeError(field, f"no such file {str(path)!r}")
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise BendbridgeError(field, f"{path.name!r} is not a {', '.join(IMAGE_SUFFIXES)} picture")
 
 
 def run_layers(args: argparse.Namespace) -> int:
@@ -123,14 +167,25 @@ def run_render(args: argparse.Namespace) -> int:
     )
     plan = _plan(args)
     check_scheduler(args.scheduler, "--scheduler")
+    _inversion(args)
+    if args.init_image is not None:
+        _picture(args.init_image, "--init-image")
+        if args.scheduler not in ("default", "ddim"):
+            raise BendbridgeError(
+                "--scheduler", f"--init-image denoises with ddim (its inversion's), not {args.scheduler}"
+            )
 
     from bendbridge.server.model import load_model
     from bendbridge.server.render import FrameSpec, RenderConfig, Renderer
 
-    res = Renderer(
+    renderer = Renderer(
         load_model(args.model, args.device, precision=args.precision, decoder=args.decoder),
         RenderConfig(settings, plan, scheduler=args.scheduler),
-    ).render([FrameSpec(noise_angle=args.noise_angle, prompt_weights=weights)])[0]
+    )
+    frames = [FrameSpec(noise_angle=args.noise_angle, prompt_weights=weights)]
+    if args.init_image is not None:
+        frames = _start_from_picture(renderer, args.init_image, frames, args)
+    res = renderer.render(frames)[0]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(res.image).save(args.out)
     for f in res.faults:
@@ -139,6 +194,55 @@ def run_render(args: argparse.Namespace) -> int:
         print("warning: the frame is all black")
     print(f"wrote {args.out}")
     return 0 if res.ok else 1
+
+
+def _start_from_picture(renderer, path: Path, frames: list, args: argparse.Namespace) -> list:
+    """``frames`` set to start from the picture at ``path``, inverted (see server/render/inversion.py)."""
+    from bendbridge.server.render.inversion import start_from
+    from bendbridge.server.render.pictures import read_picture
+
+    inversion = _inversion(args, renderer.steps)
+    picture = read_picture(path, (renderer.width, renderer.height), "--init-image")
+    return start_from(renderer, picture[None], frames, inversion)
+
+
+def run_invert(args: argparse.Namespace) -> int:
+    import json
+
+    from bendbridge.bridge.report import pyplot
+    from bendbridge.protocol.render import RenderSettings
+
+    _picture(args.image, "--image")
+    if args.out.suffix.lower() != ".png":
+        raise BendbridgeError("--out", f"{args.out.name!r}: the sheet is a .png")
+    pyplot("--out")
+    inversion = _inversion(args)
+    names = {"width": "--width", "height": "--height", "steps": "--steps", "guidance": "--guidance"}
+    settings = RenderSettings((args.prompt,), args.negative_prompt).override(
+        names, width=args.width, height=args.height, steps=args.steps, guidance=args.guidance
+    )
+
+    from bendbridge.server.model import load_model
+    from bendbridge.server.render import RenderConfig, Renderer
+    from bendbridge.server.render.inversion_sheet import inversion_report, inversion_sheet
+    from bendbridge.server.render.pictures import read_picture
+
+    renderer = Renderer(
+        load_model(args.model, args.device, precision=args.precision, decoder=args.decoder), RenderConfig(settings)
+    )
+    inversion = _inversion(args, renderer.steps)
+    picture = read_picture(args.image, (renderer.width, renderer.height), "--image")
+    report = inversion_report(renderer, picture, inversion)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    inversion_sheet(report, args.out)
+    numbers = args.out.with_suffix(".json")
+    numbers.write_text(json.dumps({"image": str(args.image), **report.to_dict()}, indent=1) + "\n")
+    e, v = report.error, report.vae_error
+    print(
+        f"reconstruction: {e.mean_abs:.2f} levels mean abs, PSNR {e.psnr:.2f} dB "
+        f"(the VAE alone: {v.mean_abs:.2f}, {v.psnr:.2f} dB); wrote {args.out} and {numbers}"
+    )
+    return 0
 
 
 def run_sweep(args: argparse.Namespace) -> int:

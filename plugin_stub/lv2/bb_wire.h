@@ -26,7 +26,7 @@ extern "C" {
 #endif
 
 #define BB_PROTOCOL_MAJOR 1
-#define BB_PROTOCOL_MINOR 2
+#define BB_PROTOCOL_MINOR 3
 
 /* The envelope around every message: see bendbridge.protocol.messages.Envelope. */
 typedef struct {

@@ -28,6 +28,7 @@ import torch
 from bendbridge.protocol.errors import BendbridgeError
 from bendbridge.server.bending.layers import module_hooks
 
+from ..render.pictures import IMAGE_SUFFIXES, read_picture
 from .lora import LoraAdapter, linear_modules, lora_delta
 
 __all__ = [
@@ -44,7 +45,6 @@ __all__ = [
     "IMAGE_SUFFIXES",
 ]
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 MIN_SNR_GAMMA = 5.0
 
 
@@ -88,24 +88,14 @@ class TrainingImages:
 
 def load_images(folder: Path, size: tuple[int, int], caption: str, token: str) -> TrainingImages:
     """Every image in ``folder`` (sorted by name), resized and centre-cropped to ``size`` (W, H)."""
-    from PIL import Image, UnidentifiedImageError
-
     if not folder.is_dir():
         raise BendbridgeError("--images", f"no such folder {str(folder)!r}")
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise BendbridgeError("--images", f"{str(folder)!r} holds no {', '.join(IMAGE_SUFFIXES)} images")
-    w, h = size
     pixels, captions = [], []
     for p in files:
-        try:
-            img = Image.open(p).convert("RGB")
-        except (UnidentifiedImageError, OSError) as e:
-            raise BendbridgeError("--images", f"{p.name} is not a readable image ({e})") from None
-        scale = max(w / img.width, h / img.height)
-        img = img.resize((max(w, round(img.width * scale)), max(h, round(img.height * scale))), Image.LANCZOS)
-        left, top = (img.width - w) // 2, (img.height - h) // 2
-        pixels.append(np.asarray(img.crop((left, top, left + w, top + h)), np.uint8))
+        pixels.append(read_picture(p, size, "--images"))
         side = p.with_suffix(".txt")
         text = side.read_text(encoding="utf-8").strip() if side.is_file() else ""
         captions.append(text or caption.replace("{token}", token))

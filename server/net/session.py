@@ -17,13 +17,18 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from bendbridge.protocol import FrameReady, FrameRequest, SessionSetup
+from bendbridge.protocol.inversion import InversionSettings
 from bendbridge.protocol.output import OutputStore, png_bytes
 from bendbridge.protocol.plan import BendPlan
 from bendbridge.protocol.position import POSITION_FIELDS
 from bendbridge.protocol.render import render_identity
 from bendbridge.server.model import LoadedModel
 from bendbridge.server.render import Denoised, FrameResult, FrameSpec, RenderConfig, Renderer, unet_replica
+from bendbridge.server.render.inversion import start_from
+from bendbridge.server.render.pictures import fit_array
 
 __all__ = ["DecodedBatch", "DenoisedBatch", "RenderSession", "Pending", "dropped"]
 
@@ -66,11 +71,20 @@ def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":"), default=list).encode()).hexdigest()
 
 
+def _picture_digest(picture: Any) -> str | None:
+    """SHA-256 of a request's picture (its shape and pixels), None without one."""
+    if picture is None:
+        return None
+    return hashlib.sha256(repr(picture.shape).encode() + picture.tobytes()).hexdigest()
+
+
 class RenderSession:
     def __init__(self, sid: str, setup: SessionSetup, model: LoadedModel, root: Path, max_batch: int):
         plan = BendPlan.from_dict(setup.plan) if setup.plan else BendPlan()
         self.sid, self.setup = sid, setup
         self.renderer = Renderer(model, RenderConfig(setup.settings, plan, max_batch=max_batch))
+        inversion = InversionSettings.from_dict(setup.inversion or {}, "session_setup.inversion")
+        self.inversion = inversion.check(self.renderer.steps, "session_setup.inversion")
         self.store = OutputStore(root, setup.output)
         self.setup_digest = _digest(render_identity(model.name, self.renderer.settings, plan))
         self.queue: deque[Pending] = deque()
@@ -98,6 +112,8 @@ class RenderSession:
                 "seed": req.seed,
                 "angle": req.noise_angle,
                 "weights": req.prompt_weights,
+                "picture": _picture_digest(req.picture),
+                "inversion": self.inversion.to_dict() if req.picture is not None else None,
             }
         )
 
@@ -216,8 +232,23 @@ class RenderSession:
         ]
         started = time.time()
         t0 = time.perf_counter()
+        specs = self._start_from_pictures(batch, specs, renderer or self.renderer)
         denoised = (renderer or self.renderer).denoise(specs)
         return DenoisedBatch(batch, params, denoised, started, (time.perf_counter() - t0) / len(batch))
+
+    def _start_from_pictures(self, batch: list[Pending], specs: list[FrameSpec], renderer: Renderer) -> list[FrameSpec]:
+        """The frames whose requests carry a picture, set to start from it (fitted to the render
+        size, inverted with the session's settings); the others as they are."""
+        rows = [i for i, p in enumerate(batch) if p.request.picture is not None]
+        if not rows:
+            return specs
+        size = (renderer.width, renderer.height)
+        pictures = np.stack([fit_array(batch[i].request.picture, size) for i in rows])
+        started = start_from(renderer, pictures, [specs[i] for i in rows], self.inversion)
+        out = list(specs)
+        for i, spec in zip(rows, started):
+            out[i] = spec
+        return out
 
     def decode(self, d: DenoisedBatch, renderer: Renderer | None = None) -> DecodedBatch:
         """Decode a denoised batch into images (touches only the decoder: any thread may)."""

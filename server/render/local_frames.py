@@ -6,13 +6,18 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from bendbridge.protocol.frames import FrameParams, LocalRendering, RenderedFrame
+import numpy as np
+
+from bendbridge.protocol.frames import FrameParams, LocalRendering, PictureOf, RenderedFrame
+from bendbridge.protocol.inversion import InversionSettings
 from bendbridge.protocol.output import png_bytes
 from bendbridge.protocol.plan import BendPlan
 from bendbridge.protocol.position import FramePosition
 from bendbridge.protocol.render import RenderSettings, render_identity
 from bendbridge.server.model import LoadedModel, check_model_options, load_model
 
+from .inversion import start_from
+from .pictures import fit_array
 from .renderer import FrameSpec, RenderConfig, Renderer
 
 __all__ = ["LocalFrames", "local_rendering"]
@@ -21,17 +26,34 @@ __all__ = ["LocalFrames", "local_rendering"]
 class LocalFrames:
     """Render with the bending engine in batched denoising passes of ``batch`` frames."""
 
-    def __init__(self, model: LoadedModel, settings: RenderSettings, plan: BendPlan, batch: int):
+    def __init__(
+        self,
+        model: LoadedModel,
+        settings: RenderSettings,
+        plan: BendPlan,
+        batch: int,
+        inversion: InversionSettings | None = None,
+    ):
         self.renderer = Renderer(model, RenderConfig(settings, plan, max_batch=batch))
         self.batch = batch
+        self.inversion = (inversion or InversionSettings()).check(self.renderer.steps, "--invert-to")
         self.identity = render_identity(model.name, self.renderer.settings, plan)
 
     def render(
-        self, todo: Sequence[int], positions: Sequence[FramePosition], params: Sequence[FrameParams]
+        self,
+        todo: Sequence[int],
+        positions: Sequence[FramePosition],
+        params: Sequence[FrameParams],
+        pictures: PictureOf | None = None,
     ) -> Iterator[RenderedFrame]:
+        r = self.renderer
         for s in range(0, len(todo), self.batch):
             chunk = todo[s : s + self.batch]
-            for i, res in zip(chunk, self.renderer.render([FrameSpec(params=params[i]) for i in chunk])):
+            frames = [FrameSpec(params=params[i]) for i in chunk]
+            if pictures is not None:
+                fitted = np.stack([fit_array(pictures(i), (r.width, r.height)) for i in chunk])
+                frames = start_from(r, fitted, frames, self.inversion)
+            for i, res in zip(chunk, r.render(frames)):
                 yield RenderedFrame(i, png_bytes(res.image), res.status, tuple(str(f) for f in res.faults))
 
     def close(self) -> None:
@@ -52,9 +74,9 @@ def local_rendering(
     if not loaded:
         check_model_options(model, device, precision, decoder)
 
-    def open_source(settings: Any, plan: Any, batch: int) -> LocalFrames:
+    def open_source(settings: Any, plan: Any, batch: int, inversion: InversionSettings | None = None) -> LocalFrames:
         if not loaded:
             loaded.append(load_model(model, device, precision=precision, decoder=decoder))
-        return LocalFrames(loaded[0], settings, plan, batch)
+        return LocalFrames(loaded[0], settings, plan, batch, inversion)
 
     return open_source

@@ -32,6 +32,7 @@ from bendbridge.server.model import LoadedModel, ModelDefaults
 
 from ._prefix import PrefixCache, first_bent_step, shareable
 from ._shared_rows import RowSharing, SplitPoint, guided_rows, row_sharing, split_point, unet_stages, widening
+from .inversion import ddim_scheduler
 from .schedulers import make_scheduler
 
 __all__ = ["RenderConfig", "FrameSpec", "FrameResult", "Denoised", "Renderer", "unet_replica"]
@@ -55,13 +56,17 @@ class FrameSpec:
     """One frame: per-bend parameter overrides, and optional seed, noise angle and prompt mix.
 
     ``noise_angle`` (radians) walks the start noise on a circle: cos θ·N₁ + sin θ·N₂, which keeps
-    its variance. ``prompt_weights`` (one per prompt) interpolates the prompt embeddings.
+    its variance. ``prompt_weights`` (one per prompt) interpolates the prompt embeddings. A frame
+    with a ``start_latent`` starts from it at ``start_step`` instead of from noise, and is denoised
+    with DDIM, the scheduler it was inverted with.
     """
 
     params: FrameParams = field(default_factory=dict)
     seed: int | None = None
     noise_angle: float = 0.0
     prompt_weights: tuple[float, ...] | None = None
+    start_latent: Any = field(default=None, compare=False)  # [C, h, w]: an inverted picture (see inversion.py)
+    start_step: int = 0  # the denoising step ``start_latent`` belongs to; seed and angle are then unused
 
     @classmethod
     def of_prompt(cls, index: int, prompts: int, **kw: Any) -> FrameSpec:
@@ -284,8 +289,27 @@ class Renderer:
     def denoise(self, frames: Sequence[FrameSpec]) -> Denoised:
         """The U-Net part of rendering ``frames`` (one batch, at most ``max_batch``): text, every
         denoising step with the bends, and the faults the bends raised. :meth:`finish` decodes it.
+        Frames that start from noise and from pictures (at each start step) denoise in one pass per kind.
 
         A live server's lanes run this in parallel, each renderer on its own U-Net replica."""
+        starts = [_start_of(f) for f in frames]
+        kinds = list(dict.fromkeys(starts))
+        if len(kinds) == 1:
+            return self._denoise_alike(frames)
+        latents: torch.Tensor | None = None
+        faults: list[Fault] = []
+        for kind in kinds:
+            rows = [i for i, s in enumerate(starts) if s == kind]
+            part = self._denoise_alike([frames[i] for i in rows])
+            if latents is None:
+                latents = part.latents.new_empty((len(frames), *part.latents.shape[1:]))
+            latents[rows] = part.latents
+            faults += [replace(f, frame=rows[f.frame]) for f in part.faults]
+        assert latents is not None
+        return Denoised(latents, faults)
+
+    def _denoise_alike(self, frames: Sequence[FrameSpec]) -> Denoised:
+        """:meth:`denoise` for frames that all start alike (from noise, or from pictures at one step)."""
         B = len(frames)
         eng = self.engine
         eng.set_frames([f.params for f in frames], guided=self.guided)
@@ -310,18 +334,30 @@ class Renderer:
     def _denoise_steps(self, frames: Sequence[FrameSpec], text: torch.Tensor) -> torch.Tensor:
         """Every denoising step (the shared prefix from the cache) → latents [B, C, h, w]."""
         eng = self.engine
-        sched = make_scheduler(self.scheduler, "default")
-        sched.set_timesteps(self.steps, device=self.device)
-        first = self.prefix_steps
-        keys = [
-            (f.seed if f.seed is not None else self.settings.seed, float(f.noise_angle), f.prompt_weights)
-            for f in frames
-        ]
-        if first > 0:
-            latents, sched = self.prefix.latents(keys, lambda rows: self._run_prefix(frames, rows, text, sched, first))
+        sharing = None
+        if frames[0].start_latent is not None:  # inverted pictures (one start step for the batch: see render)
+            if self.config.scheduler not in ("default", "ddim"):
+                raise PlanError(
+                    "scheduler", f"starting from a picture needs ddim (its inversion's), not {self.config.scheduler}"
+                )
+            sched, first = ddim_scheduler(self.scheduler, self.steps, self.device), frames[0].start_step
+            latents = torch.stack([f.start_latent for f in frames]).to(self.device, self.dtype)
         else:
-            latents = self._noise(frames) * sched.init_noise_sigma
-        sharing = row_sharing(keys, self.guided, self.device) if self.split is not None and first < self.steps else None
+            sched = make_scheduler(self.scheduler, "default")
+            sched.set_timesteps(self.steps, device=self.device)
+            first = self.prefix_steps
+            keys = [
+                (f.seed if f.seed is not None else self.settings.seed, float(f.noise_angle), f.prompt_weights)
+                for f in frames
+            ]
+            if first > 0:
+                latents, sched = self.prefix.latents(
+                    keys, lambda rows: self._run_prefix(frames, rows, text, sched, first)
+                )
+            else:
+                latents = self._noise(frames) * sched.init_noise_sigma
+            if self.split is not None and first < self.steps:
+                sharing = row_sharing(keys, self.guided, self.device)
         with install_hooks(self.unet, eng):
             for i, t in enumerate(sched.timesteps[first:], start=first):
                 latents = eng.bend_latent(latents, i, "frames")
@@ -394,3 +430,8 @@ class Renderer:
         imgs = ((x + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
         imgs[nonfinite] = 0
         return imgs, nonfinite
+
+
+def _start_of(frame: FrameSpec) -> int | None:
+    """The step a frame's denoising starts at from a picture, None for a frame that starts from noise."""
+    return frame.start_step if frame.start_latent is not None else None

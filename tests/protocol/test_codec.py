@@ -123,7 +123,7 @@ def _raw(msg, **changes) -> dict:
 
 
 def test_another_major_version_is_a_version_error_naming_both_versions():
-    with pytest.raises(VersionError, match=r"protocol 2\.0 is not supported; this peer speaks 1\.2"):
+    with pytest.raises(VersionError, match=r"protocol 2\.0 is not supported; this peer speaks 1\.3"):
         decode(msgpack.packb(_raw(Heartbeat(), v=[2, 0])))
 
 

@@ -577,7 +577,12 @@ MISTAKES = [
     (
         "two special demos",
         lambda d, t: ["demo", "--adapter", "--steer", "--out", str(t / "d.mp4")],
-        "--adapter: give --steer or --adapter, not both",
+        "--adapter: give one of --steer, --adapter, --footage, not --steer and --adapter",
+    ),
+    (
+        "footage demo with other footage",
+        lambda d, t: ["demo", "--footage", "--init-video", str(t / "x.mp4"), "--out", str(t / "d.mp4")],
+        "--init-video: --footage is the demo with the bundled clip: give --footage or --init-video",
     ),
     (
         "adapt without images",
@@ -644,13 +649,86 @@ MISTAKES = [
         ],
         "bend[0].op: 'lora' (adapters) does not apply to the module target; it acts on the whole denoiser",
     ),
+    (
+        "bounce from missing footage",
+        lambda d, t: bounce(d, t, "--init-video", str(t / "nope.mp4")),
+        "--init-video: no such file",
+    ),
+    (
+        "bounce from footage that is not a video",
+        lambda d, t: bounce(d, t, "--init-video", not_a(t, "clip.mp4")),
+        "--init-video: clip.mp4 is not a readable video",
+    ),
+    (
+        "bounce from a song instead of footage",
+        lambda d, t: bounce(d, t, "--init-video", str(d["audio"])),
+        "--init-video: song.wav has no video stream",
+    ),
+    (
+        "bounce from a missing still",
+        lambda d, t: bounce(d, t, "--init-image", str(t / "nope.png")),
+        "--init-image: no such file",
+    ),
+    (
+        "bounce from a still that is not a picture",
+        lambda d, t: bounce(d, t, "--init-image", not_a(t, "still.png")),
+        "--init-image: still.png is not a readable image",
+    ),
+    (
+        "bounce inverted past its steps",
+        lambda d, t: bounce(d, t, "--init-video", str(d["audio"]), "--steps", "6", "--invert-to", "7"),
+        "--invert-to: 7 is not a step of this render: 0…6",
+    ),
+    (
+        "render from a missing picture",
+        lambda d, t: ["render", "--prompt", "a red star", "--init-image", str(t / "no.png"), "--out", str(t / "x.png")],
+        "--init-image: no such file",
+    ),
+    (
+        "render from a picture that is not one",
+        lambda d, t: ["render", "--prompt", "a star", "--init-image", not_a(t, "p.png"), "--out", str(t / "x.png")],
+        "--init-image: p.png is not a readable image",
+    ),
+    (
+        "render from a picture with another scheduler",
+        lambda d, t: [
+            "render",
+            "--prompt",
+            "a red star",
+            "--init-image",
+            not_a(t, "p.png"),
+            "--scheduler",
+            "euler",
+            "--out",
+            str(t / "x.png"),
+        ],  # fmt: skip
+        "--scheduler: --init-image denoises with ddim (its inversion's), not euler",
+    ),
+    (
+        "invert too many iterations",
+        lambda d, t: ["invert", "--image", not_a(t, "p.png"), "--invert-iterations", "99", "--out", str(t / "s.png")],
+        "--invert-iterations: 99 is outside 1…50",
+    ),
+    (
+        "invert to a step the render does not have",
+        lambda d, t: ["invert", "--image", not_a(t, "p.png"), "--invert-to", "9", "--out", str(t / "s.png")],
+        "--invert-to: 9 is not a step of this render: 0…6",
+    ),
+    (
+        "invert sheet format",
+        lambda d, t: ["invert", "--image", not_a(t, "p.png"), "--out", str(t / "s.jpg")],
+        "--out: 's.jpg': the sheet is a .png",
+    ),
 ]
 
 
 @pytest.mark.parametrize("what,argv,says", MISTAKES, ids=[m[0] for m in MISTAKES])
 def test_a_mistake_is_one_line_and_exit_status_2(what, argv, says, demo, tmp_path, capsys):
     if (
-        any(a in ("render", "layers", "sweep", "steer", "patch", "sae", "adapt") for a in argv(demo, tmp_path)[:1])
+        any(
+            a in ("render", "layers", "sweep", "steer", "patch", "sae", "adapt", "invert")
+            for a in argv(demo, tmp_path)[:1]
+        )
         and not (EMBEDDED_MODEL / "model_index.json").exists()
     ):
         pytest.skip("embedded model not exported")

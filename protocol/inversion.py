@@ -1,0 +1,70 @@
+"""How a picture is inverted to a starting latent (``render --init-image``, ``invert``, a bounce's
+``--init-video``): one definition for the command line, the wire and the server's inversion
+(``bendbridge.server.render.inversion``)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from .errors import BendbridgeError
+
+__all__ = ["InversionSettings", "MAX_ITERATIONS", "MAX_PICTURE_SIDE", "check_picture"]
+
+MAX_ITERATIONS = 50
+MAX_PICTURE_SIDE = 4096  # pixels: a frame request carries a picture of at most 4K a side
+
+
+@dataclass(frozen=True)
+class InversionSettings:
+    """To which denoising step (0 = all the way to the start noise, ``steps`` = the clean latent
+    itself), with how many fixed-point iterations per step (1 = plain DDIM inversion), and with
+    which guidance (None: the render's own, so that denoising retraces the inversion)."""
+
+    to_step: int = 0
+    iterations: int = 4
+    guidance: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_dict(cls, data: Any, field: str) -> InversionSettings:
+        """Settings from plain data (a wire field, a config table), checked field by field."""
+        if not isinstance(data, dict):
+            raise BendbridgeError(field, "expected a table: to_step, iterations, guidance")
+        unknown = [k for k in data if k not in ("to_step", "iterations", "guidance")]
+        if unknown:
+            raise BendbridgeError(f"{field}.{unknown[0]}", "unknown setting; valid: to_step, iterations, guidance")
+        for name in ("to_step", "iterations"):
+            if name in data and (not isinstance(data[name], int) or isinstance(data[name], bool)):
+                raise BendbridgeError(f"{field}.{name}", f"expected a whole number, got {data[name]!r:.20}")
+        guidance = data.get("guidance")
+        if guidance is not None and (not isinstance(guidance, (int, float)) or isinstance(guidance, bool)):
+            raise BendbridgeError(f"{field}.guidance", f"expected a number, got {guidance!r:.20}")
+        return cls(**data).check(None, field)
+
+    def check(self, steps: int | None, field: str = "invert") -> InversionSettings:
+        """Itself, or the error naming the field out of range (``steps``: the render's, if known)."""
+        top = steps if steps is not None else 10_000
+        if not 0 <= self.to_step <= top:
+            where = f"0…{steps}" if steps is not None else "0 … the render's steps"
+            raise BendbridgeError(f"{field}.to_step", f"{self.to_step} is not a step of this render: {where}")
+        if not 1 <= self.iterations <= MAX_ITERATIONS:
+            raise BendbridgeError(f"{field}.iterations", f"{self.iterations} is outside 1…{MAX_ITERATIONS}")
+        if self.guidance is not None and not (math.isfinite(self.guidance) and 1.0 <= self.guidance <= 30.0):
+            raise BendbridgeError(f"{field}.guidance", f"{self.guidance} is outside 1…30")
+        return self
+
+
+def check_picture(picture: Any, field: str) -> Any:
+    """A picture as frames carry it: uint8 RGB [H, W, 3], 1…4096 pixels a side."""
+    shape = getattr(picture, "shape", None)
+    if getattr(picture, "dtype", None) is None or picture.dtype.name != "uint8" or shape is None or len(shape) != 3:
+        raise BendbridgeError(
+            field, f"expected uint8 RGB pixels [H, W, 3], got {getattr(picture, 'dtype', '?')} {shape}"
+        )
+    if shape[2] != 3 or not (1 <= shape[0] <= MAX_PICTURE_SIDE and 1 <= shape[1] <= MAX_PICTURE_SIDE):
+        raise BendbridgeError(field, f"expected [H, W, 3] with 1…{MAX_PICTURE_SIDE} pixels a side, got {tuple(shape)}")
+    return picture
