@@ -13,18 +13,27 @@ from .errors import BendbridgeError
 __all__ = ["InversionSettings", "MAX_ITERATIONS", "MAX_PICTURE_SIDE", "check_picture"]
 
 MAX_ITERATIONS = 50
+ITERATIONS_WITHOUT_GUIDANCE = 4  # refinement brings a picture back to within about a level of the VAE's own loss
+ITERATIONS_WITH_GUIDANCE = 1  # with guidance > 1 refinement makes reconstructions worse (README's table)
 MAX_PICTURE_SIDE = 4096  # pixels: a frame request carries a picture of at most 4K a side
 
 
 @dataclass(frozen=True)
 class InversionSettings:
     """To which denoising step (0 = all the way to the start noise, ``steps`` = the clean latent
-    itself), with how many fixed-point iterations per step (1 = plain DDIM inversion), and with
-    which guidance (None: the render's own, so that denoising retraces the inversion)."""
+    itself), with how many fixed-point iterations per step (1 = plain DDIM inversion; None: 4
+    without guidance, 1 with it, as measured best on the embedded model), and with which guidance
+    (None: the render's own, so that denoising retraces the inversion)."""
 
     to_step: int = 0
-    iterations: int = 4
+    iterations: int | None = None
     guidance: float | None = None
+
+    def iterations_for(self, guidance: float) -> int:
+        """The fixed-point iterations a step at ``guidance``: as given, else the measured best."""
+        if self.iterations is not None:
+            return self.iterations
+        return ITERATIONS_WITHOUT_GUIDANCE if guidance <= 1.0 else ITERATIONS_WITH_GUIDANCE
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -38,7 +47,7 @@ class InversionSettings:
         if unknown:
             raise BendbridgeError(f"{field}.{unknown[0]}", "unknown setting; valid: to_step, iterations, guidance")
         for name in ("to_step", "iterations"):
-            if name in data and (not isinstance(data[name], int) or isinstance(data[name], bool)):
+            if data.get(name) is not None and (not isinstance(data[name], int) or isinstance(data[name], bool)):
                 raise BendbridgeError(f"{field}.{name}", f"expected a whole number, got {data[name]!r:.20}")
         guidance = data.get("guidance")
         if guidance is not None and (not isinstance(guidance, (int, float)) or isinstance(guidance, bool)):
@@ -51,7 +60,7 @@ class InversionSettings:
         if not 0 <= self.to_step <= top:
             where = f"0…{steps}" if steps is not None else "0 … the render's steps"
             raise BendbridgeError(f"{field}.to_step", f"{self.to_step} is not a step of this render: {where}")
-        if not 1 <= self.iterations <= MAX_ITERATIONS:
+        if self.iterations is not None and not 1 <= self.iterations <= MAX_ITERATIONS:
             raise BendbridgeError(f"{field}.iterations", f"{self.iterations} is outside 1…{MAX_ITERATIONS}")
         if self.guidance is not None and not (math.isfinite(self.guidance) and 1.0 <= self.guidance <= 30.0):
             raise BendbridgeError(f"{field}.guidance", f"{self.guidance} is outside 1…30")

@@ -52,8 +52,8 @@ def _common(p: argparse.ArgumentParser) -> None:
         help="with --init-video: the denoising step pictures are inverted to, 0 … steps (default 0: to noise)",
     )  # fmt: skip
     p.add_argument(
-        "--invert-iterations", type=int, default=InversionSettings.iterations, metavar="N",
-        help=f"with --init-video: fixed-point iterations a step (default {InversionSettings.iterations})",
+        "--invert-iterations", type=int, default=None, metavar="N",
+        help="with --init-video: fixed-point iterations a step (default: 4 without guidance, 1 with)",
     )  # fmt: skip
 
 

@@ -83,8 +83,8 @@ def _inversion_args(p: argparse.ArgumentParser) -> None:
         help="the denoising step the picture is inverted to, 0 … steps (0: all the way to noise; default 0)",
     )  # fmt: skip
     p.add_argument(
-        "--invert-iterations", type=int, default=InversionSettings.iterations, metavar="N",
-        help=f"fixed-point iterations a step, 1 = plain DDIM inversion (default {InversionSettings.iterations})",
+        "--invert-iterations", type=int, default=None, metavar="N",
+        help="fixed-point iterations a step, 1 = plain DDIM inversion (default: 4 without guidance, 1 with)",
     )  # fmt: skip
 
 

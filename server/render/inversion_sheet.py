@@ -36,7 +36,7 @@ class InversionReport:
             "steps": self.steps,
             "guidance": self.guidance,
             "invert_to": self.settings.to_step,
-            "iterations": self.settings.iterations,
+            "iterations": self.settings.iterations_for(self.guidance),
             "reconstruction": self.error.to_dict(),
             "vae_only": self.vae_error.to_dict(),
         }
@@ -63,8 +63,9 @@ def inversion_sheet(report: InversionReport, png: Path) -> None:
     axes[3].set_xlabel("x (pixels)")
     fig.colorbar(im, ax=axes[3], label="error (0–255 levels, mean of R, G, B)", fraction=0.046)
     s = report.settings
+    iterations = s.iterations_for(report.guidance)
     fig.suptitle(
-        f"DDIM inversion to step {s.to_step} of {report.steps}, {s.iterations} fixed-point iteration(s), "
+        f"DDIM inversion to step {s.to_step} of {report.steps}, {iterations} fixed-point iteration(s), "
         f"guidance {report.guidance:g}; prompt '{report.prompt}'",
         fontsize=10,
     )

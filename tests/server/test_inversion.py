@@ -127,20 +127,3 @@ def test_a_drawn_scene_inverted_without_guidance_comes_back_as_well_as_the_vae_a
     assert numbers["invert_to"] == 0 and numbers["iterations"] == 8 and numbers["guidance"] == 1.0
     with Image.open(out) as sheet:
         assert sheet.width > 4 * 128  # four panels
-
-
-def test_fixed_point_iteration_keeps_a_converging_rows_newest_and_a_diverging_rows_best_iterate():
-    from bendbridge.server.render.inversion import fixed_point
-
-    target = torch.tensor([[1.0], [1.0]])
-    rates = torch.tensor([[0.5], [-1.5]])  # row 0 contracts towards 1, row 1 oscillates away from it
-
-    def update(x):
-        return target + rates * (x - target)
-
-    got = fixed_point(update, torch.tensor([[3.0], [1.5]]), iterations=6)
-    assert got[0].item() == pytest.approx(1 + 2 * 0.5**6)  # the newest: still converging
-    assert got[1].item() == pytest.approx(1 + 0.5 * -1.5)  # the first iterate: later ones only move further
-    assert torch.equal(
-        fixed_point(update, torch.tensor([[3.0], [1.5]]), iterations=1), update(torch.tensor([[3.0], [1.5]]))
-    )
