@@ -7,7 +7,8 @@ missing or extra implementation fails at once). An operator acts on a batch ``[B
 
 *Per-frame* parameters (kind ``float``, or ``matrix``: a square matrix matching the channel
 count) may take a different value for every frame of a batch; *static* ones (``int``, ``ints``,
-``choice``, ``file``: the path of a file the render server reads when it binds the plan) are
+``choice``, ``file``: the path of a file the render server reads when it binds the plan, ``prompts``:
+a prompt set it embeds then) are
 fixed by the plan. Every bend also has the per-frame parameter ``mix`` (:data:`MIX`),
 the blend of bent and unbent activations. ``identity`` is the value at which an operator returns
 its input unchanged, whatever its other parameters, or None where there is none.
@@ -20,7 +21,8 @@ activation steering ``steer`` (Contrastive Activation Addition: Rimsky et al., "
 via Contrastive Activation Addition", ACL 2024) and ``sae_feature`` (sparse-autoencoder
 features: Bricken et al., "Towards Monosemanticity", 2023; top-k autoencoders: Gao et al.,
 "Scaling and Evaluating Sparse Autoencoders", 2024); low-rank adapters ``lora`` (Hu et al.,
-"LoRA: Low-Rank Adaptation of Large Language Models", ICLR 2022).
+"LoRA: Low-Rank Adaptation of Large Language Models", ICLR 2022); movement through a prompt set's
+PCA plane ``pca_move`` (the input→output maps of Stable Diffusion: movement-to-image).
 """
 
 from __future__ import annotations
@@ -42,10 +44,13 @@ __all__ = [
     "operator_spec",
     "operator_names",
     "WHOLE_MODEL",
+    "LOADED_KINDS",
 ]
 
 R6_PLANES: tuple[tuple[int, int], ...] = ((0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3))
 PER_FRAME_KINDS = ("float", "matrix")
+LOADED_KINDS = ("file", "prompts")  # static parameters the render server turns into a resource when it binds
+MIN_PROMPTS, MAX_PROMPTS, MAX_PROMPT_CHARS = 3, 64, 300  # a prompt set (kind "prompts")
 WHOLE_MODEL = 0  # the "rank" of operators that act on the whole denoiser (adapters), not on one tensor
 
 
@@ -73,7 +78,7 @@ class ParamSpec:
     def describe_range(self) -> str:
         if self.kind == "choice":
             return "one of " + ", ".join(self.choices)
-        if self.kind == "file":
+        if self.kind in LOADED_KINDS:
             return self.doc or "a file path"
         return bounds_text(self.lo, self.hi) if self.lo is not None or self.hi is not None else self.kind
 
@@ -89,9 +94,28 @@ class ParamSpec:
             if not isinstance(value, str) or not value.strip() or "\0" in value:
                 raise error(where, f"expected the path of a file, got {value!r}", code="type")
             return value.strip()
+        if self.kind == "prompts":
+            return self._prompts(value, where, error)
         if self.kind == "matrix":
             return self._matrix(value, where, error)
         return finite_number(value, where, self.lo, self.hi, integer=self.kind == "int", error=error)
+
+    def _prompts(self, value: Any, where: str, error: type[BendbridgeError]) -> tuple[str, ...] | str:
+        """A prompt set: a list of 3–64 prompts, or ``@FILE`` (one prompt a line, read when bound)."""
+        if isinstance(value, str) and value.strip().startswith("@") and len(value.strip()) > 1:
+            return value.strip()
+        items = value.split("|") if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)) or not all(isinstance(p, str) for p in items):
+            raise error(where, f"expected a list of prompts or @FILE, got {value!r:.80}", code="type")
+        prompts = tuple(p.strip() for p in items if p.strip())
+        if not MIN_PROMPTS <= len(prompts) <= MAX_PROMPTS:
+            raise error(
+                where, f"{len(prompts)} prompts; a PCA plane needs {MIN_PROMPTS} to {MAX_PROMPTS}", code="range"
+            )
+        long = next((p for p in prompts if len(p) > MAX_PROMPT_CHARS), None)
+        if long is not None:
+            raise error(where, f"{long[:40]!r}… is longer than {MAX_PROMPT_CHARS} characters", code="range")
+        return prompts
 
     def _ints(self, value: Any, where: str, error: type[BendbridgeError]) -> tuple[int, ...]:
         if isinstance(value, str):
@@ -134,6 +158,7 @@ class OperatorSpec:
     ranks: tuple[int, ...] = (3, 4)
     channel_op: bool = False
     doc: str = ""
+    branch: str = "both"  # the guidance branch a bend acts on unless its plan says otherwise
 
     def frame_params(self, floats_only: bool = False) -> list[str]:
         """Names of the parameters that may change every frame, ``mix`` last."""
@@ -167,8 +192,9 @@ def _add(
     *,
     ranks: tuple[int, ...] = (3, 4),
     channel_op: bool = False,
+    branch: str = "both",
 ) -> None:
-    CATALOGUE[name] = OperatorSpec(name, family, params or {}, ranks, channel_op, doc)
+    CATALOGUE[name] = OperatorSpec(name, family, params or {}, ranks, channel_op, doc, branch)
 
 
 def operator_names() -> list[str]:
@@ -347,6 +373,24 @@ _add(
         ),
     },
     ranks=(4,),
+)
+
+# ----------------------------------------------------------------------------- movement through a prompt set
+_add(
+    "pca_move",
+    "text",
+    "the conditioning moved to a point of a prompt set's PCA plane: centre + x·σ₁·e₁ + y·σ₂·e₂ (centre: "
+    "the prompts' mean embedding; e₁, e₂: their first two principal components; σ: the prompts' spread "
+    "along each); at x = y = 0 it is the equal mix of the prompts",
+    {
+        "prompts": ParamSpec(
+            "prompts", None, doc=f"{MIN_PROMPTS}–{MAX_PROMPTS} related prompts, or @FILE with one prompt a line"
+        ),
+        "x": ParamSpec(_F, 0.0, -4.0, 4.0, doc="along the first component, in units of its spread"),
+        "y": ParamSpec(_F, 0.0, -4.0, 4.0, doc="along the second component, in units of its spread"),
+    },
+    ranks=(3,),
+    branch="cond",
 )
 
 # ----------------------------------------------------------------------------- adapters

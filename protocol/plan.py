@@ -125,7 +125,7 @@ class Bend:
             d["word"] = t.word
         if self.params:
             d["params"] = {k: list(v) if isinstance(v, tuple) else v for k, v in self.params.items()}
-        if self.branch != "both":
+        if self.branch != operator_spec(self.op).branch:  # the operator's own default is left out
             d["branch"] = self.branch
         for k in ("channel_fraction", "element_fraction"):
             if getattr(self, k) is not None:
@@ -330,7 +330,7 @@ def _bend_from_dict(d: Any, i: int, seen: set[str]) -> Bend:
     raw = d.get("params", {}) or {}
     params = _params(spec, raw, where)
     bid = _bend_id(d, spec, seen, where)
-    branch = d.get("branch", "both")
+    branch = d.get("branch", spec.branch)
     if branch not in BRANCHES:
         raise PlanError(f"{where}.branch", f"{branch!r} is not valid; allowed: {', '.join(BRANCHES)}")
     seed = _int(d.get("seed", 0), f"{where}.seed", 0, 2**31 - 1)

@@ -12,7 +12,18 @@ import sys
 
 from bendbridge.protocol.errors import BendbridgeError
 
-from . import cmd_adapt, cmd_bench, cmd_bounce, cmd_engine, cmd_inspect, cmd_live, cmd_plugin, cmd_server, cmd_steer
+from . import (
+    cmd_adapt,
+    cmd_analyse,
+    cmd_bench,
+    cmd_bounce,
+    cmd_engine,
+    cmd_inspect,
+    cmd_live,
+    cmd_plugin,
+    cmd_server,
+    cmd_steer,
+)
 
 __all__ = ["main", "build_parser"]
 
@@ -22,6 +33,7 @@ _COMMAND_MODULES = (
     cmd_engine,
     cmd_steer,
     cmd_adapt,
+    cmd_analyse,
     cmd_server,
     cmd_live,
     cmd_plugin,

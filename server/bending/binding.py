@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 import torch
 
 from bendbridge.protocol.errors import hint
-from bendbridge.protocol.operators import OperatorSpec
+from bendbridge.protocol.operators import LOADED_KINDS, OperatorSpec
 from bendbridge.protocol.plan import UNET, Bend, BendPlan, PlanError
 from bendbridge.server.operators import OperatorFn, get_operator
 from bendbridge.server.operators.spec import FileContext, load_file_param
@@ -53,6 +54,7 @@ class ModelFacts:
     name: str = "in-memory"
     unet: torch.nn.Module | None = None
     search: tuple[Path, ...] = ()
+    embed: Callable[[str], torch.Tensor] | None = None  # prompt → the text encoder's output [T, D]
 
     @cached_property
     def identity(self) -> str:
@@ -113,7 +115,7 @@ def _static(b: Bend, spec: OperatorSpec, info: LayerInfo | None, channels, facts
     for k, p in spec.params.items():
         if p.per_frame:
             continue
-        if p.kind != "file":
+        if p.kind not in LOADED_KINDS:
             static[k] = b.params[k]
             continue
         ctx = FileContext(
@@ -122,8 +124,9 @@ def _static(b: Bend, spec: OperatorSpec, info: LayerInfo | None, channels, facts
             info.shape if info else (),
             channels,
             facts.name,
-            facts.identity,
+            facts.identity if p.kind == "file" else "",
             facts.search,
+            facts.embed,
         )
         static[k] = res = load_file_param(spec.name, k, b.params[k], ctx)
         if hasattr(res, "check_params"):

@@ -7,7 +7,7 @@
 
 from bendbridge.protocol.operators import OperatorError
 
-from . import adapters, channel, pointwise, spatial, steering  # noqa: F401  (implement the families)
+from . import adapters, channel, pointwise, spatial, steering, text_pca  # noqa: F401  (implement the families)
 from .spec import FileContext, Operator, OperatorFn, Resource, check_implementations, get_operator, implements
 
 check_implementations()

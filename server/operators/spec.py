@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from bendbridge.protocol.operators import CATALOGUE, OperatorSpec, operator_spec
+from bendbridge.protocol.operators import CATALOGUE, LOADED_KINDS, OperatorSpec, operator_spec
 from bendbridge.server.steering.files import FileContext, Resource
 
 __all__ = [
@@ -92,7 +92,7 @@ def check_implementations() -> None:
         raise RuntimeError(
             f"operator implementations do not match the catalogue: missing {missing}, not in the catalogue {extra}"
         )
-    no_loader = [(n, k) for n, spec in CATALOGUE.items() for k, p in spec.params.items() if p.kind == "file"]
+    no_loader = [(n, k) for n, spec in CATALOGUE.items() for k, p in spec.params.items() if p.kind in LOADED_KINDS]
     no_loader = [f"{n}.{k}" for n, k in no_loader if (n, k) not in _LOADERS]
     if no_loader:
         raise RuntimeError(f"file parameters without a loader: {no_loader}")

@@ -186,7 +186,10 @@ class Renderer:
         roots = [self.model.path] if self.model.path else []
         roots.append(EMBEDDED_MODEL)
         return ModelFacts(
-            self.model.base_name, self.unet, tuple(r / d for r in roots for d in (STEERING_DIR, ADAPTERS_DIR))
+            self.model.base_name,
+            self.unet,
+            tuple(r / d for r in roots for d in (STEERING_DIR, ADAPTERS_DIR)),
+            embed=self.embed,
         )
 
     @property

@@ -10,6 +10,7 @@ activation shape.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -55,6 +56,7 @@ class FileContext:
     model_name: str
     model_id: str
     search: tuple[Path, ...] = ()
+    embed: Callable[[str], torch.Tensor] | None = None  # prompt → text-encoder output [T, D] (prompt sets)
 
 
 def unet_identity(unet: torch.nn.Module) -> str:

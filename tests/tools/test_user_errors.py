@@ -715,6 +715,34 @@ MISTAKES = [
         "--invert-to: 9 is not a step of this render: 0…6",
     ),
     (
+        "analyse pca with two prompts",
+        lambda d, t: ["analyse", "pca", "a red star", "a blue star", "--out", str(t / "p.png")],
+        "PROMPT: 2 prompts; a PCA plane needs 3 to 64",
+    ),
+    (
+        "analyse pca grid",
+        lambda d, t: ["analyse", "pca", "a", "b", "c", "--grid", "40", "--out", str(t / "p.png")],
+        "--grid: 40 is outside 2…12",
+    ),
+    (
+        "analyse figure format",
+        lambda d, t: ["analyse", "pca", "a", "b", "c", "--out", str(t / "p.svg")],
+        "--out: 'p.svg': the figure is a .png",
+    ),
+    (
+        "pca bend with too few prompts",
+        lambda d, t: [
+            "render",
+            "--prompt",
+            "a red star",
+            "--bend",
+            "pca_move:prompts=a red star|a blue star:x=1@text",
+            "--out",
+            str(t / "x.png"),
+        ],  # fmt: skip
+        "bend[0].params.prompts: 2 prompts; a PCA plane needs 3 to 64",
+    ),
+    (
         "invert sheet format",
         lambda d, t: ["invert", "--image", not_a(t, "p.png"), "--out", str(t / "s.jpg")],
         "--out: 's.jpg': the sheet is a .png",

@@ -1,0 +1,1 @@
+"""Input→output maps of a text-to-image model (``bendbridge analyse``): figures and numbers."""
