@@ -237,6 +237,16 @@ class Renderer:
             self._emb[prompt] = e
         return e
 
+    def use_embedding(self, prompt: str, embedding: torch.Tensor) -> None:
+        """Take ``embedding`` [T, D] as the text encoder's output for ``prompt`` (analyses that edit
+        the conditioning give each edit a name among the settings' prompts)."""
+        if embedding.shape != (self.seq_len, self.text_encoder.config.hidden_size):
+            raise PlanError(
+                "embedding",
+                f"expected [{self.seq_len}, {self.text_encoder.config.hidden_size}], got {list(embedding.shape)}",
+            )
+        self._emb[prompt] = embedding.to(self.device, self.dtype)
+
     # ------------------------------------------------------------------ rendering
     def _frame_text(self, frames: Sequence[FrameSpec]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         P = len(self.prompts)

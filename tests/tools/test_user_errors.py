@@ -730,6 +730,31 @@ MISTAKES = [
         "--out: 'p.svg': the figure is a .png",
     ),
     (
+        "analyse noise on a prompt the classifier cannot judge",
+        lambda d, t: ["analyse", "noise", "a teapot", "--out", str(t / "n.png")],
+        "PROMPT: 'a teapot' names no colour or shape the scene classifier knows",
+    ),
+    (
+        "analyse noise with a missing clip folder",
+        lambda d, t: ["analyse", "noise", "a teapot", "--clip", str(t / "clip"), "--out", str(t / "n.png")],
+        "--clip: no such folder",
+    ),
+    (
+        "analyse noise seeds",
+        lambda d, t: ["analyse", "noise", "a red star", "--seeds", "1", "--out", str(t / "n.png")],
+        "--seeds: 1 is outside 2…1024",
+    ),
+    (
+        "analyse perturb delta",
+        lambda d, t: ["analyse", "perturb", "a red star", "--delta", "0", "--out", str(t / "p.png")],
+        "--delta: 0.0 is outside [-2, 0) ∪ (0, 2]",
+    ),
+    (
+        "analyse attention on a prompt too long",
+        lambda d, t: ["analyse", "attention", " ".join(["red"] * 60), "--out", str(t / "a.png")],
+        "PROMPT: 60 tokens; the text encoder reads at most 30",
+    ),
+    (
         "pca bend with too few prompts",
         lambda d, t: [
             "render",
