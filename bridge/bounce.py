@@ -92,6 +92,9 @@ class BounceSpec:
     extra_lanes: dict[str, AutomationLane] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # what the caller wants the summary to say
     # start every frame from the footage's picture at its time, DDIM-inverted, instead of from noise
+    # render on Ray workers: "ray" (a private local Ray with `workers` workers), "ray://HOST:PORT", "auto"
+    cluster: str | None = None
+    workers: int = 2
     init_video: Path | None = None
     init_image: Path | None = None  # one picture for every frame
     inversion: InversionSettings = InversionSettings()
@@ -116,6 +119,12 @@ class BounceSpec:
         sources = [o for o, v in self.project_files()]
         if len(sources) > 1:
             raise BounceError(sources[1], f"give one tempo source ({', '.join(sources)} were given), not several")
+        if self.cluster is not None:
+            from .cluster_frames import parse_cluster
+
+            if self.server:
+                raise BounceError("--cluster", "give --server or --cluster, not both")
+            parse_cluster(self.cluster, self.workers)
         if self.server and self.model is not None:
             raise BounceError(
                 "--model", "a bounce through --server renders with the server's model (bendbridge serve --model DIR)"
@@ -359,6 +368,12 @@ def _open_source(spec: BounceSpec, bp: BouncePlan, local: LocalRendering | None)
             timeout=spec.server_timeout,
             rate=bp.timeline.grid.rate,
         )
+    if spec.cluster is not None:
+        from .cluster_frames import ClusterFrames, parse_cluster
+
+        inversion = spec.inversion if bp.footage is not None else None
+        return ClusterFrames(parse_cluster(spec.cluster, spec.workers), bp.settings, bp.plan, bp.batch,
+                             Path(spec.model) if spec.model else None, inversion)  # fmt: skip
     if local is None:
         raise BounceError(
             "--server",

@@ -15,6 +15,7 @@ BENCHMARKS = {
     "features": "bendbridge.tools.bench_features",
     "plugin": "bendbridge.tools.bench_plugin",
     "live": "bendbridge.tools.bench_live",
+    "cluster": "bendbridge.tools.bench_cluster",
 }
 
 

@@ -32,6 +32,13 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--keys", type=Path, default=None, help="CURVE key folder for a --server beyond loopback (bendbridge keys)"
     )
+    p.add_argument(
+        "--cluster",
+        default=None,
+        metavar="RAY",
+        help="render on Ray workers: ray (a private Ray on this machine), ray://HOST:PORT or auto (a running cluster)",
+    )
+    p.add_argument("--workers", type=int, default=2, help="render workers with --cluster ray (default 2)")
     p.add_argument("--client", default="client", help="client key name in --keys")
     p.add_argument(
         "--server-timeout", type=float, default=300.0, help="seconds to wait for the next frame from --server"
@@ -143,6 +150,8 @@ def _spec(args: argparse.Namespace, audio: Path, config: Path, midi: Path | None
         server_keys=args.keys,
         server_client=args.client,
         server_timeout=args.server_timeout,
+        cluster=args.cluster,
+        workers=args.workers,
         init_video=args.init_video,
         init_image=args.init_image,
         inversion=InversionSettings(args.invert_to, args.invert_iterations),
@@ -153,10 +162,11 @@ def _bounce(spec, args: argparse.Namespace) -> object:
     from bendbridge.bridge.bounce import BounceError, run_bounce
 
     spec.check()  # before anything is imported for rendering
-    if spec.server:
+    if spec.server or spec.cluster:
         for option in ("precision", "decoder"):
             if getattr(args, option) is not None:
-                raise BounceError(f"--{option}", f"with --server, give --{option} to 'bendbridge serve'")
+                where = f"give --{option} to 'bendbridge serve'" if spec.server else "its workers use the model's own"
+                raise BounceError(f"--{option}", f"with --{'server' if spec.server else 'cluster'}, {where}")
         return run_bounce(spec, None)
     return run_bounce(spec, local_rendering(spec.model, args.precision, args.decoder))
 

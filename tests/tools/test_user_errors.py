@@ -650,6 +650,21 @@ MISTAKES = [
         "bend[0].op: 'lora' (adapters) does not apply to the module target; it acts on the whole denoiser",
     ),
     (
+        "bounce on an unknown cluster",
+        lambda d, t: bounce(d, t, "--cluster", "spark"),
+        "--cluster: 'spark' is not valid; allowed: ray (a private local Ray), ray://HOST:PORT, auto",
+    ),
+    (
+        "bounce on a cluster with no workers",
+        lambda d, t: bounce(d, t, "--cluster", "ray", "--workers", "0"),
+        "--workers: 0 is outside 1…256",
+    ),
+    (
+        "bounce on a cluster in a chosen precision",
+        lambda d, t: bounce(d, t, "--cluster", "ray", "--precision", "fp32"),
+        "--precision: with --cluster, its workers use the model's own",
+    ),
+    (
         "bounce from missing footage",
         lambda d, t: bounce(d, t, "--init-video", str(t / "nope.mp4")),
         "--init-video: no such file",
