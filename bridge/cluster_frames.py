@@ -123,6 +123,7 @@ class ClusterFrames:
         self._actor = ray.remote(num_gpus=cluster.gpus, max_restarts=0, max_concurrency=1)(RenderWorker)
         self.workers = [self._start_worker() for _ in range(cluster.workers)]
         self.replaced = 0  # workers started again after one died
+        self.requeued: list[list[int]] = []  # the batches (their frames) queued again after their worker died
         try:
             self.identity = ray.get(self.workers[0].identity.remote())
         except Exception as e:  # noqa: BLE001 (a worker that cannot load the model says why)
@@ -172,6 +173,7 @@ class ClusterFrames:
                 results = ray.get(done[0])
             except ray.exceptions.ActorDiedError:
                 queue.appendleft(frames)
+                self.requeued.append(frames)
                 self._replace(worker, load)
                 submit()
                 continue
