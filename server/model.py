@@ -225,6 +225,11 @@ def _load_tiny_decoder(folder: Path, device: torch.device, dtype: torch.dtype) -
 
 def _check_folder(path: Path) -> None:
     """Refuse a folder that cannot be a diffusers pipeline before anything is imported or read."""
+    if path.is_file() and path.suffix.lower() in (".safetensors", ".ckpt", ".pt", ".bin"):
+        raise ModelError(
+            "--model", f"{path.name} is a single-file checkpoint; bendbridge reads diffusers folders: convert it "
+            "with diffusers' scripts/convert_original_stable_diffusion_to_diffusers.py and pass the folder"
+        )  # fmt: skip
     if not path.is_dir():
         raise ModelError(
             "--model", f"model folder {str(path)!r} does not exist (expected a diffusers folder with model_index.json)"
@@ -235,6 +240,15 @@ def _check_folder(path: Path) -> None:
             f"{str(path)!r} has no model_index.json: not a diffusers pipeline folder "
             "(unet/, vae/, text_encoder/, tokenizer/, scheduler/)",
         )
+    try:
+        kind = json.loads((path / "model_index.json").read_text(encoding="utf-8")).get("_class_name", "")
+    except (OSError, ValueError):
+        kind = ""
+    if "XL" in str(kind) or (path / "text_encoder_2").is_dir():
+        raise ModelError(
+            "--model", f"{str(path)!r} is a {kind or 'Stable Diffusion XL'} folder; bendbridge renders SD 1.x, "
+            "SD 2.x and SD-Turbo folders (SDXL's two text encoders and added conditioning are not supported yet)"
+        )  # fmt: skip
 
 
 @contextmanager

@@ -49,6 +49,13 @@ def bounce(
     ]
 
 
+def _sdxl_folder(tmp: Path) -> str:
+    folder = tmp / "sdxl"
+    (folder / "text_encoder_2").mkdir(parents=True, exist_ok=True)
+    (folder / "model_index.json").write_text('{"_class_name": "StableDiffusionXLPipeline"}')
+    return str(folder)
+
+
 def not_a(tmp: Path, name: str, content: bytes = b"this is not what it says it is") -> str:
     path = tmp / name
     path.write_bytes(content)
@@ -648,6 +655,24 @@ MISTAKES = [
             str(t / "x.png"),
         ],
         "bend[0].op: 'lora' (adapters) does not apply to the module target; it acts on the whole denoiser",
+    ),
+    (
+        "render on a single-file checkpoint",
+        lambda d, t: [
+            "render",
+            "--prompt",
+            "a star",
+            "--model",
+            not_a(t, "model.safetensors"),
+            "--out",
+            str(t / "x.png"),
+        ],
+        "--model: model.safetensors is a single-file checkpoint; bendbridge reads diffusers folders",
+    ),
+    (
+        "render on an SDXL folder",
+        lambda d, t: ["render", "--prompt", "a star", "--model", _sdxl_folder(t), "--out", str(t / "x.png")],
+        "is a StableDiffusionXLPipeline folder; bendbridge renders SD 1.x, SD 2.x and SD-Turbo folders",
     ),
     (
         "bounce on an unknown cluster",
