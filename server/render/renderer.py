@@ -348,7 +348,7 @@ class Renderer:
         """Every denoising step (the shared prefix from the cache) → latents [B, C, h, w]."""
         eng = self.engine
         sharing = None
-        if frames[0].start_latent is not None:  # inverted pictures (one start step for the batch: see render)
+        if frames[0].start_latent is not None:  # inverted pictures, all from one start step (see denoise)
             if self.config.scheduler not in ("default", "ddim"):
                 raise PlanError(
                     "scheduler", f"starting from a picture needs ddim (its inversion's), not {self.config.scheduler}"
