@@ -77,7 +77,7 @@ def build(family: str, folder):
 @pytest.fixture(scope="module", params=sorted(FAMILIES))
 def family(request, tmp_path_factory):
     folder = build(request.param, tmp_path_factory.mktemp(request.param))
-    return request.param, load_model(folder, "cpu")
+    return request.param, load_model(folder, "cpu"), folder
 
 
 BENDS = [
@@ -89,8 +89,17 @@ BENDS = [
 ]
 
 
+def test_bendbridge_layers_lists_each_familys_targets(family, capsys):
+    from bendbridge.tools.cli import main
+
+    name, _, folder = family
+    assert main(["layers", "--model", str(folder), "--size", "64"]) == 0
+    out = capsys.readouterr().out
+    assert "latent:step=K" in out and "text[:word=W]" in out and "up_blocks.1.attentions.0" in out, name
+
+
 def test_each_family_lists_its_layers_and_renders_every_bend_kind_batched_as_alone(family):
-    name, model = family
+    name, model, _ = family
     assert model.pipe.scheduler.config.prediction_type == FAMILIES[name]["prediction"]
     plan = BendPlan.from_specs(BENDS)
     r = Renderer(model, RenderConfig(RenderSettings(("a red circle on a blue background",), steps=3, guidance=2.0,
@@ -112,7 +121,7 @@ def test_each_family_inverts_a_ddim_trajectory_and_moves_through_a_prompt_plane(
     from bendbridge.protocol.inversion import InversionSettings
     from bendbridge.server.render.inversion import invert
 
-    name, model = family
+    name, model, _ = family
     settings = RenderSettings(("a red circle on a blue background",), steps=4, guidance=1.0, width=64, height=64)
     r = Renderer(model, RenderConfig(settings))
     start = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(3))
