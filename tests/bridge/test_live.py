@@ -226,3 +226,25 @@ def test_a_playhead_read_interrupted_by_a_pause_is_read_again_so_deadlines_keep_
     assert len(reads) == 2 and sent.requests  # read again after the pause
     for r in sent.requests:  # each frame is due when the host reaches it: its wall time is start + its seconds
         assert abs(r.deadline - (start + r.sample / 48_000)) < 0.003
+
+
+def test_the_live_loop_runs_with_its_startup_heap_frozen_and_gives_it_back_after():
+    import gc
+
+    from bendbridge.bridge.live_run import run_live
+
+    startup = [[i] for i in range(1000)]  # objects built before the loop, as the bridge's are
+    frozen_during: list[int] = []
+    stop = threading.Event()
+
+    class Run:
+        def step(self):
+            frozen_during.append(gc.get_freeze_count())
+            stop.set()
+
+        def finish(self):
+            return "done"
+
+    assert run_live(Run(), stop, period=0.0) == "done"
+    assert frozen_during and frozen_during[0] >= len(startup)  # a collection during the loop skips them
+    assert gc.get_freeze_count() == 0  # unfrozen when the session ends
