@@ -139,7 +139,7 @@ class BounceSpec:
         if self.init_video is not None and self.init_image is not None:
             raise BounceError("--init-image", "give --init-video or --init-image, not both")
         if self.init_video is not None or self.init_image is not None:
-            check_inversion(self.inversion, self.steps)
+            self.inversion.check_options(self.steps, BounceError)
         if self.batch is not None:
             finite_number(self.batch, "--batch", 1, 1024, integer=True, error=BounceError)
         finite_number(self.server_timeout, "--server-timeout", 0.0, None, lo_open=True, error=BounceError)
@@ -198,15 +198,6 @@ class BounceSummary:
         if self.nan_frames or self.black_frames:
             s += f"\n  NaN frames: {self.nan_frames or 'none'}; black frames: {self.black_frames or 'none'}"
         return s
-
-
-def check_inversion(inversion: InversionSettings, steps: int | None) -> None:
-    """The inversion options against the render's steps (when known), named as on the command line."""
-    try:
-        inversion.check(steps)
-    except BendbridgeError as e:
-        flag = {"invert.to_step": "--invert-to", "invert.iterations": "--invert-iterations"}.get(e.field or "")
-        raise BounceError(flag or e.field, e.message) from None
 
 
 def parse_position(text: str, timeline: Timeline, what: str) -> Fraction:
@@ -317,7 +308,7 @@ def _footage(
     frame on screen at its time."""
     if spec.init_video is None and spec.init_image is None:
         return None, None
-    check_inversion(spec.inversion, settings.steps)
+    spec.inversion.check_options(settings.steps, BounceError)
     footage = Footage(spec.init_video) if spec.init_video is not None else Still(spec.init_image)  # type: ignore[arg-type]
     frames = footage.indices([p.seconds for p in positions])
     last = positions[-1].seconds if positions else Fraction(0)
@@ -342,7 +333,9 @@ def _session_name(out: Path, setup: dict[str, Any]) -> str:
     return f"bounce-{stem}-{hashlib.sha256(json.dumps(setup, sort_keys=True, default=str).encode()).hexdigest()[:10]}"
 
 
-def _open_source(spec: BounceSpec, bp: BouncePlan, local: LocalRendering | None) -> FrameSource:
+def _open_source(
+    spec: BounceSpec, bp: BouncePlan, local: LocalRendering | None, cluster_worker: type | None = None
+) -> FrameSource:
     """The render server's frames (``--server``), else this process's, where the render side is installed."""
     if spec.server:
         from bendbridge.protocol import SessionSetup
@@ -371,9 +364,11 @@ def _open_source(spec: BounceSpec, bp: BouncePlan, local: LocalRendering | None)
     if spec.cluster is not None:
         from .cluster_frames import ClusterFrames, parse_cluster
 
+        if cluster_worker is None:
+            raise BounceError("--cluster", "no render worker class was given for the cluster's actors")
         inversion = spec.inversion if bp.footage is not None else None
         return ClusterFrames(parse_cluster(spec.cluster, spec.workers), bp.settings, bp.plan, bp.batch,
-                             Path(spec.model) if spec.model else None, inversion)  # fmt: skip
+                             Path(spec.model) if spec.model else None, inversion, worker=cluster_worker)  # fmt: skip
     if local is None:
         raise BounceError(
             "--server",
@@ -449,15 +444,18 @@ def _encode(out: Path, bp: BouncePlan, store: OutputStore) -> Path:
     return manifest
 
 
-def run_bounce(spec: BounceSpec, local: LocalRendering | None = None, progress: bool = True) -> BounceSummary:
-    """Plan, render the missing frames (on ``spec.server``, else in this process through ``local``),
-    encode the video with the song's range, write the manifest."""
+def run_bounce(
+    spec: BounceSpec, local: LocalRendering | None = None, progress: bool = True, cluster_worker: type | None = None
+) -> BounceSummary:
+    """Plan, render the missing frames (on ``spec.server``, on Ray actors of ``cluster_worker`` with
+    ``spec.cluster``, else in this process through ``local``), encode the video with the song's
+    range, write the manifest."""
     t0 = time.perf_counter()
     bp = plan_bounce(spec)
     out = Path(spec.out)
     work = Path(spec.frames) if spec.frames else out.parent / f".{out.stem}.bounce"
     store = OutputStore(work.parent, work.name)
-    source = _open_source(spec, bp, local)
+    source = _open_source(spec, bp, local, cluster_worker)
     try:
         identity = source.identity
         if bp.footage is not None:

@@ -11,8 +11,9 @@ that dies is resumed by running the same command: the bounce skips the frames al
 ``--cluster ray`` starts a private Ray on this machine with ``--workers N`` render workers, every
 port on 127.0.0.1 and token authentication on (Ray's default); ``ray://HOST:PORT`` or ``auto``
 joins an existing cluster (see the README's *Bigger than one machine*). Workers need the render
-side installed (``bendbridge[server]``); the bridge process does not: the worker class imports the
-renderer only inside the worker.
+side installed (``bendbridge[server]``); the bridge process does not: the worker class
+(``bendbridge.server.cluster_worker.RenderWorker``, torch-free until a worker builds it) is handed
+in by the caller, as the in-process renderer is.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from bendbridge.protocol.frames import FrameParams, FrameSourceError, PictureOf,
 from bendbridge.protocol.inversion import InversionSettings
 from bendbridge.protocol.position import FramePosition
 
-__all__ = ["ClusterSpec", "ClusterFrames", "RenderWorker", "parse_cluster", "start_local_ray"]
+__all__ = ["ClusterSpec", "ClusterFrames", "parse_cluster", "start_local_ray"]
 
 
 @dataclass(frozen=True)
@@ -77,38 +78,14 @@ def start_local_ray(cpus: int) -> None:
         )  # fmt: skip
 
 
-class RenderWorker:
-    """One render worker (a Ray actor): the model loaded once, batches rendered in this process."""
-
-    def __init__(self, model: str | None, settings: Any, plan: Any, batch: int, inversion: Any, device: str | None):
-        from bendbridge.server.render.local_frames import local_rendering
-
-        self.source = local_rendering(Path(model) if model else None, device)(settings, plan, batch, inversion)
-
-    def identity(self) -> dict[str, Any]:
-        return self.source.identity
-
-    def pid(self) -> int:
-        return os.getpid()
-
-    def render(
-        self, frames: list[int], positions: dict[int, FramePosition], params: dict[int, Any], pictures: dict | None
-    ) -> list[RenderedFrame]:
-        """Frames ``frames`` (timeline indices) → their rendered frames, the batch at once."""
-        pos = [positions[i] for i in frames]
-        pp = [params[i] for i in frames]
-        picture = (lambda k: pictures[frames[k]]) if pictures else None  # noqa: E731
-        rendered = self.source.render(list(range(len(frames))), pos, pp, picture)
-        return [RenderedFrame(frames[r.frame], r.png, r.status, r.faults) for r in rendered]
-
-
 class ClusterFrames:
     """A :class:`~bendbridge.protocol.frames.FrameSource` on Ray render workers."""
 
     def __init__(
         self, cluster: ClusterSpec, settings: Any, plan: Any, batch: int, model: Path | None = None,
-        inversion: InversionSettings | None = None, device: str | None = None,
+        inversion: InversionSettings | None = None, device: str | None = None, *, worker: type,
     ):  # fmt: skip
+        """``worker``: the render worker class the actors are made of (``server.cluster_worker.RenderWorker``)."""
         if cluster.address is None:
             os.environ.setdefault(LOOPBACK_ONLY, "0")  # before Ray is imported: it reads it then
         try:
@@ -120,7 +97,7 @@ class ClusterFrames:
         if self._started:
             self._init()
         self._args = (str(model) if model else None, settings, plan, batch, inversion, device)
-        self._actor = ray.remote(num_gpus=cluster.gpus, max_restarts=0, max_concurrency=1)(RenderWorker)
+        self._actor = ray.remote(num_gpus=cluster.gpus, max_restarts=0, max_concurrency=1)(worker)
         self.workers = [self._start_worker() for _ in range(cluster.workers)]
         self.replaced = 0  # workers started again after one died
         self.requeued: list[list[int]] = []  # the batches (their frames) queued again after their worker died

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from bendbridge.protocol.errors import BendbridgeError
+from bendbridge.protocol.inversion import picture_digest
 
 __all__ = ["Footage", "FootageError", "Still"]
 
@@ -163,7 +164,7 @@ class Still:
         return [0] * len(times)
 
     def digest(self) -> str:
-        return hashlib.sha256(repr(self._pixels.shape).encode() + self._pixels.tobytes()).hexdigest()
+        return picture_digest(self._pixels)
 
     def picture(self, index: int) -> np.ndarray:
         if index != 0:

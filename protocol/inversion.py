@@ -4,18 +4,20 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from .errors import BendbridgeError
 
-__all__ = ["InversionSettings", "MAX_ITERATIONS", "MAX_PICTURE_SIDE", "check_picture"]
+__all__ = ["InversionSettings", "MAX_ITERATIONS", "MAX_PICTURE_SIDE", "OPTIONS", "check_picture", "picture_digest"]
 
 MAX_ITERATIONS = 50
 ITERATIONS_WITHOUT_GUIDANCE = 4  # refinement brings a picture back to within about a level of the VAE's own loss
 ITERATIONS_WITH_GUIDANCE = 1  # with guidance > 1 refinement makes reconstructions worse (README's table)
 MAX_PICTURE_SIDE = 4096  # pixels: a frame request carries a picture of at most 4K a side
+OPTIONS = {"to_step": "--invert-to", "iterations": "--invert-iterations", "guidance": "--invert-guidance"}
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,13 @@ class InversionSettings:
             raise BendbridgeError(f"{field}.guidance", f"expected a number, got {guidance!r:.20}")
         return cls(**data).check(None, field)
 
+    def check_options(self, steps: int | None, error: type[BendbridgeError] = BendbridgeError) -> InversionSettings:
+        """:meth:`check`, its errors naming the command-line options (``--invert-to`` …) as ``error``."""
+        try:
+            return self.check(steps)
+        except BendbridgeError as e:
+            raise error(OPTIONS[(e.field or "").rsplit(".", 1)[-1]], e.message) from None
+
     def check(self, steps: int | None, field: str = "invert") -> InversionSettings:
         """Itself, or the error naming the field out of range (``steps``: the render's, if known)."""
         top = steps if steps is not None else 10_000
@@ -77,3 +86,8 @@ def check_picture(picture: Any, field: str) -> Any:
     if shape[2] != 3 or not (1 <= shape[0] <= MAX_PICTURE_SIDE and 1 <= shape[1] <= MAX_PICTURE_SIDE):
         raise BendbridgeError(field, f"expected [H, W, 3] with 1…{MAX_PICTURE_SIDE} pixels a side, got {tuple(shape)}")
     return picture
+
+
+def picture_digest(pixels: Any) -> str:
+    """SHA-256 of a picture's shape and pixels: what fingerprints a frame started from it."""
+    return hashlib.sha256(repr(tuple(pixels.shape)).encode() + pixels.tobytes()).hexdigest()

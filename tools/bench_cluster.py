@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from bendbridge.bridge.bounce import BounceSpec, plan_bounce
     from bendbridge.bridge.demo_song import write_demo
+    from bendbridge.server.cluster_worker import RenderWorker
     from bendbridge.server.render.local_frames import local_rendering
 
     folder = Path(tempfile.mkdtemp(prefix="bench_cluster_"))
@@ -72,14 +73,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for workers in (1, 2):
             t = time.perf_counter()
-            source = ClusterFrames(ClusterSpec(None, workers), bp.settings, bp.plan, args.batch, args.model)
+            source = ClusterFrames(
+                ClusterSpec(None, workers), bp.settings, bp.plan, args.batch, args.model, worker=RenderWorker
+            )
             ray.get([w.identity.remote() for w in source.workers])
             load = time.perf_counter() - t
             seconds, got = _timed(source, todo, bp)
             assert sorted(got) == todo
             rows.append((workers, load, seconds))
             source.close()
-        source = ClusterFrames(ClusterSpec(None, 2, in_flight=1), bp.settings, bp.plan, args.batch, args.model)
+        source = ClusterFrames(
+            ClusterSpec(None, 2, in_flight=1), bp.settings, bp.plan, args.batch, args.model, worker=RenderWorker
+        )
         ray.get([w.identity.remote() for w in source.workers])
         victim, killed_at, recovered, seen = source.workers[0], None, None, []
         for frame in source.render(todo, bp.positions, bp.params):

@@ -8,6 +8,8 @@ from pathlib import Path
 from bendbridge.protocol.inversion import InversionSettings
 from bendbridge.protocol.render import DECODER_HELP, PRECISION_HELP, PRECISIONS
 
+from .cmd_engine import inversion_args
+
 __all__ = ["add_commands"]
 
 
@@ -54,14 +56,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--init-image", type=Path, default=None, metavar="IMG", help="start every frame from this picture (inverted)"
     )
-    p.add_argument(
-        "--invert-to", type=int, default=0, metavar="K",
-        help="with --init-video: the denoising step pictures are inverted to, 0 … steps (default 0: to noise)",
-    )  # fmt: skip
-    p.add_argument(
-        "--invert-iterations", type=int, default=None, metavar="N",
-        help="with --init-video: fixed-point iterations a step (default: 4 without guidance, 1 with)",
-    )  # fmt: skip
+    inversion_args(p, "each footage picture (--init-video, --init-image)")
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -167,6 +162,10 @@ def _bounce(spec, args: argparse.Namespace) -> object:
             if getattr(args, option) is not None:
                 where = f"give --{option} to 'bendbridge serve'" if spec.server else "its workers use the model's own"
                 raise BounceError(f"--{option}", f"with --{'server' if spec.server else 'cluster'}, {where}")
+        if spec.cluster:
+            from bendbridge.server.cluster_worker import RenderWorker  # torch-free: workers import the renderer
+
+            return run_bounce(spec, None, cluster_worker=RenderWorker)
         return run_bounce(spec, None)
     return run_bounce(spec, local_rendering(spec.model, args.precision, args.decoder))
 

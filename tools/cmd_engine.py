@@ -54,7 +54,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--height", type=int, default=None)
     p.add_argument("--out", type=Path, required=True, help="output image (.png, .jpg, .webp)")
     p.add_argument("--init-image", type=Path, default=None, help="start from this picture (DDIM-inverted), not noise")
-    _inversion_args(p)
+    inversion_args(p)
     p.set_defaults(run=run_render)
 
     p = sub.add_parser("invert", help="DDIM-invert a picture and render it back: picture, reconstruction, error")
@@ -66,7 +66,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--guidance", type=float, default=None, help="guidance of the reconstruction (default: the model's)")
     p.add_argument("--width", type=int, default=None)
     p.add_argument("--height", type=int, default=None)
-    _inversion_args(p)
+    inversion_args(p)
     p.add_argument("--out", type=Path, required=True, help="the sheet (.png); its numbers go beside it as .json")
     p.set_defaults(run=run_invert)
 
@@ -77,10 +77,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run_sweep)
 
 
-def _inversion_args(p: argparse.ArgumentParser) -> None:
+def inversion_args(p: argparse.ArgumentParser, subject: str = "the picture") -> None:
+    """``--invert-to`` and ``--invert-iterations`` (render, invert, bounce)."""
     p.add_argument(
         "--invert-to", type=int, default=0, metavar="K",
-        help="the denoising step the picture is inverted to, 0 … steps (0: all the way to noise; default 0)",
+        help=f"the denoising step {subject} is inverted to, 0 … steps (0: all the way to noise; default 0)",
     )  # fmt: skip
     p.add_argument(
         "--invert-iterations", type=int, default=None, metavar="N",
@@ -91,11 +92,7 @@ def _inversion_args(p: argparse.ArgumentParser) -> None:
 def _inversion(args: argparse.Namespace, steps: int | None = None) -> InversionSettings:
     """--invert-to and --invert-iterations, checked against ``steps`` (default: --steps, if given)."""
     settings = InversionSettings(args.invert_to, args.invert_iterations)
-    try:
-        return settings.check(steps if steps is not None else args.steps)
-    except BendbridgeError as e:
-        flag = {"invert.to_step": "--invert-to", "invert.iterations": "--invert-iterations"}[e.field]
-        raise BendbridgeError(flag, e.message) from None
+    return settings.check_options(steps if steps is not None else args.steps)
 
 
 def _picture(path: Path, field: str) -> None:

@@ -56,8 +56,5 @@ def render_float(renderer: Renderer, frames: Sequence[FrameSpec]) -> np.ndarray:
     out = []
     for s in range(0, len(frames), renderer.config.max_batch):
         latents = renderer.denoise(frames[s : s + renderer.config.max_batch]).latents
-        vae = renderer.vae
-        z = latents.to(vae.dtype) / vae.config.scaling_factor + (getattr(vae.config, "shift_factor", None) or 0.0)
-        x = vae.decode(z).sample.float().clamp(-1, 1)
-        out.append(((x + 1) * 127.5).permute(0, 2, 3, 1).cpu().numpy())
+        out.append(renderer.decode_levels(latents).permute(0, 2, 3, 1).cpu().numpy())
     return np.concatenate(out)

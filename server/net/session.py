@@ -17,10 +17,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from bendbridge.protocol import FrameReady, FrameRequest, SessionSetup
-from bendbridge.protocol.inversion import InversionSettings
+from bendbridge.protocol.inversion import InversionSettings, picture_digest
 from bendbridge.protocol.output import OutputStore, png_bytes
 from bendbridge.protocol.plan import BendPlan
 from bendbridge.protocol.position import POSITION_FIELDS
@@ -28,7 +26,6 @@ from bendbridge.protocol.render import render_identity
 from bendbridge.server.model import LoadedModel
 from bendbridge.server.render import Denoised, FrameResult, FrameSpec, RenderConfig, Renderer, unet_replica
 from bendbridge.server.render.inversion import start_from
-from bendbridge.server.render.pictures import fit_array
 
 __all__ = ["DecodedBatch", "DenoisedBatch", "RenderSession", "Pending", "dropped"]
 
@@ -71,13 +68,6 @@ def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":"), default=list).encode()).hexdigest()
 
 
-def _picture_digest(picture: Any) -> str | None:
-    """SHA-256 of a request's picture (its shape and pixels), None without one."""
-    if picture is None:
-        return None
-    return hashlib.sha256(repr(picture.shape).encode() + picture.tobytes()).hexdigest()
-
-
 class RenderSession:
     def __init__(self, sid: str, setup: SessionSetup, model: LoadedModel, root: Path, max_batch: int):
         plan = BendPlan.from_dict(setup.plan) if setup.plan else BendPlan()
@@ -112,7 +102,7 @@ class RenderSession:
                 "seed": req.seed,
                 "angle": req.noise_angle,
                 "weights": req.prompt_weights,
-                "picture": _picture_digest(req.picture),
+                "picture": picture_digest(req.picture) if req.picture is not None else None,
                 "inversion": self.inversion.to_dict() if req.picture is not None else None,
             }
         )
@@ -242,8 +232,7 @@ class RenderSession:
         rows = [i for i, p in enumerate(batch) if p.request.picture is not None]
         if not rows:
             return specs
-        size = (renderer.width, renderer.height)
-        pictures = np.stack([fit_array(batch[i].request.picture, size) for i in rows])
+        pictures = [batch[i].request.picture for i in rows]
         started = start_from(renderer, pictures, [specs[i] for i in rows], self.inversion)
         out = list(specs)
         for i, spec in zip(rows, started):

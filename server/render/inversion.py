@@ -30,6 +30,8 @@ import torch
 from bendbridge.protocol.errors import BendbridgeError
 from bendbridge.protocol.inversion import InversionSettings
 
+from .pictures import fit_array
+
 if TYPE_CHECKING:
     from .renderer import FrameSpec, Renderer
 
@@ -116,14 +118,16 @@ def fixed_point(update: Any, start: torch.Tensor, iterations: int) -> torch.Tens
 
 
 def start_from(
-    renderer: Renderer, images: np.ndarray, frames: Sequence[FrameSpec], settings: InversionSettings
+    renderer: Renderer, images: Sequence[np.ndarray], frames: Sequence[FrameSpec], settings: InversionSettings
 ) -> list[FrameSpec]:
-    """``frames`` (one per picture of ``images`` [B, H, W, 3] uint8) set to start from the pictures,
-    inverted to step ``settings.to_step``; their bends then act on the remaining steps."""
+    """``frames`` (one per picture of ``images``, uint8 [H, W, 3] each, fitted to the render size
+    as :func:`~.pictures.fit_array` does) set to start from the pictures, inverted to step
+    ``settings.to_step``; their bends then act on the remaining steps."""
     settings.check(renderer.steps)
     if len(frames) != len(images):
         raise BendbridgeError("frames", f"{len(frames)} frames for {len(images)} pictures")
     _check_bends_act(renderer, settings.to_step)
+    images = np.stack([fit_array(p, (renderer.width, renderer.height)) for p in images])
     out: list[FrameSpec] = []
     batch = renderer.config.max_batch
     for s in range(0, len(frames), batch):

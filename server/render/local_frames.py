@@ -6,8 +6,6 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from bendbridge.protocol.frames import FrameParams, LocalRendering, PictureOf, RenderedFrame
 from bendbridge.protocol.inversion import InversionSettings
 from bendbridge.protocol.output import png_bytes
@@ -17,7 +15,6 @@ from bendbridge.protocol.render import RenderSettings, render_identity
 from bendbridge.server.model import LoadedModel, check_model_options, load_model
 
 from .inversion import start_from
-from .pictures import fit_array
 from .renderer import FrameSpec, RenderConfig, Renderer
 
 __all__ = ["LocalFrames", "local_rendering"]
@@ -51,8 +48,7 @@ class LocalFrames:
             chunk = todo[s : s + self.batch]
             frames = [FrameSpec(params=params[i]) for i in chunk]
             if pictures is not None:
-                fitted = np.stack([fit_array(pictures(i), (r.width, r.height)) for i in chunk])
-                frames = start_from(r, fitted, frames, self.inversion)
+                frames = start_from(r, [pictures(i) for i in chunk], frames, self.inversion)
             for i, res in zip(chunk, r.render(frames)):
                 yield RenderedFrame(i, png_bytes(res.image), res.status, tuple(str(f) for f in res.faults))
 

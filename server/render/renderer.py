@@ -435,14 +435,19 @@ class Renderer:
     def decode(self, latents: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """Latents [B, 4, h, w] → uint8 images [B, H, W, 3] and a per-frame non-finite flag [B]."""
         nonfinite = (~torch.isfinite(latents).flatten(1).all(1)).cpu().numpy()
+        imgs = self.decode_levels(latents).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        imgs[nonfinite] = 0
+        return imgs, nonfinite
+
+    def decode_levels(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents [B, 4, h, w] → float images [B, 3, H, W] in 0–255 levels, before rounding (NaN/inf
+        latents decode as 0; :meth:`decode` rounds these to 8 bits)."""
         z = torch.nan_to_num(latents, nan=0.0, posinf=0.0, neginf=0.0).to(self.vae.dtype)
         vae_config = self.vae.config
         z = z / vae_config.scaling_factor + (getattr(vae_config, "shift_factor", None) or 0.0)
         x = self.vae.decode(z).sample.float()
         x = torch.nan_to_num(x, nan=-1.0).clamp(-1, 1)
-        imgs = ((x + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-        imgs[nonfinite] = 0
-        return imgs, nonfinite
+        return (x + 1) * 127.5
 
 
 def _start_of(frame: FrameSpec) -> int | None:

@@ -14,6 +14,7 @@ from PIL import Image
 
 from bendbridge.bridge.bounce import BounceError, BounceSpec, run_bounce
 from bendbridge.protocol.frames import FrameSourceError
+from bendbridge.server.cluster_worker import RenderWorker
 from bendbridge.server.render.local_frames import local_rendering
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # read when Ray is imported: loopback only
@@ -55,6 +56,7 @@ def test_a_cluster_bounce_equals_the_in_process_bounce_and_resumes(demo, saved_t
     cluster = run_bounce(
         spec(demo, tmp_path / "c.mp4", frames=tmp_path / "c", model=saved_tiny_model, cluster="ray", workers=2),
         progress=False,
+        cluster_worker=RenderWorker,
     )
     assert cluster.frames == local.frames == cluster.rendered == 24
     for a, b in zip(frames_of(tmp_path / "local", 24), frames_of(tmp_path / "c", 24)):
@@ -64,6 +66,7 @@ def test_a_cluster_bounce_equals_the_in_process_bounce_and_resumes(demo, saved_t
     again = run_bounce(  # the same command again: everything is resumed, nothing rendered
         spec(demo, tmp_path / "c.mp4", frames=tmp_path / "c", model=saved_tiny_model, cluster="ray", workers=2),
         progress=False,
+        cluster_worker=RenderWorker,
     )
     assert again.resumed == 24 and again.rendered == 0
 
@@ -73,7 +76,9 @@ def test_a_killed_workers_batch_is_rendered_again_and_every_frame_comes_once(dem
     from bendbridge.bridge.cluster_frames import ClusterFrames, ClusterSpec
 
     bp = plan_bounce(spec(demo, Path("unused.mp4"), model=saved_tiny_model))
-    source = ClusterFrames(ClusterSpec(None, 2, in_flight=2), bp.settings, bp.plan, 2, saved_tiny_model)
+    source = ClusterFrames(
+        ClusterSpec(None, 2, in_flight=2), bp.settings, bp.plan, 2, saved_tiny_model, worker=RenderWorker
+    )
     try:
         got, killed = [], False
         for frame in source.render(list(range(24)), bp.positions, bp.params):
