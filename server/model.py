@@ -40,6 +40,8 @@ __all__ = [
 EMBEDDED_MODEL = Path(__file__).resolve().parent / "embedded" / "model"
 FAST_MODEL = EMBEDDED_MODEL.parent / "fast"  # distilled from it: 2 steps, no guidance (tools/train_fast_model.py)
 NAMED_MODELS = {"embedded": EMBEDDED_MODEL, "fast": FAST_MODEL}  # what --model NAME means, before a folder NAME
+SD_PIPELINE, XL_PIPELINE = "StableDiffusionPipeline", "StableDiffusionXLPipeline"
+PIPELINES = (SD_PIPELINE, XL_PIPELINE)  # the pipeline classes a model folder may name in model_index.json
 TINY_DECODER = "vae_tiny"  # a model folder's tiny decoder (tools/train_tiny_decoder.py made the embedded one)
 
 
@@ -86,6 +88,11 @@ class LoadedModel:
         return self.pipe.vae if self.tiny_decoder is None else self.tiny_decoder
 
 
+def text_encoders(pipe: Any) -> list[Any]:
+    """The pipeline's text encoders: one for SD 1.x/2.x, two for SDXL."""
+    return [e for e in (pipe.text_encoder, getattr(pipe, "text_encoder_2", None)) if e is not None]
+
+
 def model_defaults(model_dir: Path) -> ModelDefaults:
     f = model_dir / "bendbridge.json"
     if f.exists():
@@ -93,6 +100,8 @@ def model_defaults(model_dir: Path) -> ModelDefaults:
         return ModelDefaults(int(d.get("steps", 25)), float(d.get("guidance", 7.5)), int(d.get("size", 512)))
     if "turbo" in model_dir.name.lower():
         return ModelDefaults(steps=1, guidance=0.0, size=512)
+    if pipeline_kind(model_dir) == XL_PIPELINE:
+        return ModelDefaults(steps=25, guidance=5.0, size=1024)  # SDXL base's own defaults in diffusers
     return ModelDefaults()
 
 
@@ -166,10 +175,11 @@ def load_model(
     with _quiet_hub_libraries():
         pipe = _from_pretrained(path)
         pipe.unet.to(dev, dtype)
-        pipe.text_encoder.to(dev, dtype)
+        for encoder in text_encoders(pipe):
+            encoder.to(dev, dtype)
         # SD's VAE overflows in fp16; keep it in fp32 where the folder asks for that
         pipe.vae.to(dev, torch.float32 if getattr(pipe.vae.config, "force_upcast", False) else dtype)
-    for m in (pipe.unet, pipe.vae, pipe.text_encoder):
+    for m in (pipe.unet, pipe.vae, *text_encoders(pipe)):
         m.eval().requires_grad_(False)
     tiny = None if tiny_path is None else _load_tiny_decoder(tiny_path, dev, dtype)
     for m in (pipe.unet, pipe.vae, tiny):
@@ -240,14 +250,16 @@ def _check_folder(path: Path) -> None:
             f"{str(path)!r} has no model_index.json: not a diffusers pipeline folder "
             "(unet/, vae/, text_encoder/, tokenizer/, scheduler/)",
         )
-    try:
-        kind = json.loads((path / "model_index.json").read_text(encoding="utf-8")).get("_class_name", "")
-    except (OSError, ValueError):
-        kind = ""
-    if "XL" in str(kind) or (path / "text_encoder_2").is_dir():
+    kind = pipeline_kind(path)
+    if kind not in PIPELINES:
         raise ModelError(
-            "--model", f"{str(path)!r} is a {kind or 'Stable Diffusion XL'} folder; bendbridge renders SD 1.x, "
-            "SD 2.x and SD-Turbo folders (SDXL's two text encoders and added conditioning are not supported yet)"
+            "--model", f"{str(path)!r} holds a {kind or 'pipeline of unknown kind'}; bendbridge renders "
+            f"{' and '.join(PIPELINES)} folders (SD 1.x, SD 2.x, SD-Turbo, SDXL, SDXL-Turbo)"
+        )  # fmt: skip
+    if kind == XL_PIPELINE and not (path / "text_encoder").is_dir():
+        raise ModelError(
+            "--model", f"{str(path)!r} is an SDXL refiner (one text encoder, aesthetic-score conditioning); "
+            "bendbridge renders SDXL base and SDXL-Turbo folders"
         )  # fmt: skip
 
 
@@ -292,20 +304,28 @@ def _shared_parts(path: Path) -> dict[str, Any]:
     return {name: kinds[name].from_pretrained(EMBEDDED_MODEL / name, local_files_only=True) for name in missing}
 
 
+def pipeline_kind(path: Path) -> str:
+    """The pipeline class a model folder names (``_class_name`` in model_index.json)."""
+    try:
+        return str(json.loads((path / "model_index.json").read_text(encoding="utf-8")).get("_class_name", ""))
+    except (OSError, ValueError):
+        return ""
+
+
 def _from_pretrained(path: Path) -> Any:
-    """``StableDiffusionPipeline.from_pretrained`` offline, without a safety checker."""
-    from diffusers import StableDiffusionPipeline
+    """The folder's pipeline (Stable Diffusion or SDXL) loaded offline, without a safety checker
+    or watermarker."""
+    import diffusers
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    kind = pipeline_kind(path)
+    extra: dict[str, Any] = (
+        {"add_watermarker": False}
+        if kind == XL_PIPELINE
+        else {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
+    )
     try:
-        pipe = StableDiffusionPipeline.from_pretrained(
-            path,
-            safety_checker=None,
-            feature_extractor=None,
-            requires_safety_checker=False,
-            local_files_only=True,
-            **_shared_parts(path),
-        )
+        pipe = getattr(diffusers, kind).from_pretrained(path, local_files_only=True, **extra, **_shared_parts(path))
     except (OSError, ValueError, KeyError, TypeError) as e:
         message = f"{str(path)!r}: cannot load it as a Stable Diffusion pipeline ({type(e).__name__}: {e})"
         raise ModelError("--model", message[:600]) from None

@@ -19,6 +19,8 @@ model's palette, :func:`mask_overlap` says how much of its map falls on the pixe
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -93,7 +95,7 @@ def word_maps(
     norms = []
     for w, name in zip(words, names):
         cond, change = _scaled(r, prompt, w.positions, 1 + delta, at)
-        r.use_embedding(name, cond)
+        r.use_embedding(name, cond, pooled_of=prompt)
         norms.append(change)
     frames = [FrameSpec.of_prompt(k, len(names) + 1) for k in range(len(names) + 1)]
     pictures = render_float(r, frames)
@@ -117,7 +119,6 @@ def _scaled(r: Renderer, prompt: str, positions: tuple[int, ...], scale: float, 
         change = float((cond[rows].float() * (scale - 1)).norm())
         cond[rows] = cond[rows] * scale
         return cond, change
-    te = r.text_encoder
     changes: list[float] = []
 
     def hook(_module, _args, out):
@@ -127,13 +128,13 @@ def _scaled(r: Renderer, prompt: str, positions: tuple[int, ...], scale: float, 
         out[:, rows] = out[:, rows] * scale
         return out
 
-    handle = te.get_input_embeddings().register_forward_hook(hook)
-    try:
-        ids = torch.tensor([r._ids(prompt)], device=r.device)
-        cond = te(ids)[0][0]
+    handles = [encoder.get_input_embeddings().register_forward_hook(hook) for encoder in r.cond.encoders]
+    try:  # SDXL: the word scaled in both encoders' inputs
+        cond, _ = r.cond.encode(prompt, r.device)
     finally:
-        handle.remove()
-    return cond, changes[0]
+        for handle in handles:
+            handle.remove()
+    return cond, math.sqrt(sum(c * c for c in changes))
 
 
 def mask_overlap(wm: WordMaps) -> dict[str, dict[str, float]]:

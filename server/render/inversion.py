@@ -82,13 +82,8 @@ def invert(
     settings.check(renderer.steps)
     sched = ddim_scheduler(renderer.scheduler, renderer.steps, renderer.device)
     guidance = renderer.guidance if settings.guidance is None else settings.guidance
-    cond, _ = renderer._frame_text(frames)
     guided = guidance > 1.0
-    if guided:
-        unc = renderer.embed(renderer.settings.negative_prompt).expand(len(frames), -1, -1)
-        text = torch.cat([unc, cond])
-    else:
-        text = cond
+    text = renderer.text_rows(frames, bend=False, guided=guided)
     x_next = latents.to(renderer.dtype)
     for i in reversed(range(settings.to_step, renderer.steps)):
         t = sched.timesteps[i]
@@ -97,7 +92,7 @@ def invert(
         def solve(x: torch.Tensor, t: Any = t, c_x: float = c_x, c_m: float = c_m, x_next: torch.Tensor = x_next):
             """One fixed-point update: the latent whose DDIM step from the model output at ``x`` lands on ``x_next``."""
             inp = torch.cat([x, x]) if guided else x
-            m = renderer.unet(sched.scale_model_input(inp, t), t, encoder_hidden_states=text).sample
+            m = renderer.unet_forward(sched.scale_model_input(inp, t), t, text)
             if guided:
                 mu, mc = m.chunk(2)
                 m = mu + guidance * (mc - mu)

@@ -13,6 +13,7 @@ images (up to float rounding of batched kernels).
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 import time
 from collections.abc import Sequence
@@ -32,6 +33,7 @@ from bendbridge.server.model import LoadedModel, ModelDefaults
 
 from ._prefix import PrefixCache, first_bent_step, shareable
 from ._shared_rows import RowSharing, SplitPoint, guided_rows, row_sharing, split_point, unet_stages, widening
+from .conditioning import TextConditioning
 from .inversion import ddim_scheduler
 from .schedulers import make_scheduler
 
@@ -120,19 +122,21 @@ class Renderer:
         self.settings = self._resolve(config.settings, model.defaults)
         self.steps, self.guidance = self.settings.steps, self.settings.guidance
         self.width, self.height = self.settings.width, self.settings.height
+        self.cond = TextConditioning(pipe, self.unet.config, self.height, self.width)
         self.device = self.unet.device
         self.dtype = self.unet.dtype
         self.guided = self.guidance > 1.0
         self.scheduler = make_scheduler(pipe.scheduler, config.scheduler)
         self.prompts = self.settings.prompts
-        self.seq_len = self.tokenizer.model_max_length
+        self.seq_len = self.cond.seq_len
         self._layers: list[LayerInfo] | None = None
         self._emb: dict[str, torch.Tensor] = {}
+        self._pooled: dict[str, torch.Tensor] = {}
         self.bound = bind_plan(
             config.plan,
             self.layers if any(b.target.kind == "module" for b in config.plan.bends) else [],
             latent_channels=self.unet.config.in_channels,
-            text_dim=self.text_encoder.config.hidden_size,
+            text_dim=self.cond.width,
             num_steps=self.steps,
             facts=self.model_facts(),
         )
@@ -204,7 +208,7 @@ class Renderer:
         return self._layers
 
     def _ids(self, text: str) -> list[int]:
-        return self.tokenizer(text, padding="max_length", max_length=self.seq_len, truncation=True).input_ids
+        return self.cond.ids(text)
 
     def _build_word_masks(self) -> dict[str, torch.Tensor]:
         """Per text-bend word: a [P, T] mask of the word's token positions in each prompt."""
@@ -229,44 +233,85 @@ class Renderer:
 
     @torch.no_grad()
     def embed(self, prompt: str) -> torch.Tensor:
-        """Text-encoder output for ``prompt``, cached. -> [T, D]"""
+        """Text-encoder output for ``prompt`` (SDXL: both encoders' side by side), cached. -> [T, D]"""
         e = self._emb.get(prompt)
         if e is None:
-            ids = torch.tensor([self._ids(prompt)], device=self.device)
-            e = self.text_encoder(ids)[0][0].to(self.dtype)
-            self._emb[prompt] = e
+            e, pooled = self.cond.encode(prompt, self.device)
+            self._emb[prompt] = e = e.to(self.dtype)
+            if pooled is not None:
+                self._pooled[prompt] = pooled.to(self.dtype)
         return e
 
-    def use_embedding(self, prompt: str, embedding: torch.Tensor) -> None:
+    def pooled(self, prompt: str) -> torch.Tensor | None:
+        """SDXL's pooled text embedding for ``prompt`` [Dp]; None for other models."""
+        if not self.cond.xl:
+            return None
+        if prompt not in self._pooled:
+            self.embed(prompt)
+        return self._pooled[prompt]
+
+    def use_embedding(self, prompt: str, embedding: torch.Tensor, pooled_of: str | None = None) -> None:
         """Take ``embedding`` [T, D] as the text encoder's output for ``prompt`` (analyses that edit
-        the conditioning give each edit a name among the settings' prompts)."""
-        if embedding.shape != (self.seq_len, self.text_encoder.config.hidden_size):
+        the conditioning give each edit a name among the settings' prompts). SDXL: the pooled
+        embedding is that of the prompt ``pooled_of`` (zeros when None)."""
+        if embedding.shape != (self.seq_len, self.cond.width):
             raise PlanError(
-                "embedding",
-                f"expected [{self.seq_len}, {self.text_encoder.config.hidden_size}], got {list(embedding.shape)}",
+                "embedding", f"expected [{self.seq_len}, {self.cond.width}], got {list(embedding.shape)}"
             )
         self._emb[prompt] = embedding.to(self.device, self.dtype)
+        if self.cond.xl:
+            base = self.pooled(pooled_of) if pooled_of is not None else None
+            self._pooled[prompt] = base if base is not None else embedding.new_zeros(self.cond.pooled_width)
 
     # ------------------------------------------------------------------ rendering
-    def _frame_text(self, frames: Sequence[FrameSpec]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def _frame_text(
+        self, frames: Sequence[FrameSpec]
+    ) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, torch.Tensor]]:
+        """Each frame's prompt mix → hidden rows [B, T, D], pooled rows [B, Dp] (SDXL; else None)
+        and, per text-bend word, a [B, T] mask of where the word is in the frame's prompts."""
         P = len(self.prompts)
         embs = torch.stack([self.embed(p) for p in self.prompts])  # [P, T, D]
-        rows, wmask_rows = [], []
+        pooled = torch.stack([self.pooled(p) for p in self.prompts]) if self.cond.xl else None  # [P, Dp]
+        mixes = []
         for i, f in enumerate(frames):
             w = f.prompt_weights or (1.0,) + (0.0,) * (P - 1)
             if len(w) != P or not all(math.isfinite(v) and v >= 0 for v in w) or sum(w) <= 0:
                 raise PlanError(
                     f"frames[{i}].prompt_weights", f"expected {P} finite weights ≥ 0 with a positive sum, got {w}"
                 )
-            nz = [j for j, v in enumerate(w) if v > 0]
-            if len(nz) == 1:
-                rows.append(embs[nz[0]])
-            else:
-                wt = torch.tensor(w, device=self.device, dtype=torch.float32) / sum(w)
-                rows.append(torch.einsum("p,ptd->td", wt, embs.float()).to(self.dtype))
-            wmask_rows.append(nz)
-        masks = {word: torch.stack([m[nz].any(0) for nz in wmask_rows]) for word, m in self._word_masks.items()}
-        return torch.stack(rows), masks
+            mixes.append(w)
+        rows = torch.stack([_mix(embs, w) for w in mixes])
+        pooled_rows = None if pooled is None else torch.stack([_mix(pooled, w) for w in mixes])
+        nonzero = [[j for j, v in enumerate(w) if v > 0] for w in mixes]
+        masks = {word: torch.stack([m[nz].any(0) for nz in nonzero]) for word, m in self._word_masks.items()}
+        return rows, pooled_rows, masks
+
+    def text_rows(self, frames: Sequence[FrameSpec], bend: bool = True, guided: bool | None = None) -> torch.Tensor:
+        """The U-Net's text rows for ``frames``: [uncond; cond] with guidance, packed for the
+        model (see :class:`TextConditioning`) → [2B or B, T(+1), D]. ``bend``: apply text bends
+        (the engine must hold these frames' parameters); ``guided``: with the unguided half (None:
+        as the render is)."""
+        B = len(frames)
+        cond, pooled, masks = self._frame_text(frames)
+        if bend:
+            cond = self.engine.bend_text(cond, "cond", masks)
+        cond = self.cond.pack(cond, pooled)
+        if not (self.guided if guided is None else guided):
+            return cond
+        negative = self.settings.negative_prompt
+        unc = self.embed(negative).expand(B, -1, -1)
+        unc_pooled = self.pooled(negative)
+        if self.cond.zero_empty_negative and not negative:
+            unc = torch.zeros_like(unc)
+            unc_pooled = None if unc_pooled is None else torch.zeros_like(unc_pooled)
+        if bend:
+            unc = self.engine.bend_text(unc, "uncond", {w: torch.zeros_like(m) for w, m in masks.items()})
+        unc = self.cond.pack(unc, None if unc_pooled is None else unc_pooled.expand(B, -1))
+        return torch.cat([unc, cond])
+
+    def unet_forward(self, inp: torch.Tensor, t: Any, text: torch.Tensor) -> torch.Tensor:
+        """The U-Net's raw prediction for model inputs [R, C, h, w] and packed text rows [R, T(+1), D]."""
+        return self.unet(inp, t, **self.cond.unet_kwargs(text)).sample
 
     def _noise(self, frames: Sequence[FrameSpec]) -> torch.Tensor:
         c = self.unet.config.in_channels
@@ -323,18 +368,10 @@ class Renderer:
 
     def _denoise_alike(self, frames: Sequence[FrameSpec]) -> Denoised:
         """:meth:`denoise` for frames that all start alike (from noise, or from pictures at one step)."""
-        B = len(frames)
         eng = self.engine
         eng.set_frames([f.params for f in frames], guided=self.guided)
         t0 = time.perf_counter()
-        cond, masks = self._frame_text(frames)
-        cond = eng.bend_text(cond, "cond", masks)
-        if self.guided:
-            unc = self.embed(self.settings.negative_prompt).expand(B, -1, -1)
-            unc = eng.bend_text(unc, "uncond", {w: torch.zeros_like(m) for w, m in masks.items()})
-            text = torch.cat([unc, cond])
-        else:
-            text = cond
+        text = self.text_rows(frames)
         self._sync()
         t1 = time.perf_counter()
         latents = self._denoise_steps(frames, text)
@@ -371,6 +408,7 @@ class Renderer:
                 latents = self._noise(frames) * sched.init_noise_sigma
             if self.split is not None and first < self.steps:
                 sharing = row_sharing(keys, self.guided, self.device)
+        noise = self._step_noise(sched, frames)
         with install_hooks(self.unet, eng):
             for i, t in enumerate(sched.timesteps[first:], start=first):
                 latents = eng.bend_latent(latents, i, "frames")
@@ -380,8 +418,17 @@ class Renderer:
                     pred = self._guided_shared(sched.scale_model_input(inp, t), t, text, sharing)
                 else:
                     pred = self._guided(sched.scale_model_input(inp, t), t, text)
-                latents = sched.step(pred, t, latents).prev_sample
+                latents = sched.step(pred, t, latents, **noise).prev_sample
         return latents
+
+    def _step_noise(self, sched: Any, frames: Sequence[FrameSpec]) -> dict[str, Any]:
+        """``sched.step``'s noise source for schedulers that add noise as they step (ancestral
+        Euler, LCM, DDPM): one generator per frame, seeded from the frame's seed, so a frame's
+        noise is the same alone or in any batch. Empty for schedulers without a generator."""
+        if "generator" not in inspect.signature(sched.step).parameters:
+            return {}
+        seeds = [f.seed if f.seed is not None else self.settings.seed for f in frames]
+        return {"generator": [torch.Generator().manual_seed(_STEP_NOISE_STREAM ^ int(s)) for s in seeds]}
 
     @torch.no_grad()
     def finish(self, denoised: Denoised) -> list[FrameResult]:
@@ -414,16 +461,14 @@ class Renderer:
         """``_guided`` computing the stages before the split point once per distinct row."""
         assert self.split is not None
         with widening(self.unet, self._stages, self.split, sharing):
-            pred = self.unet(
-                inp.index_select(0, sharing.compute), t, encoder_hidden_states=text.index_select(0, sharing.compute)
-            ).sample
+            pred = self.unet_forward(inp.index_select(0, sharing.compute), t, text.index_select(0, sharing.compute))
         if pred.shape[0] != inp.shape[0]:  # the split stage never ran in this U-Net: compute every row
             return self._guided(inp, t, text)
         return self._guide(pred)
 
     def _guided(self, inp: torch.Tensor, t: Any, text: torch.Tensor) -> torch.Tensor:
         """U-Net prediction for the model input ([uncond; cond] rows with guidance), guided. -> [B, C, h, w]"""
-        return self._guide(self.unet(inp, t, encoder_hidden_states=text).sample)
+        return self._guide(self.unet_forward(inp, t, text))
 
     def _guide(self, pred: torch.Tensor) -> torch.Tensor:
         """[uncond; cond] predictions [2B, C, h, w] → guided [B, C, h, w] (as is without guidance)."""
@@ -448,6 +493,19 @@ class Renderer:
         x = self.vae.decode(z).sample.float()
         x = torch.nan_to_num(x, nan=-1.0).clamp(-1, 1)
         return (x + 1) * 127.5
+
+
+_STEP_NOISE_STREAM = 0x5EED_5CED  # keeps step noise apart from the start noise of the same seed
+
+
+def _mix(rows: torch.Tensor, weights: Sequence[float]) -> torch.Tensor:
+    """The prompt mix of per-prompt rows [P, ...] with ``weights`` (≥ 0, positive sum): a single
+    prompt's row as it is, else the weighted mean computed in float32."""
+    nonzero = [j for j, v in enumerate(weights) if v > 0]
+    if len(nonzero) == 1:
+        return rows[nonzero[0]]
+    wt = torch.tensor(weights, device=rows.device, dtype=torch.float32) / sum(weights)
+    return torch.einsum("p,p...->...", wt, rows.float()).to(rows.dtype)
 
 
 def _start_of(frame: FrameSpec) -> int | None:

@@ -170,7 +170,7 @@ def test_word_weighting_touches_only_the_words_tokens(tiny_pipe):
     r = renderer(tiny_pipe, ["weight:delta=1@text:word=circle"])
     emb = r.embed(PROMPT[0]).unsqueeze(0)
     r.engine.set_frames([{}], guided=False)
-    _, masks = r._frame_text([FrameSpec()])
+    _, _, masks = r._frame_text([FrameSpec()])
     out = r.engine.bend_text(emb, "cond", masks)
     changed = (out != emb).any(-1)[0]
     ids = tiny_pipe.tokenizer(PROMPT[0]).input_ids

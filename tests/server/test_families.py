@@ -1,9 +1,10 @@
 """Model families through one code path: random-weight pipelines with the real architectures of
-SD 1.x, SD 2.x (ε- and v-prediction) and SD-Turbo — the same block layout, layers per block, head
-counts, linear or convolutional attention projections and schedulers as the released models — at
-reduced widths (channels ÷ 8, text width 64; stated so CPU tests stay in seconds), saved as
-diffusers folders and loaded with ``load_model``: layer listing, every bend kind, and batched frames
-equal to frames rendered alone."""
+SD 1.x, SD 2.x (ε- and v-prediction), SD-Turbo, SDXL and SDXL-Turbo — the same block layout,
+layers per block, transformer depths, head counts, linear or convolutional attention projections,
+text encoders (SDXL: two, pooled projection, size/crop ids) and schedulers as the released models —
+at reduced widths (channels ÷ 8; SD text width 64, SDXL's encoders 768 ÷ 8 and 1280 ÷ 8; two text
+encoder layers; stated so CPU tests stay in seconds), saved as diffusers folders and loaded with
+``load_model``: layer listing, every bend kind, and batched frames equal to frames rendered alone."""
 
 from __future__ import annotations
 
@@ -29,10 +30,15 @@ FAMILIES = {
                   spacing="leading"),
     "sd-turbo": dict(heads=(5, 10, 20, 20), linear=True, prediction="epsilon", scheduler="EulerDiscreteScheduler",
                      spacing="trailing"),
+    "sdxl": dict(prediction="epsilon", scheduler="EulerDiscreteScheduler", spacing="leading"),
+    "sdxl-turbo": dict(prediction="epsilon", scheduler="EulerAncestralDiscreteScheduler", spacing="trailing"),
 }  # fmt: skip
+XL = ("sdxl", "sdxl-turbo")
 
 
 def build(family: str, folder):
+    if family in XL:
+        return build_xl(family, folder)
     import diffusers
     from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
@@ -69,6 +75,48 @@ def build(family: str, folder):
     pipe = StableDiffusionPipeline(
         vae=vae, text_encoder=text, tokenizer=tok, unet=unet, scheduler=scheduler, safety_checker=None,
         feature_extractor=None, requires_safety_checker=False,
+    )  # fmt: skip
+    pipe.save_pretrained(folder)
+    return folder
+
+
+def build_xl(family: str, folder):
+    """SDXL's architecture ÷ 8: three levels (no attention at the first; 1, 2 and 10 transformer
+    layers; 5/10/20 heads), CLIP-L and OpenCLIP-bigG-shaped text encoders side by side, the second's
+    pooled projection and 6 size/crop ids of 256 ÷ 8 channels each as added conditioning."""
+    import diffusers
+    from diffusers import AutoencoderKL, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    f = FAMILIES[family]
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(40, 80, 160),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        transformer_layers_per_block=(1, 2, 10), attention_head_dim=(5, 10, 20), use_linear_projection=True,
+        cross_attention_dim=96 + 160, addition_embed_type="text_time", addition_time_embed_dim=32,
+        projection_class_embeddings_input_dim=160 + 6 * 32, norm_num_groups=8,
+    )  # fmt: skip
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(16, 32, 64, 64), layers_per_block=1,
+        norm_num_groups=8, sample_size=64, scaling_factor=0.13025, force_upcast=True,
+    )  # fmt: skip
+    tok = CLIPTokenizer.from_pretrained(EMBEDDED_MODEL / "tokenizer")
+    tok2 = CLIPTokenizer.from_pretrained(EMBEDDED_MODEL / "tokenizer", pad_token="!")
+    common = dict(vocab_size=49408, intermediate_size=128, num_hidden_layers=2, max_position_embeddings=32)
+    text = CLIPTextModel(CLIPTextConfig(hidden_size=96, num_attention_heads=4, **common))
+    text2 = CLIPTextModelWithProjection(
+        CLIPTextConfig(hidden_size=160, num_attention_heads=4, projection_dim=160, hidden_act="gelu", **common)
+    )
+    scheduler = getattr(diffusers, f["scheduler"])(
+        beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, prediction_type=f["prediction"],
+        timestep_spacing=f["spacing"], steps_offset=1,
+    )  # fmt: skip
+    pipe = StableDiffusionXLPipeline(
+        vae=vae, text_encoder=text, text_encoder_2=text2, tokenizer=tok, tokenizer_2=tok2, unet=unet,
+        scheduler=scheduler, force_zeros_for_empty_prompt=True, add_watermarker=False,
     )  # fmt: skip
     pipe.save_pretrained(folder)
     return folder
@@ -135,3 +183,37 @@ def test_each_family_inverts_a_ddim_trajectory_and_moves_through_a_prompt_plane(
     moved = Renderer(model, RenderConfig(settings, plane))
     a, b = (moved.render([FrameSpec(params={"move": {"x": x, "y": 0.0}})])[0].image for x in (-1.0, 1.0))
     assert np.abs(a.astype(int) - b.astype(int)).mean() > 0.1
+
+
+def test_each_family_renders_unbent_what_the_diffusers_pipeline_renders(family):
+    """Outside truth for the conditioning (SDXL: both encoders' penultimate states, the pooled
+    projection, size ids, zeros for the empty negative prompt) and the sampling loop (ancestral
+    step noise included): the family's own diffusers pipeline, given the same start noise and
+    step-noise generator, draws the same picture."""
+    from bendbridge.server.render.renderer import _STEP_NOISE_STREAM
+
+    name, model, _ = family
+    prompt = "a red circle on a blue background"
+    r = Renderer(model, RenderConfig(RenderSettings((prompt,), steps=3, guidance=2.0, width=64, height=64, seed=5)))
+    ours = r.render([FrameSpec(seed=5)])[0].image
+    start = torch.randn(4, 8, 8, generator=torch.Generator().manual_seed(5))[None]
+    theirs = model.pipe(
+        prompt, num_inference_steps=3, guidance_scale=2.0, height=64, width=64, latents=start,
+        generator=[torch.Generator().manual_seed(_STEP_NOISE_STREAM ^ 5)], output_type="np",
+    ).images[0]  # fmt: skip
+    theirs = np.round(theirs * 255).astype(int)
+    assert np.abs(ours.astype(int) - theirs).max() <= 1, name
+
+
+def test_each_family_shares_the_unbent_prefix_and_rows_without_changing_frames(family):
+    name, model, _ = family
+    settings = RenderSettings(("a red circle on a blue background",), steps=3, guidance=2.0, width=64, height=64)
+    plan = BendPlan.from_specs(["multiply:factor=1.3@up_blocks.1:steps=1-2"])
+    frames = [FrameSpec(seed=s, params={"multiply": {"factor": f}}) for s, f in ((0, 1.0), (0, 1.6), (1, 0.7))]
+    shared = Renderer(model, RenderConfig(settings, plan, share_prefix=True))
+    plain = Renderer(model, RenderConfig(settings, plan, share_prefix=False))
+    a, b = shared.render(frames), plain.render(frames)
+    for x, y in zip(a, b):
+        assert np.abs(x.image.astype(int) - y.image.astype(int)).max() <= 1, name
+    if FAMILIES[name]["scheduler"] in ("DDIMScheduler", "EulerDiscreteScheduler"):  # PNDM keeps history and
+        assert shared.prefix.computed == 2, name  # ancestral Euler adds noise per sample: neither shares a prefix
