@@ -20,7 +20,6 @@ model's palette, :func:`mask_overlap` says how much of its map falls on the pixe
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any

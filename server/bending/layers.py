@@ -15,8 +15,6 @@ from dataclasses import dataclass
 
 import torch
 
-from bendbridge.protocol.errors import BendbridgeError
-
 __all__ = ["LayerInfo", "list_layers", "first_tensor", "replace_first_tensor", "module_hooks", "ForwardHook"]
 
 ForwardHook = Callable[[torch.nn.Module, tuple, object], object]

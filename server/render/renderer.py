@@ -255,9 +255,7 @@ class Renderer:
         the conditioning give each edit a name among the settings' prompts). SDXL: the pooled
         embedding is that of the prompt ``pooled_of`` (zeros when None)."""
         if embedding.shape != (self.seq_len, self.cond.width):
-            raise PlanError(
-                "embedding", f"expected [{self.seq_len}, {self.cond.width}], got {list(embedding.shape)}"
-            )
+            raise PlanError("embedding", f"expected [{self.seq_len}, {self.cond.width}], got {list(embedding.shape)}")
         self._emb[prompt] = embedding.to(self.device, self.dtype)
         if self.cond.xl:
             base = self.pooled(pooled_of) if pooled_of is not None else None
