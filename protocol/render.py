@@ -16,6 +16,7 @@ from .fields import Field, validate_value
 __all__ = [
     "DECODER_HELP",
     "DECODERS",
+    "MODEL_HELP",
     "PRECISION_HELP",
     "PRECISIONS",
     "RENDER_FIELDS",
@@ -32,6 +33,10 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 PRECISION_HELP = (
     "number format of the model: auto (fp16 on CUDA; bf16 on a CPU with native bf16, else fp32), fp32, "
     "bf16, fp16 (GPU only); default fp16 on CUDA, else fp32"
+)
+MODEL_HELP = (
+    "a diffusers folder (SD 1.x, 2.x, SD-Turbo, SDXL, SDXL-Turbo), a single-file checkpoint (.safetensors, .ckpt), "
+    "or embedded / fast (default: embedded)"
 )
 DECODERS = ("full", "tiny")  # --decoder: the model's VAE, its tiny decoder; or an AutoencoderTiny folder
 DECODER_HELP = (

@@ -173,7 +173,7 @@ def load_model(
     if dtype is None:
         dtype = torch.float16 if dev.type == "cuda" else torch.float32
     with _quiet_hub_libraries():
-        pipe = _from_pretrained(path)
+        pipe, defaults = _load_pipeline(path)
         pipe.unet.to(dev, dtype)
         for encoder in text_encoders(pipe):
             encoder.to(dev, dtype)
@@ -186,7 +186,7 @@ def load_model(
         if channels_last and m is not None:
             m.to(memory_format=torch.channels_last)
     name = DECODERS[0] if decoder is None else str(decoder)
-    return LoadedModel(pipe, model_defaults(path), path, tiny, name)
+    return LoadedModel(pipe, defaults, path, tiny, name)
 
 
 def check_model_options(
@@ -234,12 +234,20 @@ def _load_tiny_decoder(folder: Path, device: torch.device, dtype: torch.dtype) -
 
 
 def _check_folder(path: Path) -> None:
-    """Refuse a folder that cannot be a diffusers pipeline before anything is imported or read."""
-    if path.is_file() and path.suffix.lower() in (".safetensors", ".ckpt", ".pt", ".bin"):
-        raise ModelError(
-            "--model", f"{path.name} is a single-file checkpoint; bendbridge reads diffusers folders: convert it "
-            "with diffusers' scripts/convert_original_stable_diffusion_to_diffusers.py and pass the folder"
-        )  # fmt: skip
+    """Refuse a folder that cannot be a diffusers pipeline, or a checkpoint file bendbridge cannot
+    read, before any weights are read."""
+    from bendbridge.server.single_file import CHECKPOINT_SUFFIXES, detect_family
+
+    if path.suffix.lower() in (*CHECKPOINT_SUFFIXES, ".pt", ".bin"):
+        if path.suffix.lower() not in CHECKPOINT_SUFFIXES:
+            raise ModelError(
+                "--model", f"{path.name}: bendbridge reads single-file checkpoints as "
+                f"{' or '.join(CHECKPOINT_SUFFIXES)}, or diffusers folders"
+            )  # fmt: skip
+        if not path.is_file():
+            raise ModelError("--model", f"checkpoint file {str(path)!r} does not exist")
+        detect_family(path)  # refuses a file of another kind, or a sidecar naming an unknown family
+        return
     if not path.is_dir():
         raise ModelError(
             "--model", f"model folder {str(path)!r} does not exist (expected a diffusers folder with model_index.json)"
@@ -310,6 +318,16 @@ def pipeline_kind(path: Path) -> str:
         return str(json.loads((path / "model_index.json").read_text(encoding="utf-8")).get("_class_name", ""))
     except (OSError, ValueError):
         return ""
+
+
+def _load_pipeline(path: Path) -> tuple[Any, ModelDefaults]:
+    """The pipeline at ``path`` (a diffusers folder or a single-file checkpoint) and its defaults."""
+    if path.is_dir():
+        return _from_pretrained(path), model_defaults(path)
+    from bendbridge.server.single_file import load_single_file
+
+    pipe, _, defaults = load_single_file(path)
+    return pipe, ModelDefaults(int(defaults["steps"]), float(defaults["guidance"]), int(defaults["size"]))
 
 
 def _from_pretrained(path: Path) -> Any:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from bendbridge.protocol.errors import BendbridgeError
 from bendbridge.protocol.operators import MAX_PROMPTS, MIN_PROMPTS
+from bendbridge.protocol.render import MODEL_HELP
 
 PERTURB_DELTA, GRADIENT_DELTA = 0.15, 0.01  # the thesis' values (server.analysis.perturb has the same)
 
@@ -16,7 +17,7 @@ __all__ = ["add_commands"]
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", type=Path, default=None, help="diffusers folder (default: the embedded model)")
+    p.add_argument("--model", type=Path, default=None, help=MODEL_HELP)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: best available)")
     p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's)")
     p.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the model's)")
@@ -31,7 +32,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     q = what.add_parser("attention", help="word attention in the text encoder, as a bar chart")
     q.add_argument("prompt", metavar="PROMPT")
     q.add_argument("--per-head", action="store_true", help="also a heads × words map per layer")
-    q.add_argument("--model", type=Path, default=None, help="diffusers folder (default: the embedded model)")
+    q.add_argument("--model", type=Path, default=None, help=MODEL_HELP)
     q.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: best available)")
     q.add_argument("--out", type=Path, required=True, help="the figure (.png); its numbers go beside it as .json")
     q.set_defaults(run=run_attention)

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from bendbridge.protocol.inversion import InversionSettings
-from bendbridge.protocol.render import DECODER_HELP, PRECISION_HELP, PRECISIONS
+from bendbridge.protocol.render import DECODER_HELP, MODEL_HELP, PRECISION_HELP, PRECISIONS
 
 from .cmd_engine import inversion_args
 
@@ -22,7 +22,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--batch", type=int, default=None, help="frames per denoising pass (default 8)")
     p.add_argument("--frames", type=Path, default=None, help="also keep the PNG sequence (and manifest) in this folder")
-    p.add_argument("--model", type=Path, default=None, help="diffusers folder (default: the embedded model)")
+    p.add_argument("--model", type=Path, default=None, help=MODEL_HELP)
     p.add_argument("--precision", default=None, choices=PRECISIONS, help=PRECISION_HELP + " (in this process)")
     p.add_argument("--decoder", default=None, help=DECODER_HELP + " (in this process)")
     p.add_argument(

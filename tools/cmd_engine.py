@@ -8,7 +8,14 @@ from pathlib import Path
 
 from bendbridge.protocol.errors import BendbridgeError
 from bendbridge.protocol.inversion import InversionSettings
-from bendbridge.protocol.render import DECODER_HELP, PRECISION_HELP, PRECISIONS, SCHEDULERS, check_scheduler
+from bendbridge.protocol.render import (
+    DECODER_HELP,
+    MODEL_HELP,
+    PRECISION_HELP,
+    PRECISIONS,
+    SCHEDULERS,
+    check_scheduler,
+)
 
 __all__ = ["add_commands"]
 
@@ -16,9 +23,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--model", type=Path, default=None, help="diffusers Stable Diffusion folder (default: the embedded model)"
-    )
+    p.add_argument("--model", type=Path, default=None, help=MODEL_HELP)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: best available)")
     p.add_argument("--precision", default=None, choices=PRECISIONS, help=PRECISION_HELP)
     p.add_argument("--decoder", default=None, help=DECODER_HELP)
@@ -29,6 +34,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     _model_args(p)
     p.add_argument("--size", type=int, default=None, help="image size in pixels for the shapes (default: model native)")
     p.set_defaults(run=run_layers)
+
+    p = sub.add_parser("convert", help="write a model as a single-file checkpoint (.safetensors) or a diffusers folder")
+    p.add_argument("--model", type=Path, default=None, help=MODEL_HELP)
+    p.add_argument("--out", type=Path, required=True, help="NAME.safetensors (original layout) or a new folder")
+    p.add_argument("--half", action="store_true", help="store a .safetensors file's weights as float16")
+    p.set_defaults(run=run_convert)
 
     p = sub.add_parser("render", help="render one (bent) frame")
     _model_args(p)
@@ -116,12 +127,33 @@ def run_layers(args: argparse.Namespace) -> int:
     h, w = r.height // r.vae_factor, r.width // r.vae_factor
     print(f"model: {model.name}  ({r.width}x{r.height} px, {r.steps} steps by default)")
     print(f"{'':>5}  {'latent:step=K':<48} {'latent':<22} ({c}, {h}, {w})   K in 0..{r.steps}")
-    print(
-        f"{'':>5}  {'text[:word=W]':<48} {'text conditioning':<22} "
-        f"({r.seq_len}, {model.pipe.text_encoder.config.hidden_size})"
-    )
+    print(f"{'':>5}  {'text[:word=W]':<48} {'text conditioning':<22} ({r.seq_len}, {r.cond.width})")
     for info in r.layers:
         print(f"#{info.index:<4} {info.name:<48} {info.kind:<22} {info.shape}")
+    return 0
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    """Folder → single file, or single file → folder (loading a folder is quicker than converting)."""
+    import torch
+
+    from bendbridge.server.model import check_model_options, load_model
+    from bendbridge.server.single_file import write_single_file
+
+    out: Path = args.out
+    if out.exists():
+        raise BendbridgeError("--out", f"{str(out)!r} exists; name a new file or folder (nothing is overwritten)")
+    if out.suffix and out.suffix.lower() != ".safetensors":
+        raise BendbridgeError("--out", f"{out.name}: write NAME.safetensors, or a folder name without a suffix")
+    if args.half and out.suffix.lower() != ".safetensors":
+        raise BendbridgeError("--half", "applies to a .safetensors file only")
+    check_model_options(args.model)
+    model = load_model(args.model, "cpu", torch.float32, channels_last=False)
+    if out.suffix:
+        write_single_file(model.pipe, out, torch.float16 if args.half else None)
+    else:
+        model.pipe.save_pretrained(out)
+    print(f"{model.name} → {out}")
     return 0
 
 

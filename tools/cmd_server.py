@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from bendbridge.protocol.errors import BendbridgeError
-from bendbridge.protocol.render import DECODER_HELP, PRECISION_HELP, PRECISIONS
+from bendbridge.protocol.render import DECODER_HELP, MODEL_HELP, PRECISION_HELP, PRECISIONS
 from bendbridge.protocol.security import DEFAULT_CONTROL, DEFAULT_EVENTS
 from bendbridge.protocol.values import finite_number
 
@@ -23,7 +23,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="run the headless render server (ZeroMQ)")
     p.add_argument("--bind", default=DEFAULT_CONTROL, help=f"control endpoint, ROUTER (default {DEFAULT_CONTROL})")
     p.add_argument("--events", default=DEFAULT_EVENTS, help=f"event endpoint, PUB (default {DEFAULT_EVENTS})")
-    p.add_argument("--model", type=Path, default=None, help="diffusers folder (default: the embedded model)")
+    p.add_argument("--model", type=Path, default=None, help=MODEL_HELP)
     p.add_argument("--device", default=None)
     p.add_argument("--precision", default=None, choices=PRECISIONS, help=PRECISION_HELP)
     p.add_argument("--decoder", default=None, help=DECODER_HELP)
