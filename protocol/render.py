@@ -26,7 +26,8 @@ __all__ = [
     "render_identity",
 ]
 
-SCHEDULERS = ("default", "ddim", "euler", "dpm", "pndm")  # "default": the model folder's own scheduler
+# "default": the model folder's own scheduler; euler-a (ancestral) and lcm add noise as they step
+SCHEDULERS = ("default", "ddim", "euler", "euler-a", "dpm", "pndm", "lcm")
 # the number format a model computes in: auto = fp16 on CUDA, bf16 on a CPU with native bf16
 # (AVX512-BF16 or AMX), else fp32; fp16 runs only on a GPU
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")

@@ -217,3 +217,15 @@ def test_each_family_shares_the_unbent_prefix_and_rows_without_changing_frames(f
         assert np.abs(x.image.astype(int) - y.image.astype(int)).max() <= 1, name
     if FAMILIES[name]["scheduler"] in ("DDIMScheduler", "EulerDiscreteScheduler"):  # PNDM keeps history and
         assert shared.prefix.computed == 2, name  # ancestral Euler adds noise per sample: neither shares a prefix
+
+
+@pytest.mark.parametrize("scheduler", ["euler-a", "lcm", "dpm"])
+def test_stochastic_and_multistep_schedulers_render_batched_frames_as_alone_and_repeatably(scheduler, tmp_path):
+    model = load_model(build("sd1", tmp_path / "sd1"), "cpu")
+    settings = RenderSettings(("a red circle on a blue background",), steps=3, guidance=2.0, width=64, height=64)
+    r = Renderer(model, RenderConfig(settings, BendPlan.from_specs(BENDS[:2]), scheduler=scheduler))
+    frames = [FrameSpec(seed=s, params={"rotate_plane": {"angle": a}}) for s, a in ((0, 0.0), (1, 0.8), (0, 0.3))]
+    together = [f.image for f in r.render(frames)]
+    for f, image in zip(frames, together):
+        alone = r.render([f])[0].image
+        assert np.abs(alone.astype(int) - image.astype(int)).max() <= 1, scheduler
