@@ -1,9 +1,11 @@
-"""Loading diffusion models: the embedded default and any local Stable Diffusion folder.
+"""Loading diffusion models: the embedded default, any local Stable Diffusion or SDXL folder, and
+single-file checkpoints.
 
-Both go through the same code path, ``StableDiffusionPipeline.from_pretrained`` on a diffusers
-folder (``model_index.json``, ``unet/``, ``vae/``, ``text_encoder/``, ``tokenizer/``,
-``scheduler/``), offline, with no safety checker. Real SD 1.x / 2.x / SD-Turbo folders load the
-same way as the small model that ships in ``server/embedded/model``.
+A folder goes through ``StableDiffusionPipeline.from_pretrained`` (or the SDXL pipeline, as its
+``model_index.json`` names) offline, with no safety checker or watermarker. Real SD 1.x / 2.x /
+SD-Turbo / SDXL / SDXL-Turbo folders load the same way as the small model that ships in
+``server/embedded/model``; a ``.safetensors`` / ``.ckpt`` file in the original layout loads through
+:mod:`bendbridge.server.single_file`.
 """
 
 from __future__ import annotations
@@ -337,13 +339,12 @@ def _from_pretrained(path: Path) -> Any:
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     kind = pipeline_kind(path)
-    extra: dict[str, Any] = (
-        {"add_watermarker": False}
-        if kind == XL_PIPELINE
-        else {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
-    )
+    from bendbridge.server.model_families import pipeline_extras
+
     try:
-        pipe = getattr(diffusers, kind).from_pretrained(path, local_files_only=True, **extra, **_shared_parts(path))
+        pipe = getattr(diffusers, kind).from_pretrained(
+            path, local_files_only=True, **pipeline_extras(kind), **_shared_parts(path)
+        )
     except (OSError, ValueError, KeyError, TypeError) as e:
         message = f"{str(path)!r}: cannot load it as a Stable Diffusion pipeline ({type(e).__name__}: {e})"
         raise ModelError("--model", message[:600]) from None

@@ -5,7 +5,7 @@ under ``first_stage_model.`` and the text encoders under ``cond_stage_model.`` (
 Hugging Face layout under ``.transformer.``; SD 2.x: OpenCLIP under ``.model.``) or
 ``conditioner.embedders.0.`` / ``.1.`` (SDXL). It names no architecture, so bendbridge reads it
 with diffusers' own converter (``from_single_file``) against architecture configs that ship with
-the project (``server/families/*.json``, one per family) and never asks a hub.
+the project (:mod:`bendbridge.server.model_families`) and never asks a hub.
 
 Which family: a sidecar ``FILE.bendbridge.json`` beside the checkpoint may say (``"family"``, and
 ``"config"``: a diffusers folder whose configs to use instead, for architectures of one's own);
@@ -30,34 +30,29 @@ from typing import Any
 import torch
 
 from bendbridge.protocol.errors import BendbridgeError
+from bendbridge.server.model_families import (
+    FAMILIES,
+    family_config,
+    pipeline_extras,
+    tokenizers,
+    write_config_folder,
+)
 
 __all__ = [
     "CHECKPOINT_SUFFIXES",
-    "FAMILIES",
-    "FAMILY_DIR",
     "detect_family",
-    "family_config",
     "load_single_file",
     "sidecar",
     "to_ldm",
     "write_single_file",
 ]
 
-FAMILY_DIR = Path(__file__).resolve().parent / "families"
-FAMILIES = tuple(sorted(p.stem for p in FAMILY_DIR.glob("*.json")))
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
 UNET, VAE = "model.diffusion_model.", "first_stage_model."
 CLIP_SD1, OPENCLIP_SD2 = "cond_stage_model.transformer.", "cond_stage_model.model."
 CLIP_XL, OPENCLIP_XL = "conditioner.embedders.0.transformer.", "conditioner.embedders.1.model."
 _PROBES = {"U-Net": (UNET,), "VAE": (VAE, "vae."), "text encoder": ("cond_stage_model.", "conditioner.embedders.")}
 _DIFFUSERS_KIND = {"v1": "sd1", "v2": "sd2-v", "xl_base": "sdxl"}  # diffusers' model types we render
-
-
-def family_config(family: str) -> dict[str, Any]:
-    """The shipped description of ``family``: summary, defaults, model_index and component configs."""
-    if family not in FAMILIES:
-        raise BendbridgeError("family", f"{family!r} is not a model family; allowed: {', '.join(FAMILIES)}")
-    return json.loads((FAMILY_DIR / f"{family}.json").read_text(encoding="utf-8"))
 
 
 def sidecar(path: Path) -> dict[str, Any]:
@@ -78,6 +73,7 @@ def sidecar(path: Path) -> dict[str, Any]:
 def detect_family(path: Path, checkpoint: dict[str, torch.Tensor] | None = None) -> str:
     """The family of the checkpoint at ``path`` (see the module notes). Reads only the file's
     header when ``checkpoint`` is not given."""
+    _own_config(path)  # a sidecar's config folder must be a pipeline folder
     named = sidecar(path).get("family")
     if named is not None:
         family_config(str(named))  # refuses an unknown name
@@ -104,6 +100,24 @@ def detect_family(path: Path, checkpoint: dict[str, torch.Tensor] | None = None)
     return family
 
 
+def _own_config(path: Path) -> Path | None:
+    """The diffusers folder a sidecar names for the checkpoint's architecture (relative to the
+    checkpoint), checked; None without one."""
+    from bendbridge.server.model import PIPELINES, pipeline_kind
+
+    side = sidecar(path)
+    if "config" not in side:
+        return None
+    folder = Path(str(side["config"]))
+    folder = folder if folder.is_absolute() else path.parent / folder
+    if pipeline_kind(folder) not in PIPELINES:
+        raise BendbridgeError(
+            f"{path.stem}.bendbridge.json.config", f"{str(folder)!r} is not a diffusers pipeline folder whose "
+            f"model_index.json names one of {', '.join(PIPELINES)}"
+        )  # fmt: skip
+    return folder
+
+
 def load_single_file(path: Path) -> tuple[Any, str, dict[str, Any]]:
     """Load a single-file checkpoint offline → (pipeline, family, defaults). The pipeline is the
     family's diffusers class with its scheduler and tokenizers; no safety checker or watermarker."""
@@ -114,11 +128,9 @@ def load_single_file(path: Path) -> tuple[Any, str, dict[str, Any]]:
     desc = family_config(family)
     side = sidecar(path)
     with tempfile.TemporaryDirectory(prefix="bb-family-") as tmp:
-        config = Path(str(side["config"])) if "config" in side else _write_config_folder(desc, Path(tmp))
-        if not config.is_absolute():
-            config = path.parent / config
+        config = _own_config(path) or write_config_folder(desc, Path(tmp))
         kind = json.loads((config / "model_index.json").read_text(encoding="utf-8"))["_class_name"]
-        parts = {**_tokenizers(config, desc), **_extra_arguments(kind)}
+        parts = {**tokenizers(desc, have=config), **pipeline_extras(kind)}
         try:
             pipe = getattr(diffusers, kind).from_single_file(
                 str(path), config=str(config), local_files_only=True, **parts
@@ -131,47 +143,21 @@ def load_single_file(path: Path) -> tuple[Any, str, dict[str, Any]]:
     return pipe, family, defaults
 
 
-def _write_config_folder(desc: dict[str, Any], folder: Path) -> Path:
-    """A diffusers folder without weights, from a family's shipped description."""
-    (folder / "model_index.json").write_text(json.dumps(desc["model_index"]))
-    for part in ("unet", "vae", "text_encoder", "text_encoder_2"):
-        if part in desc:
-            (folder / part).mkdir()
-            (folder / part / "config.json").write_text(json.dumps(desc[part]))
-    (folder / "scheduler").mkdir()
-    (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(desc["scheduler"]))
-    return folder
-
-
-def _tokenizers(config: Path, desc: dict[str, Any]) -> dict[str, Any]:
-    """The family's tokenizers, unless the config folder holds its own: CLIP's BPE vocabulary
-    (shipped with the embedded model), 77 tokens, each encoder's padding token."""
-    from transformers import CLIPTokenizer
-
-    from bendbridge.server.model import EMBEDDED_MODEL
-
-    out = {}
-    for k, pad in enumerate(desc["tokenizer_pad_tokens"]):
-        name = "tokenizer" if k == 0 else f"tokenizer_{k + 1}"
-        if not (config / name).is_dir():
-            out[name] = CLIPTokenizer.from_pretrained(EMBEDDED_MODEL / "tokenizer", model_max_length=77, pad_token=pad)
-    return out
-
-
-def _extra_arguments(kind: str) -> dict[str, Any]:
-    if "XL" in kind:
-        return {"add_watermarker": False}
-    return {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
-
-
 def _shapes(path: Path) -> dict[str, Any]:
-    """The checkpoint's tensors as shape-only stand-ins (enough for diffusers' key probes)."""
-    if path.suffix.lower() != ".safetensors":
-        return torch.load(path, map_location="cpu", weights_only=True).get("state_dict", {})
-    from safetensors import safe_open
+    """The checkpoint's tensors as shape-only stand-ins (enough for diffusers' key probes). A
+    ``.ckpt`` is read with ``weights_only`` (no code in the file runs)."""
+    try:
+        if path.suffix.lower() != ".safetensors":
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
+            return dict(loaded.get("state_dict", loaded)) if isinstance(loaded, dict) else {}
+        from safetensors import safe_open
 
-    with safe_open(str(path), framework="pt") as f:
-        return {k: torch.empty(f.get_slice(k).get_shape(), device="meta") for k in f.keys()}
+        with safe_open(str(path), framework="pt") as f:
+            return {k: torch.empty(f.get_slice(k).get_shape(), device="meta") for k in f.keys()}
+    except Exception as e:  # noqa: BLE001 — safetensors, pickle and zip each raise their own kinds
+        kind = "safetensors" if path.suffix.lower() == ".safetensors" else "PyTorch checkpoint"
+        message = f"{path.name} is not a readable {kind} file ({type(e).__name__}: {e})"
+        raise BendbridgeError("--model", message[:400]) from None
 
 
 # ---------------------------------------------------------------------------- writing (diffusers → LDM)

@@ -7,10 +7,11 @@
 3. batched vs one-at-a-time rendering of 16 frames that all have different parameters.
 
 Runs are interleaved (A, B, A, B, …) and medians compared, so machine noise hits both sides.
-``--unet sd15`` builds a random-weight pipeline of Stable Diffusion 1.5's size (the real cost,
-no download); the default is the embedded model.
+``--unet FAMILY`` (sd1, sd2-base, sd2-v, sd-turbo, sdxl, sdxl-turbo) builds a random-weight pipeline
+of that family's full size from the shipped configs (the real cost, no download); the default is
+the embedded model. Section [1] is the bent-vs-unbent comparison.
 
-    bendbridge bench engine [--model DIR | --unet sd15] [--device cuda] [--size 512]
+    bendbridge bench engine [--model DIR | --unet sdxl] [--device cuda] [--size 512]
 """
 
 from __future__ import annotations
@@ -22,69 +23,7 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["main", "sd15_random_pipeline"]
-
-
-def sd15_random_pipeline(device: torch.device, dtype: torch.dtype):
-    """A StableDiffusionPipeline with SD 1.5's architecture and random weights, as a LoadedModel
-    (4 steps by default)."""
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
-    from bendbridge.server.model import EMBEDDED_MODEL, LoadedModel, ModelDefaults
-
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        sample_size=64,
-        in_channels=4,
-        out_channels=4,
-        block_out_channels=(320, 640, 1280, 1280),
-        layers_per_block=2,
-        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-        cross_attention_dim=768,
-        attention_head_dim=8,
-    )
-    vae = AutoencoderKL(
-        block_out_channels=(128, 256, 512, 512),
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        layers_per_block=2,
-        latent_channels=4,
-        sample_size=512,
-    )
-    tok = CLIPTokenizer.from_pretrained(EMBEDDED_MODEL / "tokenizer", model_max_length=77)
-    text = CLIPTextModel(
-        CLIPTextConfig(
-            hidden_size=768,
-            intermediate_size=3072,
-            num_hidden_layers=12,
-            num_attention_heads=12,
-            max_position_embeddings=77,
-        )
-    )
-    sched = DDIMScheduler(
-        beta_schedule="scaled_linear",
-        beta_start=0.00085,
-        beta_end=0.012,
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-    )
-    pipe = StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text,
-        tokenizer=tok,
-        unet=unet,
-        scheduler=sched,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    for m in (unet, text):
-        m.to(device, dtype).eval().requires_grad_(False)
-    vae.to(device, torch.float32).eval().requires_grad_(False)
-    return LoadedModel(pipe, ModelDefaults(steps=4, guidance=7.5, size=512))
+__all__ = ["main"]
 
 
 def _device_text(device: torch.device) -> str:
@@ -129,7 +68,7 @@ def _pick_targets(layers, n: int = 5) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default=None, help="diffusers folder (default: embedded model)")
-    ap.add_argument("--unet", choices=["embedded", "sd15"], default="embedded")
+    ap.add_argument("--unet", default="embedded", help="embedded, or a family for a full-size random-weight model")
     ap.add_argument("--device", default=None)
     ap.add_argument("--size", type=int, default=None, help="image size in pixels")
     ap.add_argument("--steps", type=int, default=None)
@@ -147,7 +86,13 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device) if args.device else default_device()
     dtype = torch.float16 if device.type == "cuda" else torch.float32
-    model = sd15_random_pipeline(device, dtype) if args.unet == "sd15" else load_model(args.model, device)
+    if args.unet == "embedded":
+        model = load_model(args.model, device)
+    else:
+        from bendbridge.server.model_families import random_pipeline
+
+        model = random_pipeline(args.unet, device, dtype)
+        args.steps = args.steps or min(4, model.defaults.steps)  # the cost per step is what is compared
     settings = RenderSettings(
         ("a red circle on a blue background",), width=args.size, height=args.size, steps=args.steps
     )
@@ -156,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     probe = Renderer(model, RenderConfig(settings, max_batch=args.batch, share_prefix=False))
     print(
         f"device {device} ({_device_text(device)}), "
-        f"model {'SD-1.5-size random U-Net' if args.unet == 'sd15' else model.name}, "
+        f"model {model.name if args.unet == 'embedded' else args.unet + '-size, random weights'}, "
         f"{probe.width}x{probe.height}, {probe.steps} steps, guidance {probe.guidance}"
     )
     targets = _pick_targets(probe.layers)

@@ -14,8 +14,9 @@ import torch
 from bendbridge.protocol.errors import BendbridgeError
 from bendbridge.protocol.render import RenderSettings
 from bendbridge.server.model import load_model
+from bendbridge.server.model_families import FAMILIES, family_config
 from bendbridge.server.render import FrameSpec, RenderConfig, Renderer
-from bendbridge.server.single_file import FAMILIES, detect_family, family_config, to_ldm, write_single_file
+from bendbridge.server.single_file import detect_family, to_ldm, write_single_file
 
 from .test_families import FAMILIES as REDUCED
 from .test_families import build
@@ -192,3 +193,11 @@ def test_bendbridge_convert_turns_a_single_file_into_a_folder_and_refuses_to_ove
 
     with safe_open(str(half), framework="pt") as f:
         assert f.get_tensor("model.diffusion_model.out.2.weight").dtype == torch.float16
+
+
+def test_a_sidecar_config_that_is_not_a_pipeline_folder_is_refused(tmp_path):
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(b"")
+    (tmp_path / "model.bendbridge.json").write_text('{"family": "sd1", "config": "nowhere"}')
+    with pytest.raises(BendbridgeError, match=r"model.bendbridge.json.config.*nowhere' is not a diffusers pipeline"):
+        load_model(path, "cpu")

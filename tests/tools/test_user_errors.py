@@ -50,6 +50,7 @@ def bounce(
 
 
 def _sdxl_folder(tmp: Path) -> str:
+    """An SDXL refiner's layout: the second text encoder only."""
     folder = tmp / "sdxl"
     (folder / "text_encoder_2").mkdir(parents=True, exist_ok=True)
     (folder / "model_index.json").write_text('{"_class_name": "StableDiffusionXLPipeline"}')
@@ -657,7 +658,7 @@ MISTAKES = [
         "bend[0].op: 'lora' (adapters) does not apply to the module target; it acts on the whole denoiser",
     ),
     (
-        "render on a single-file checkpoint",
+        "render on a file that is not a checkpoint",
         lambda d, t: [
             "render",
             "--prompt",
@@ -667,12 +668,17 @@ MISTAKES = [
             "--out",
             str(t / "x.png"),
         ],
-        "--model: model.safetensors is a single-file checkpoint; bendbridge reads diffusers folders",
+        "--model: model.safetensors is not a readable safetensors file (SafetensorError: Error while deserializing",
     ),
     (
-        "render on an SDXL folder",
+        "render on a .ckpt that is not a checkpoint",
+        lambda d, t: ["render", "--prompt", "a star", "--model", not_a(t, "m.ckpt"), "--out", str(t / "x.png")],
+        "--model: m.ckpt is not a readable PyTorch checkpoint file",
+    ),
+    (
+        "render on an SDXL refiner folder",
         lambda d, t: ["render", "--prompt", "a star", "--model", _sdxl_folder(t), "--out", str(t / "x.png")],
-        "is a StableDiffusionXLPipeline folder; bendbridge renders SD 1.x, SD 2.x and SD-Turbo folders",
+        "is an SDXL refiner (one text encoder, aesthetic-score conditioning); bendbridge renders SDXL base and",
     ),
     (
         "bounce on an unknown cluster",
