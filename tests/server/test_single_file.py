@@ -201,3 +201,26 @@ def test_a_sidecar_config_that_is_not_a_pipeline_folder_is_refused(tmp_path):
     (tmp_path / "model.bendbridge.json").write_text('{"family": "sd1", "config": "nowhere"}')
     with pytest.raises(BendbridgeError, match=r"model.bendbridge.json.config.*nowhere' is not a diffusers pipeline"):
         load_model(path, "cpu")
+
+
+@pytest.mark.slow
+def test_a_full_size_sd1_file_loads_offline_with_the_shipped_configs_and_renders(tmp_path):
+    """The path a user's SD 1.5 file takes: no sidecar, the family read from its keys, the shipped
+    configs and tokenizer, diffusers' converter. Random weights at full size (2.1 GB in float16)."""
+    from bendbridge.server.model_families import random_pipeline
+
+    original = random_pipeline("sd1", torch.device("cpu"), torch.float16)
+    path = write_single_file(original.pipe, tmp_path / "v1-5-random.safetensors")
+    ours = {part: getattr(original.pipe, part).state_dict() for part in ("unet", "vae", "text_encoder")}
+    del original
+    loaded = load_model(path, "cpu", channels_last=False)
+    assert loaded.defaults.size == 512 and loaded.pipe.tokenizer.model_max_length == 77
+    for part, weights in ours.items():
+        theirs = getattr(loaded.pipe, part).state_dict()
+        assert {k for k in weights if not k.endswith("position_ids")} == {
+            k for k in theirs if not k.endswith("position_ids")
+        }, part
+        assert all(torch.equal(v.float(), theirs[k].float()) for k, v in weights.items() if k in theirs), part
+    settings = RenderSettings(("a red circle on a blue background",), steps=1, guidance=2.0, width=64, height=64)
+    frame = Renderer(loaded, RenderConfig(settings)).render([FrameSpec(seed=0)])[0]
+    assert frame.image.shape == (64, 64, 3) and not frame.nonfinite
