@@ -211,20 +211,23 @@ def _unet_key(key: str, per: int, up_attention: list[bool]) -> str:
         level, kind, j, rest = int(m[1]), m[2], int(m[3]), m[4]
         if kind == "downsamplers":
             return f"input_blocks.{(level + 1) * per}.0.op.{rest.removeprefix('conv.')}"
-        block = level * per + j + 1
-        return f"input_blocks.{block}.{0 if kind == 'resnets' else 1}.{_resnet(rest) if kind == 'resnets' else rest}"
+        return _ldm_block("input_blocks", level * per + j + 1, kind, rest)
     m = re.match(r"up_blocks\.(\d+)\.(resnets|attentions|upsamplers)\.(\d+)\.(.*)", key)
     if m:
         level, kind, j, rest = int(m[1]), m[2], int(m[3]), m[4]
         if kind == "upsamplers":
             return f"output_blocks.{level * per + per - 1}.{2 if up_attention[level] else 1}.{rest}"
-        block = level * per + j
-        return f"output_blocks.{block}.{0 if kind == 'resnets' else 1}.{_resnet(rest) if kind == 'resnets' else rest}"
+        return _ldm_block("output_blocks", level * per + j, kind, rest)
     m = re.match(r"mid_block\.(resnets|attentions)\.(\d+)\.(.*)", key)
     if m:
         kind, j, rest = m[1], int(m[2]), m[3]
         return f"middle_block.{2 * j if kind == 'resnets' else 1}.{_resnet(rest) if kind == 'resnets' else rest}"
     raise BendbridgeError("unet", f"no LDM name for the U-Net weight {key!r}")
+
+
+def _ldm_block(blocks: str, block: int, kind: str, rest: str) -> str:
+    """A resnet (LDM slot 0, its layers renamed) or a transformer (slot 1, names kept) in an LDM block."""
+    return f"{blocks}.{block}.0.{_resnet(rest)}" if kind == "resnets" else f"{blocks}.{block}.1.{rest}"
 
 
 def _resnet(rest: str) -> str:

@@ -174,12 +174,12 @@ def test_the_family_is_read_from_the_files_keys_its_name_and_a_sidecar(tmp_path)
     assert detect_family(tmp_path / "v21.safetensors") == "sd2-base"
 
 
-def test_bendbridge_convert_turns_a_single_file_into_a_folder_and_refuses_to_overwrite(written, tmp_path, capsys):
+def test_bendbridge_convert_turns_a_single_file_into_a_folder_and_refuses_to_overwrite(tmp_path, capsys):
     from bendbridge.tools.cli import main
 
-    family, model, path = written
-    if family != "sdxl":
-        pytest.skip("one family is enough for the command")
+    model = load_model(build("sdxl", tmp_path / "sdxl"), "cpu", channels_last=False)
+    path = write_single_file(model.pipe, tmp_path / "model.safetensors")
+    (tmp_path / "model.bendbridge.json").write_text(json.dumps({"family": "sdxl", "config": "sdxl"}))
     folder = tmp_path / "converted"
     assert main(["convert", "--model", str(path), "--out", str(folder)]) == 0
     back = load_model(folder, "cpu", channels_last=False)
