@@ -99,6 +99,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="embedded model, instead of the prompt sets: ATTR=LABEL (fg=red, shape=star, bg=white); scenes "
         "with any other value against the same scenes with LABEL",
     )
+    p.add_argument(
+        "--from",
+        dest="source",
+        default=None,
+        metavar="LABEL",
+        help="with --toward: pair only scenes whose attribute is LABEL (--toward fg=red --from blue: red vs blue)",
+    )
     p.add_argument("--pairs", type=int, default=32, help="with --toward: scene pairs, 1-256 (default 32)")
     p.add_argument("--pairs-seed", type=int, default=0, help="with --toward: which scenes (default 0)")
     p.add_argument("--target", required=True, help="MODULE[,MODULE…]: dotted names or #N from 'bendbridge layers'")
@@ -197,6 +204,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 def _prompt_sets(args: argparse.Namespace) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """The positive and negative prompts: given, or scene pairs ``--toward`` a class."""
     if args.toward is None:
+        if args.source is not None:
+            raise BendbridgeError("--from", "goes with --toward (scene pairs of the embedded model)")
         if args.positive is None or args.negative is None:
             raise BendbridgeError("--positive", "give --positive and --negative prompt sets, or --toward ATTR=LABEL")
         return _prompts(args.positive, "--positive"), _prompts(args.negative, "--negative")
@@ -210,7 +219,14 @@ def _prompt_sets(args: argparse.Namespace) -> tuple[tuple[str, ...], tuple[str, 
     if not 1 <= args.pairs <= 256:
         raise BendbridgeError("--pairs", f"{args.pairs} is out of range [1, 256]")
     watch = parse_watch(args.toward, "--toward")
-    pairs = contrast_pairs(watch.attribute, watch.label, args.pairs, args.pairs_seed)
+    if args.source is not None:
+        parse_watch(f"{watch.attribute}={args.source}", "--from")  # a label of the same attribute
+        if args.source == watch.label:
+            raise BendbridgeError("--from", f"{args.source!r} is the label steered toward; name another")
+    try:
+        pairs = contrast_pairs(watch.attribute, watch.label, args.pairs, args.pairs_seed, args.source)
+    except ValueError as e:
+        raise BendbridgeError("--pairs", str(e)) from None
     return tuple(caption(t) for t, _ in pairs), tuple(caption(s) for _, s in pairs)
 
 

@@ -167,17 +167,24 @@ def held_out_scenes(n: int, seed: int = 0) -> list[Scene]:
     return list(out.values())
 
 
-def contrast_pairs(attribute: str, value: str, n: int, seed: int = 0) -> list[tuple[Scene, Scene]]:
-    """``n`` training scenes whose ``attribute`` ("fg", "bg" or "shape") is not ``value``, each
-    paired with the same scene with ``value`` instead: (with value, without), distinct captions,
-    neither side a held-out combination; deterministic for ``seed``. The prompt sets of a
-    steering vector toward ``value`` from every other value (Contrastive Activation Addition)."""
+def contrast_pairs(
+    attribute: str, value: str, n: int, seed: int = 0, source: str | None = None
+) -> list[tuple[Scene, Scene]]:
+    """``n`` training scenes whose ``attribute`` ("fg", "bg" or "shape") is not ``value`` (is
+    ``source``, when given), each paired with the same scene with ``value`` instead: (with value,
+    without), distinct captions, neither side a held-out combination; deterministic for ``seed``.
+    The prompt sets of a steering vector toward ``value`` from every other value, or from
+    ``source`` (Contrastive Activation Addition)."""
     if attribute not in ("fg", "bg", "shape"):
         raise ValueError(f"attribute must be fg, bg or shape, not {attribute!r}")
+    if source == value:
+        raise ValueError(f"the source {source!r} is the value steered toward")
     rng = np.random.default_rng(seed)
     out: dict[str, tuple[Scene, Scene]] = {}
     for _ in range(200 * n):
         s = random_scene(rng)
+        if source is not None and getattr(s, attribute) != source:
+            continue
         if getattr(s, attribute) == value or s.style in ("night", "sea") and attribute != "fg":
             continue
         t = replace(s, **{attribute: value})

@@ -60,6 +60,14 @@ def test_contrast_pairs_differ_only_in_the_attribute_and_are_training_scenes(att
     assert pairs == scenes.contrast_pairs(attribute, value, 40, seed=1)
 
 
+def test_contrast_pairs_from_one_source_pair_only_scenes_of_that_source():
+    pairs = scenes.contrast_pairs("fg", "red", 32, seed=2, source="blue")
+    assert len(pairs) == 32 and all(t.fg == "red" and a.fg == "blue" for t, a in pairs)
+    assert {a.shape for _, a in pairs} != {pairs[0][1].shape}  # otherwise drawn as before: many scenes
+    with pytest.raises(ValueError, match="the source 'red' is the value steered toward"):
+        scenes.contrast_pairs("fg", "red", 4, source="red")
+
+
 def test_contrast_pairs_refuse_an_unknown_attribute():
     with pytest.raises(ValueError, match="attribute must be fg, bg or shape"):
         scenes.contrast_pairs("size", "large", 4)

@@ -433,6 +433,43 @@ MISTAKES = [
         "--toward: give either --toward or --positive/--negative, not both",
     ),
     (
+        "steer build from without toward",
+        lambda d, t: steer_build(t, "--from", "blue"),
+        "--from: goes with --toward (scene pairs of the embedded model)",
+    ),
+    (
+        "steer build from the label steered toward",
+        lambda d, t: [
+            "steer",
+            "build",
+            "--toward",
+            "fg=red",
+            "--from",
+            "red",
+            "--target",
+            "#8",
+            "--out",
+            str(t / "v.safetensors"),
+        ],  # fmt: skip
+        "--from: 'red' is the label steered toward; name another",
+    ),
+    (
+        "steer build from an unknown class",
+        lambda d, t: [
+            "steer",
+            "build",
+            "--toward",
+            "fg=red",
+            "--from",
+            "mauve",
+            "--target",
+            "#8",
+            "--out",
+            str(t / "v.safetensors"),
+        ],  # fmt: skip
+        "--from: 'fg=mauve': fg is one of red, orange",
+    ),
+    (
         "steer build toward an unknown class",
         lambda d, t: ["steer", "build", "--toward", "fg=mauve", "--target", "#8", "--out", str(t / "v.safetensors")],
         "--toward: 'fg=mauve': fg is one of red, orange",
