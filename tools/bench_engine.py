@@ -238,9 +238,11 @@ def _batched_speedup(model, probe, targets: list[str], args: argparse.Namespace,
 def _unet_call_time(r, rows: int, repeats: int, device: torch.device) -> float:
     c, h, w = r.unet.config.in_channels, r.height // r.vae_factor, r.width // r.vae_factor
     x = torch.randn(rows, c, h, w, device=device, dtype=r.dtype)
-    e = torch.randn(rows, r.seq_len, r.unet.config.cross_attention_dim, device=device, dtype=r.dtype)
+    from bendbridge.server.render.conditioning import stand_in_conditioning
+
+    text = stand_in_conditioning(r.unet.config, rows, r.seq_len, r.height, r.width, device, r.dtype, random=True)
     with torch.no_grad():
-        return _side_by_side({"u": lambda: r.unet(x, 500, encoder_hidden_states=e)}, repeats, device)["u"]
+        return _side_by_side({"u": lambda: r.unet(x, 500, **text)}, repeats, device)["u"]
 
 
 if __name__ == "__main__":

@@ -30,15 +30,17 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def _unet_inputs(model, batch: int, dtype: torch.dtype):
-    """Latents [B, C, h, w], a timestep and text embeddings [B, T, D] of the model's own sizes."""
+    """Latents [B, C, h, w], a timestep and the U-Net's text arguments (random embeddings [B, T, D];
+    SDXL's added conditioning) of the model's own sizes."""
     unet, vae = model.pipe.unet, model.pipe.vae
     side = model.defaults.size // 2 ** (len(vae.config.block_out_channels) - 1)  # the VAE's down-sampling
     x = torch.randn(batch, unet.config.in_channels, side, side, dtype=dtype).contiguous(
         memory_format=torch.channels_last
     )
-    seq = model.pipe.tokenizer.model_max_length
-    enc = torch.randn(batch, seq, unet.config.cross_attention_dim, dtype=dtype)
-    return x, torch.tensor(500), enc
+    from bendbridge.server.render.conditioning import stand_in_conditioning
+
+    seq, size = model.pipe.tokenizer.model_max_length, model.defaults.size
+    return x, torch.tensor(500), stand_in_conditioning(unet.config, batch, seq, size, size, "cpu", dtype, random=True)
 
 
 def unet_row_flops(model) -> float:
@@ -47,7 +49,7 @@ def unet_row_flops(model) -> float:
 
     x, t, enc = _unet_inputs(model, 1, model.pipe.unet.dtype)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model.pipe.unet(x, t, encoder_hidden_states=enc)
+        model.pipe.unet(x, t, **enc)
     return float(counter.get_total_flops())
 
 
@@ -56,10 +58,10 @@ def row_speed(model, batch: int = 16, repeats: int = 3) -> float:
     x, t, enc = _unet_inputs(model, batch, model.pipe.unet.dtype)
     times = []
     with torch.no_grad():
-        model.pipe.unet(x, t, encoder_hidden_states=enc)
+        model.pipe.unet(x, t, **enc)
         for _ in range(repeats):
             start = time.perf_counter()
-            model.pipe.unet(x, t, encoder_hidden_states=enc)
+            model.pipe.unet(x, t, **enc)
             times.append((time.perf_counter() - start) / batch)
     return statistics.median(times)
 
@@ -94,14 +96,14 @@ def row_breakdown(model, batch: int = 16, repeats: int = 3) -> dict[str, tuple[f
     seconds = dict.fromkeys(KIND_ORDER, 0.0)
     flops = dict.fromkeys(KIND_ORDER, 0.0)
     with torch.no_grad():
-        unet(x, t, encoder_hidden_states=enc)
+        unet(x, t, **enc)
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             start = time.perf_counter()
             for _ in range(repeats):
-                unet(x, t, encoder_hidden_states=enc)
+                unet(x, t, **enc)
             wall = (time.perf_counter() - start) / repeats / batch
         with FlopCounterMode(display=False) as counter:
-            unet(x, t, encoder_hidden_states=enc)
+            unet(x, t, **enc)
     for event in prof.key_averages():
         if event.key.startswith("aten::"):
             seconds[_kind(event.key)] += event.self_cpu_time_total / 1e6 / repeats / batch

@@ -64,7 +64,7 @@ def list_layers(
 
     ``height``/``width`` are latent sizes (pixels / VAE factor); default: the U-Net's sample_size.
     """
-    from bendbridge.server.render.conditioning import added_conditioning, is_sdxl_unet, pooled_width
+    from bendbridge.server.render.conditioning import stand_in_conditioning
 
     unet_config = unet.config
     size = unet_config.sample_size if isinstance(unet_config.sample_size, int) else unet_config.sample_size[0]
@@ -86,12 +86,8 @@ def list_layers(
         for n, m in named:
             handles.append(m.register_forward_hook(recorder(n)))
         x = torch.zeros(1, unet_config.in_channels, h, w, device=p.device, dtype=p.dtype)
-        enc = torch.zeros(1, seq_len, unet_config.cross_attention_dim, device=p.device, dtype=p.dtype)
-        extra = {}
-        if is_sdxl_unet(unet_config):  # SDXL: pooled text and size ids, at the listed size
-            pooled = torch.zeros(1, pooled_width(unet_config), device=p.device, dtype=p.dtype)
-            extra["added_cond_kwargs"] = added_conditioning(unet_config, pooled, h * 8, w * 8)
-        unet(x, torch.tensor(500, device=p.device), encoder_hidden_states=enc, **extra)
+        text = stand_in_conditioning(unet_config, 1, seq_len, h * 8, w * 8, p.device, p.dtype)
+        unet(x, torch.tensor(500, device=p.device), **text)
     finally:
         for hd in handles:
             hd.remove()

@@ -26,7 +26,7 @@ import torch
 
 from bendbridge.protocol.errors import BendbridgeError
 
-__all__ = ["TIME_IDS", "TextConditioning", "added_conditioning", "is_sdxl_unet"]
+__all__ = ["TIME_IDS", "TextConditioning", "added_conditioning", "is_sdxl_unet", "stand_in_conditioning"]
 
 TIME_IDS = 6  # SDXL's size/crop conditioning: original (h, w), crop (top, left), target (h, w)
 
@@ -55,6 +55,23 @@ def added_conditioning(
 def pooled_width(unet_config: Any) -> int:
     """The pooled text width an SDXL U-Net expects (its added projection's input less the time ids)."""
     return int(unet_config.projection_class_embeddings_input_dim) - TIME_IDS * int(unet_config.addition_time_embed_dim)
+
+
+def stand_in_conditioning(
+    unet_config: Any, batch: int, seq_len: int, height: int, width: int, device: Any, dtype: torch.dtype,
+    random: bool = False,
+) -> dict[str, Any]:  # fmt: skip
+    """U-Net keyword arguments with stand-in text (zeros, or normal noise with ``random``) for
+    ``batch`` rows at an image of ``height`` × ``width`` pixels: for listing layers and timing
+    U-Net calls of any family (SDXL's added conditioning included)."""
+    make = torch.randn if random else torch.zeros
+    kwargs: dict[str, Any] = {
+        "encoder_hidden_states": make(batch, seq_len, unet_config.cross_attention_dim, device=device, dtype=dtype)
+    }
+    if is_sdxl_unet(unet_config):
+        pooled = make(batch, pooled_width(unet_config), device=device, dtype=dtype)
+        kwargs["added_cond_kwargs"] = added_conditioning(unet_config, pooled, height, width)
+    return kwargs
 
 
 class TextConditioning:
