@@ -27,6 +27,7 @@ __all__ = [
     "EMBEDDED_MODEL",
     "FAST_MODEL",
     "NAMED_MODELS",
+    "PIPELINES",
     "LoadedModel",
     "ModelDefaults",
     "ModelError",
@@ -36,7 +37,10 @@ __all__ = [
     "model_defaults",
     "model_folder",
     "native_bf16",
+    "pipeline_kind",
+    "place_pipeline",
     "precision_dtype",
+    "text_encoders",
 ]
 
 EMBEDDED_MODEL = Path(__file__).resolve().parent / "embedded" / "model"
@@ -93,6 +97,17 @@ class LoadedModel:
 def text_encoders(pipe: Any) -> list[Any]:
     """The pipeline's text encoders: one for SD 1.x/2.x, two for SDXL."""
     return [e for e in (pipe.text_encoder, getattr(pipe, "text_encoder_2", None)) if e is not None]
+
+
+def place_pipeline(pipe: Any, device: torch.device, dtype: torch.dtype) -> None:
+    """Move the U-Net and text encoders to ``device`` in ``dtype`` and the VAE too (in float32
+    where its config asks: SD's VAE overflows in fp16); all for inference, without gradients."""
+    pipe.unet.to(device, dtype)
+    for encoder in text_encoders(pipe):
+        encoder.to(device, dtype)
+    pipe.vae.to(device, torch.float32 if getattr(pipe.vae.config, "force_upcast", False) else dtype)
+    for m in (pipe.unet, pipe.vae, *text_encoders(pipe)):
+        m.eval().requires_grad_(False)
 
 
 def model_defaults(model_dir: Path) -> ModelDefaults:
@@ -167,7 +182,7 @@ def load_model(
     pipeline folder, or the decoder when there is none.
     """
     path = model_folder(model)
-    _check_folder(path)
+    family = _check_folder(path)
     tiny_path = _tiny_decoder_folder(path, decoder)
     dev = torch.device(device) if device is not None else default_device()
     if precision is not None:
@@ -175,14 +190,8 @@ def load_model(
     if dtype is None:
         dtype = torch.float16 if dev.type == "cuda" else torch.float32
     with _quiet_hub_libraries():
-        pipe, defaults = _load_pipeline(path)
-        pipe.unet.to(dev, dtype)
-        for encoder in text_encoders(pipe):
-            encoder.to(dev, dtype)
-        # SD's VAE overflows in fp16; keep it in fp32 where the folder asks for that
-        pipe.vae.to(dev, torch.float32 if getattr(pipe.vae.config, "force_upcast", False) else dtype)
-    for m in (pipe.unet, pipe.vae, *text_encoders(pipe)):
-        m.eval().requires_grad_(False)
+        pipe, defaults = _load_pipeline(path, family)
+        place_pipeline(pipe, dev, dtype)
     tiny = None if tiny_path is None else _load_tiny_decoder(tiny_path, dev, dtype)
     for m in (pipe.unet, pipe.vae, tiny):
         if channels_last and m is not None:
@@ -235,9 +244,9 @@ def _load_tiny_decoder(folder: Path, device: torch.device, dtype: torch.dtype) -
     return tiny.to(device).eval().requires_grad_(False)
 
 
-def _check_folder(path: Path) -> None:
+def _check_folder(path: Path) -> str | None:
     """Refuse a folder that cannot be a diffusers pipeline, or a checkpoint file bendbridge cannot
-    read, before any weights are read."""
+    read, before any weights are read. Returns a checkpoint file's family (None for a folder)."""
     from bendbridge.server.single_file import CHECKPOINT_SUFFIXES, detect_family
 
     if path.suffix.lower() in (*CHECKPOINT_SUFFIXES, ".pt", ".bin"):
@@ -248,8 +257,7 @@ def _check_folder(path: Path) -> None:
             )  # fmt: skip
         if not path.is_file():
             raise ModelError("--model", f"checkpoint file {str(path)!r} does not exist")
-        detect_family(path)  # refuses a file of another kind, or a sidecar naming an unknown family
-        return
+        return detect_family(path)  # refuses a file of another kind, or a sidecar naming an unknown family
     if not path.is_dir():
         raise ModelError(
             "--model", f"model folder {str(path)!r} does not exist (expected a diffusers folder with model_index.json)"
@@ -271,6 +279,7 @@ def _check_folder(path: Path) -> None:
             "--model", f"{str(path)!r} is an SDXL refiner (one text encoder, aesthetic-score conditioning); "
             "bendbridge renders SDXL base and SDXL-Turbo folders"
         )  # fmt: skip
+    return None
 
 
 @contextmanager
@@ -322,13 +331,14 @@ def pipeline_kind(path: Path) -> str:
         return ""
 
 
-def _load_pipeline(path: Path) -> tuple[Any, ModelDefaults]:
-    """The pipeline at ``path`` (a diffusers folder or a single-file checkpoint) and its defaults."""
-    if path.is_dir():
+def _load_pipeline(path: Path, family: str | None) -> tuple[Any, ModelDefaults]:
+    """The pipeline at ``path`` (a diffusers folder, or a single-file checkpoint of ``family``) and
+    its defaults."""
+    if family is None:
         return _from_pretrained(path), model_defaults(path)
     from bendbridge.server.single_file import load_single_file
 
-    pipe, _, defaults = load_single_file(path)
+    pipe, defaults = load_single_file(path, family)
     return pipe, ModelDefaults(int(defaults["steps"]), float(defaults["guidance"]), int(defaults["size"]))
 
 

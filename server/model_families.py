@@ -76,12 +76,12 @@ def tokenizers(desc: dict[str, Any], have: Path | None = None) -> dict[str, Any]
 
 def random_pipeline(family: str, device: torch.device, dtype: torch.dtype, seed: int = 0) -> Any:
     """The family's full-size pipeline with random weights, as a LoadedModel: the real cost of
-    its U-Net, VAE and text encoders, for benchmarks (no download, nothing worth looking at).
-    The VAE stays in float32 where the family's config asks (SDXL's overflows in fp16)."""
+    its U-Net, VAE and text encoders, for benchmarks (no download, nothing worth looking at),
+    placed as :func:`~bendbridge.server.model.place_pipeline` places a loaded one."""
     import diffusers
     import transformers
 
-    from bendbridge.server.model import LoadedModel, ModelDefaults
+    from bendbridge.server.model import LoadedModel, ModelDefaults, place_pipeline
 
     desc = family_config(family)
     torch.manual_seed(seed)
@@ -96,10 +96,6 @@ def random_pipeline(family: str, device: torch.device, dtype: torch.dtype, seed:
     parts["scheduler"] = getattr(diffusers, index["scheduler"][1]).from_config(desc["scheduler"])
     pipe = getattr(diffusers, index["_class_name"])(**parts, **pipeline_extras(index["_class_name"]))
     pipe.set_progress_bar_config(disable=True)
-    for name in ("unet", "text_encoder", "text_encoder_2"):
-        if name in parts:
-            parts[name].to(device, dtype).eval().requires_grad_(False)
-    upcast = desc["vae"].get("force_upcast", False) or dtype == torch.float16
-    parts["vae"].to(device, torch.float32 if upcast else dtype).eval().requires_grad_(False)
+    place_pipeline(pipe, device, dtype)
     d = desc["defaults"]
     return LoadedModel(pipe, ModelDefaults(int(d["steps"]), float(d["guidance"]), int(d["size"])))

@@ -73,8 +73,9 @@ def sidecar(path: Path) -> dict[str, Any]:
 def detect_family(path: Path, checkpoint: dict[str, torch.Tensor] | None = None) -> str:
     """The family of the checkpoint at ``path`` (see the module notes). Reads only the file's
     header when ``checkpoint`` is not given."""
-    _own_config(path)  # a sidecar's config folder must be a pipeline folder
-    named = sidecar(path).get("family")
+    side = sidecar(path)
+    _own_config(path, side)  # a sidecar's config folder must be a pipeline folder
+    named = side.get("family")
     if named is not None:
         family_config(str(named))  # refuses an unknown name
         return str(named)
@@ -100,12 +101,11 @@ def detect_family(path: Path, checkpoint: dict[str, torch.Tensor] | None = None)
     return family
 
 
-def _own_config(path: Path) -> Path | None:
-    """The diffusers folder a sidecar names for the checkpoint's architecture (relative to the
-    checkpoint), checked; None without one."""
+def _own_config(path: Path, side: dict[str, Any]) -> Path | None:
+    """The diffusers folder the sidecar ``side`` names for the checkpoint's architecture (relative
+    to the checkpoint), checked; None without one."""
     from bendbridge.server.model import PIPELINES, pipeline_kind
 
-    side = sidecar(path)
     if "config" not in side:
         return None
     folder = Path(str(side["config"]))
@@ -118,17 +118,17 @@ def _own_config(path: Path) -> Path | None:
     return folder
 
 
-def load_single_file(path: Path) -> tuple[Any, str, dict[str, Any]]:
-    """Load a single-file checkpoint offline → (pipeline, family, defaults). The pipeline is the
-    family's diffusers class with its scheduler and tokenizers; no safety checker or watermarker."""
+def load_single_file(path: Path, family: str) -> tuple[Any, dict[str, Any]]:
+    """Load a single-file checkpoint of ``family`` (:func:`detect_family`) offline → (pipeline,
+    defaults). The pipeline is the family's diffusers class with its scheduler and tokenizers; no
+    safety checker or watermarker."""
     import diffusers
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    family = detect_family(path)
     desc = family_config(family)
     side = sidecar(path)
     with tempfile.TemporaryDirectory(prefix="bb-family-") as tmp:
-        config = _own_config(path) or write_config_folder(desc, Path(tmp))
+        config = _own_config(path, side) or write_config_folder(desc, Path(tmp))
         kind = json.loads((config / "model_index.json").read_text(encoding="utf-8"))["_class_name"]
         parts = {**tokenizers(desc, have=config), **pipeline_extras(kind)}
         try:
@@ -140,7 +140,7 @@ def load_single_file(path: Path) -> tuple[Any, str, dict[str, Any]]:
             raise BendbridgeError("--model", message[:600]) from None
     defaults = {**desc["defaults"], **{k: side[k] for k in ("steps", "guidance", "size") if k in side}}
     pipe.set_progress_bar_config(disable=True)
-    return pipe, family, defaults
+    return pipe, defaults
 
 
 def _shapes(path: Path) -> dict[str, Any]:

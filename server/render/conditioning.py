@@ -80,8 +80,10 @@ class TextConditioning:
     ``width`` is the cross-attention width D; ``pooled_width`` is Dp for SDXL, 0 otherwise."""
 
     def __init__(self, pipe: Any, unet_config: Any, height: int, width: int):
-        self.encoders = [pipe.text_encoder] + ([pipe.text_encoder_2] if getattr(pipe, "text_encoder_2", None) else [])
-        self.tokenizers = [pipe.tokenizer] + ([pipe.tokenizer_2] if getattr(pipe, "tokenizer_2", None) else [])
+        from bendbridge.server.model import text_encoders
+
+        self.encoders = text_encoders(pipe)
+        self.tokenizers = [t for t in (pipe.tokenizer, getattr(pipe, "tokenizer_2", None)) if t is not None]
         self.xl = is_sdxl_unet(unet_config)
         if self.xl != (len(self.encoders) == 2):
             raise BendbridgeError(
@@ -99,11 +101,6 @@ class TextConditioning:
         self.seq_len = int(self.tokenizers[0].model_max_length)
         # SDXL pipelines condition the unguided half on zeros when the negative prompt is empty
         self.zero_empty_negative = bool(getattr(pipe.config, "force_zeros_for_empty_prompt", False))
-
-    @property
-    def tokens(self) -> int:
-        """Rows of the packed text tensor: T tokens, plus one for the pooled embedding (SDXL)."""
-        return self.seq_len + (1 if self.xl else 0)
 
     def ids(self, text: str, tokenizer: int = 0) -> list[int]:
         tok = self.tokenizers[tokenizer]

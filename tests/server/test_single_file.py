@@ -132,10 +132,15 @@ def test_bendbridge_layers_reads_a_single_file(written, capsys):
     assert "up_blocks.1.attentions.0" in capsys.readouterr().out
 
 
-def test_a_sidecar_naming_an_unknown_family_is_refused_before_loading(tmp_path):
-    path = tmp_path / "model.safetensors"
+def _empty_file_with_sidecar(folder, sidecar_text: str):
+    path = folder / "model.safetensors"
     path.write_bytes(b"")
-    (tmp_path / "model.bendbridge.json").write_text('{"family": "sd3"}')
+    (folder / "model.bendbridge.json").write_text(sidecar_text)
+    return path
+
+
+def test_a_sidecar_naming_an_unknown_family_is_refused_before_loading(tmp_path):
+    path = _empty_file_with_sidecar(tmp_path, '{"family": "sd3"}')
     with pytest.raises(BendbridgeError, match=r"family.*'sd3' is not a model family; allowed: sd-turbo, sd1"):
         load_model(path, "cpu")
 
@@ -196,9 +201,7 @@ def test_bendbridge_convert_turns_a_single_file_into_a_folder_and_refuses_to_ove
 
 
 def test_a_sidecar_config_that_is_not_a_pipeline_folder_is_refused(tmp_path):
-    path = tmp_path / "model.safetensors"
-    path.write_bytes(b"")
-    (tmp_path / "model.bendbridge.json").write_text('{"family": "sd1", "config": "nowhere"}')
+    path = _empty_file_with_sidecar(tmp_path, '{"family": "sd1", "config": "nowhere"}')
     with pytest.raises(BendbridgeError, match=r"model.bendbridge.json.config.*nowhere' is not a diffusers pipeline"):
         load_model(path, "cpu")
 
