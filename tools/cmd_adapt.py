@@ -26,6 +26,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         default=48,
         help="prior-preservation renders of the captions without the token (default 48; 0: none)",
     )
+    p.add_argument(
+        "--replay",
+        type=int,
+        default=48,
+        help="with --after or --report: renders of the earlier concepts by the model after them, distilled "
+        "while training the new one (default 48; 0: none)",
+    )
     p.add_argument("--lr", type=float, default=3e-3, help="learning rate (default 0.003)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--work", type=Path, default=None, help="checkpoint folder (default OUT.work beside --out)")
@@ -33,8 +40,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--after", type=Path, nargs="+", default=None, help="earlier adapters to keep (continual mode)")
     p.add_argument(
         "--strategy",
-        default="orthogonal",
-        help="with --after: naive, merge, orthogonal or relevant (default orthogonal)",
+        default="merge",
+        help="with --after: naive, merge, orthogonal or relevant (default merge)",
     )
     p.add_argument(
         "--report", action="store_true", help="measure forgetting on the embedded model's new concepts (--out .json)"
@@ -58,8 +65,9 @@ def run_adapt(args: argparse.Namespace) -> int:
     if args.images is None or args.token is None:
         raise BendbridgeError("--images", "give --images DIR and --token WORD (or --report)")
     request = AdaptRequest(
-        args.token.strip(), args.rank, args.steps, args.lr, args.batch, args.caption, args.seed, prior=args.prior
-    )
+        args.token.strip(), args.rank, args.steps, args.lr, args.batch, args.caption, args.seed,
+        prior=args.prior, replay=args.replay,
+    )  # fmt: skip
     request.check()
     earlier = _earlier(args)
     check_model_options(args.model, args.device)
@@ -69,6 +77,8 @@ def run_adapt(args: argparse.Namespace) -> int:
     work = args.work or args.out.with_name(args.out.stem + ".work")
     setup = _continual(model, images, request, earlier, args.strategy) if earlier else None
     print(f"{len(images.names)} images at {size}×{size}; checkpoints in {work}")
+    if setup is not None and request.replay and not setup.replay_captions:
+        print("note: the --after adapters record no training captions, so there is nothing to replay")
     with tqdm(total=request.steps, desc="adapt") as bar:
 
         def progress(step: int, loss: float) -> None:
@@ -155,7 +165,9 @@ def run_report(args: argparse.Namespace) -> int:
         raise BendbridgeError("--out", f"{args.out.name!r}: with --report, expected a .json file")
     if args.model not in (None, "embedded"):
         raise BendbridgeError("--report", "the forgetting report uses the embedded model's scene concepts")
-    request = AdaptRequest("x", args.rank, args.steps, args.lr, args.batch, args.caption, args.seed, prior=args.prior)
+    request = AdaptRequest(
+        "x", args.rank, args.steps, args.lr, args.batch, args.caption, args.seed, prior=args.prior, replay=args.replay
+    )
     request.check()
     concepts = [c.strip() for c in args.concepts.split(",") if c.strip()]
     strategies = [s.strip() for s in (args.strategies or ",".join(STRATEGIES)).split(",") if s.strip()]

@@ -15,10 +15,16 @@ Four strategies, after the study of continual adapter training in the research b
 
 A merged adapter is exact: per layer ``A = [A₁; A₂]`` and ``B = [B₁, B₂]``, so
 ``B·A = B₁A₁ + B₂A₂``.
+
+With replay (``AdaptRequest.replay`` > 0, :mod:`.replay`) every strategy also distils the model
+after the earlier stages on renders of the earlier concepts: ``naive`` from the adapter it goes on
+from; the others train the new adapter with the earlier ones applied (frozen), which is what
+sequential merging means once the merged model is the one that has to keep the earlier concepts.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 import torch
@@ -27,6 +33,7 @@ from bendbridge.protocol.errors import BendbridgeError
 from bendbridge.server.bending.layers import module_hooks
 
 from .lora import LoraAdapter
+from .replay import earlier_captions, stage_records
 from .train import AdaptRequest, Objective, TrainSetup, adapter_hooks, new_layers
 
 __all__ = ["STRATEGIES", "RELEVANT_SHARE", "merge_adapters", "continual_setup", "after_stage"]
@@ -66,30 +73,35 @@ def continual_setup(
     if strategy not in STRATEGIES:
         raise BendbridgeError("--strategy", f"{strategy!r} is not valid; allowed: {', '.join(STRATEGIES)}")
     unet = model.pipe.unet
-    stages = [s for ad in earlier for s in ad.meta.get("stages", [])]
+    records = {json.dumps(s, sort_keys=True): s for ad in earlier for s in stage_records(ad)}
+    stages = list(records.values())  # a merged adapter and its parts list the same stages: each once
+    replay = earlier_captions(earlier) if request.replay else []
     if strategy == "naive":
         if len(earlier) != 1:
             raise BendbridgeError(
                 "--after", "naive continual training goes on from exactly one adapter: the last stage's"
             )
-        return TrainSetup({m: (a.clone(), b.clone()) for m, (a, b) in earlier[0].layers.items()}, None, stages)
+        start = {m: (a.clone(), b.clone()) for m, (a, b) in earlier[0].layers.items()}
+        teacher = {m: (a.clone(), b.clone()) for m, (a, b) in start.items()} if replay else {}
+        return TrainSetup(start, None, stages, teacher=teacher, replay_captions=replay)
     held = merge_adapters(earlier) if earlier else None
+    frozen = dict(held.layers) if held and replay else {}
     layers = new_layers(unet, request.rank, request.seed)
+    after_step = None
     if strategy == "orthogonal":
         old = {m: a for m, (a, _) in held.layers.items()} if held else {}
         layers = {m: (_orthogonal_to(a, old.get(m)), b) for m, (a, b) in layers.items()}
 
         @torch.no_grad()
-        def keep_orthogonal(params) -> None:
+        def after_step(params) -> None:  # keep A orthogonal to the earlier adapters'
             for m, (a, _) in params.items():
                 if m in old:
                     a.copy_(_orthogonal_to(a, old[m]))
 
-        return TrainSetup(layers, keep_orthogonal, stages)
     if strategy == "relevant":
         keep = relevant_layers(unet, objective, layers)
         layers = {m: layers[m] for m in keep}
-    return TrainSetup(layers, None, stages)
+    return TrainSetup(layers, after_step, stages, frozen=frozen, replay_captions=replay)
 
 
 def relevant_layers(

@@ -8,7 +8,8 @@ the share of held-out renders (prompts × seeds, adapter at weight 1) in which t
 (``classifier.load_concept_judge``) sees the concept.
 
 :func:`forgetting_table` trains the concepts in order with each strategy of :mod:`.continual`
-and measures every concept after every stage: the forgetting table.
+(with replay of the earlier concepts when the request asks for it, :mod:`.replay`) and measures
+every concept after every stage: the forgetting table.
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ def concept_images(concept: Concept, n: int = 48) -> TrainingImages:
     )
 
 
-def adherence(model, adapter: Path | None, concept: Concept, prompts: int = 24, seeds: int = 2) -> float:
+def adherence(model, adapter: Path | None, concept: Concept, prompts: int = 24, seeds: int = 8) -> float:
     """Share of the concept's held-out renders (``prompts`` × ``seeds``) in which the judge sees it,
     with ``adapter`` at weight 1 (None: the base model)."""
     from bendbridge.protocol.plan import BendPlan
@@ -109,6 +110,7 @@ class ForgettingTable:
     concepts: list[str]
     base: dict[str, float]
     stages: dict[str, list[dict[str, float]]]
+    settings: dict = dataclasses.field(default_factory=dict)  # the training request, token aside
 
     def kept_within(self, points: float = 0.10) -> dict[str, bool]:
         """Per strategy: every earlier concept ends within ``points`` of its adherence right after its own stage."""
@@ -123,6 +125,7 @@ class ForgettingTable:
             "concepts": self.concepts,
             "base": self.base,
             "stages": self.stages,
+            "settings": self.settings,
             "kept_within_10_points": self.kept_within(),
         }
 
@@ -188,7 +191,8 @@ def forgetting_table(
                 first, first_row = first or path, rows[0]
             progress(f"{strategy} after {name}: " + json.dumps(rows[-1]))
         stages[strategy] = rows
-    return ForgettingTable(list(concepts), base, stages)
+    settings = {k: v for k, v in dataclasses.asdict(request).items() if k not in ("token", "caption")}
+    return ForgettingTable(list(concepts), base, stages, settings)
 
 
 def _stage_only(merged: LoraAdapter, earlier: Sequence[LoraAdapter]) -> LoraAdapter:

@@ -9,6 +9,8 @@ weighting (Hang et al., ICCV 2023). Images: PNG, JPEG or WebP of any size, resiz
 shorter side fits the model and centre-cropped; a ``NAME.txt`` beside an image is its caption,
 otherwise ``caption`` with ``{token}`` replaced.
 
+In continual mode a quarter of each batch can replay the earlier concepts (:mod:`.replay`).
+
 Every batch is drawn from seeds fixed by (seed, step), so a run resumed from its checkpoint
 (``work/adapter.ckpt``, written every ``checkpoint_every`` steps) ends with the same adapter as
 an uninterrupted one.
@@ -19,6 +21,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -30,6 +33,7 @@ from bendbridge.server.bending.layers import module_hooks
 
 from ..render.pictures import IMAGE_SUFFIXES, read_picture
 from .lora import LoraAdapter, linear_modules, lora_delta
+from .replay import replay_images, stage_hooks
 
 __all__ = [
     "AdaptRequest",
@@ -61,11 +65,18 @@ class AdaptRequest:
     seed: int = 0
     checkpoint_every: int = 100
     prior: int = 48  # prior-preservation images (0: none); then half of each batch is theirs
+    replay: int = 0  # with earlier adapters: renders of each of their concepts, distilled (see .replay)
 
     def check(self) -> None:
         if not self.token.strip() or any(c.isspace() for c in self.token.strip()):
             raise BendbridgeError("--token", f"{self.token!r}: expected one word")
-        for name, lo, hi in (("rank", 1, 256), ("steps", 1, 1_000_000), ("batch", 1, 256), ("prior", 0, 10_000)):
+        for name, lo, hi in (
+            ("rank", 1, 256),
+            ("steps", 1, 1_000_000),
+            ("batch", 1, 256),
+            ("prior", 0, 10_000),
+            ("replay", 0, 10_000),
+        ):
             v = getattr(self, name)
             if not lo <= v <= hi:
                 raise BendbridgeError(f"--{name}", f"{v} is out of range [{lo}, {hi}]")
@@ -73,8 +84,8 @@ class AdaptRequest:
             raise BendbridgeError("--lr", f"{self.lr} is out of range (0, 1]")
         if "{token}" not in self.caption:
             raise BendbridgeError("--caption", f"{self.caption!r} must contain {{token}}")
-        if self.prior and self.batch < 2:
-            raise BendbridgeError("--batch", "with prior preservation a batch needs at least 2 images (one of each)")
+        if (self.prior or self.replay) and self.batch < 2:
+            raise BendbridgeError("--batch", "with prior preservation or replay a batch needs at least 2 images")
 
 
 @dataclass
@@ -138,49 +149,91 @@ def _encode(model, images: TrainingImages) -> tuple[torch.Tensor, torch.Tensor]:
     return (lat * vae.config.scaling_factor).float().cpu(), emb.float().cpu()
 
 
+Layers = dict[str, tuple[torch.Tensor, torch.Tensor]]
+
+
 @dataclass
 class TrainSetup:
     """What a training run starts from: the trainable layers (``A``, ``B`` per module), a function
     run after every optimiser step (e.g. keeping ``A`` orthogonal to earlier adapters) and the
-    earlier stages' metadata."""
+    earlier stages' metadata. For replay (:mod:`.replay`): ``frozen`` layers applied at weight 1
+    while training and not trained (the earlier stages), ``teacher`` layers the teacher model uses
+    in place of the trained ones (the teacher is base + frozen + teacher), and the earlier
+    concepts' captions to replay."""
 
-    layers: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    layers: Layers
     after_step: Callable[[], None] | None = None
     stages: list[dict] = field(default_factory=list)
+    frozen: Layers = field(default_factory=dict)
+    teacher: Layers = field(default_factory=dict)
+    replay_captions: list[list[str]] = field(default_factory=list)  # per earlier stage
 
 
 class Objective:
     """The model's denoising loss, batch by batch seeded by (seed, step): on the concept's images,
     and with prior preservation (Ruiz et al., "DreamBooth", CVPR 2023) half of each batch on the
     base model's own renders of the same captions without the token, so that the adapter changes
-    what the token means and leaves the rest of the model as it was."""
+    what the token means and leaves the rest of the model as it was.
 
-    def __init__(self, model, images: TrainingImages, request: AdaptRequest, prior: TrainingImages | None = None):
+    With ``replay`` images and a ``teacher`` (a context in which the U-Net is the model after the
+    earlier stages), three quarters of that half go to the earlier concepts' renders, whose target
+    is the teacher's own prediction on the same noisy latent, unweighted (distillation: Li & Hoiem,
+    "Learning without Forgetting", 2016; replay of generated samples: Shin et al., "Continual
+    Learning with Deep Generative Replay", NeurIPS 2017)."""
+
+    def __init__(
+        self,
+        model,
+        images: TrainingImages,
+        request: AdaptRequest,
+        prior: TrainingImages | None = None,
+        replay: TrainingImages | None = None,
+    ):
         from diffusers import DDPMScheduler
 
         self.unet, self.request = model.pipe.unet, request
         self.ddpm = DDPMScheduler.from_config(model.pipe.scheduler.config)
         self.lat, self.emb = _encode(model, images)
         self.prior = _encode(model, prior) if prior is not None and len(prior.captions) else None
+        self.replay = _encode(model, replay) if replay is not None and len(replay.captions) else None
+        self.teacher: Callable[[], AbstractContextManager] | None = None
         snr = self.ddpm.alphas_cumprod / (1 - self.ddpm.alphas_cumprod)
         self.v_pred = self.ddpm.config.prediction_type == "v_prediction"
         self.weight = torch.clamp(snr, max=MIN_SNR_GAMMA) / (snr + 1 if self.v_pred else snr)
 
+    def rows(self) -> tuple[int, int, int]:
+        """Rows of a batch: the concept's (half), the prior's, the replayed earlier concepts'
+        (with both, three quarters of the other half, e.g. 4, 1, 3 of 8)."""
+        b = self.request.batch
+        replay = self.replay is not None and self.teacher is not None
+        other = b // 2 if (self.prior is not None or replay) else 0
+        if replay and self.prior is not None:
+            return b - other, other // 4, other - other // 4
+        return (b - other, 0, other) if replay else (b - other, other, 0)
+
     def loss(self, step: int) -> torch.Tensor:
         r, dev = self.request, self.unet.device
         g = torch.Generator().manual_seed(r.seed * 1_000_003 + step)
-        n = r.batch if self.prior is None else r.batch - r.batch // 2
+        n, n_prior, n_replay = self.rows()
         idx = torch.randint(0, len(self.lat), (n,), generator=g)
         x0, emb = self.lat[idx], self.emb[idx]
-        if self.prior is not None:
-            plat, pemb = self.prior
-            pidx = torch.randint(0, len(plat), (r.batch - n,), generator=g)
-            x0, emb = torch.cat([x0, plat[pidx]]), torch.cat([emb, pemb[pidx]])
+        for part, k in ((self.prior, n_prior), (self.replay, n_replay)):
+            if part is not None and k:
+                pidx = torch.randint(0, len(part[0]), (k,), generator=g)
+                x0, emb = torch.cat([x0, part[0][pidx]]), torch.cat([emb, part[1][pidx]])
         noise = torch.randn(x0.shape, generator=g)
         t = torch.randint(0, self.ddpm.config.num_train_timesteps, (r.batch,), generator=g)
         target = self.ddpm.get_velocity(x0, noise, t) if self.v_pred else noise
-        pred = self.unet(self.ddpm.add_noise(x0, noise, t).to(dev), t.to(dev), emb.to(dev)).sample
-        return (((pred.float().cpu() - target) ** 2).mean(dim=(1, 2, 3)) * self.weight[t]).mean()
+        noisy = self.ddpm.add_noise(x0, noise, t)
+        pred = self.unet(noisy.to(dev), t.to(dev), emb.to(dev)).sample
+        if n_replay:
+            with self.teacher(), torch.no_grad():
+                taught = self.unet(noisy[-n_replay:].to(dev), t[-n_replay:].to(dev), emb[-n_replay:].to(dev)).sample
+            target = torch.cat([target[:-n_replay], taught.float().cpu()])
+        weight = self.weight[t]
+        if n_replay:  # plain MSE to the teacher: fine detail is drawn at low noise, which min-SNR mutes
+            weight = torch.cat([weight[:-n_replay], torch.ones(n_replay)])
+        return (((pred.float().cpu() - target) ** 2).mean(dim=(1, 2, 3)) * weight).mean()
 
 
 def without_token(caption: str, token: str) -> str:
@@ -194,33 +247,39 @@ def without_token(caption: str, token: str) -> str:
 def prior_images(model, images: TrainingImages, request: AdaptRequest, work: Path) -> TrainingImages | None:
     """``request.prior`` renders of the base model (no adapter) from the training captions without
     the token, seeded; kept in ``work/prior.npz`` so a resumed run trains on the same."""
+    if not request.prior:
+        return None
+    captions = [without_token(c, request.token) for c in images.captions]
+    captions = [captions[i % len(captions)] for i in range(request.prior)]
+    return render_captions(model, captions, images.pixels.shape[1:3], request.seed, work / "prior.npz", "prior")
+
+
+def render_captions(
+    model, captions: list[str], size: tuple[int, int], seed: int, cache: Path, name: str
+) -> TrainingImages:
+    """One render of each of ``captions`` (``size`` = (H, W); the i-th from seed ``seed``·10⁴ + i)
+    by the U-Net as it stands (hooks included), kept in ``cache`` so a resumed run trains on the same."""
     from bendbridge.protocol.render import RenderSettings
     from bendbridge.server.render import FrameSpec, RenderConfig, Renderer
 
-    if not request.prior:
-        return None
-    cache = work / "prior.npz"
-    captions = [without_token(c, request.token) for c in images.captions]
-    captions = [captions[i % len(captions)] for i in range(request.prior)]
+    names = [f"{name}_{i:04d}" for i in range(len(captions))]
     if cache.exists():
         data = np.load(cache)
         if list(data["captions"]) == captions:
-            return TrainingImages(data["pixels"], captions, [f"prior_{i:04d}" for i in range(len(captions))])
+            return TrainingImages(data["pixels"], captions, names)
     distinct = sorted(set(captions))
-    pixels = np.zeros((len(captions), *images.pixels.shape[1:]), np.uint8)
+    h, w = size
+    pixels = np.zeros((len(captions), h, w, 3), np.uint8)
     for g in range(0, len(distinct), 64):
         group = tuple(distinct[g : g + 64])
-        h, w = images.pixels.shape[1:3]
         r = Renderer(model, RenderConfig(RenderSettings(group, width=w, height=h), share_prefix=False))
         rows = [i for i, c in enumerate(captions) if c in group]
-        frames = [
-            FrameSpec.of_prompt(group.index(captions[i]), len(group), seed=request.seed * 10_000 + i) for i in rows
-        ]
+        frames = [FrameSpec.of_prompt(group.index(captions[i]), len(group), seed=seed * 10_000 + i) for i in rows]
         for i, res in zip(rows, r.render(frames)):
             pixels[i] = res.image
-    work.mkdir(parents=True, exist_ok=True)
+    cache.parent.mkdir(parents=True, exist_ok=True)
     np.savez(cache, pixels=pixels, captions=np.array(captions))
-    return TrainingImages(pixels, captions, [f"prior_{i:04d}" for i in range(len(captions))])
+    return TrainingImages(pixels, captions, names)
 
 
 def adapter_hooks(adapters: dict[str, tuple[torch.Tensor, torch.Tensor]]):
@@ -250,11 +309,14 @@ def train_adapter(
         m: (torch.nn.Parameter(a.detach().clone()), torch.nn.Parameter(b.detach().clone()))
         for m, (a, b) in setup.layers.items()
     }
-    objective = Objective(model, images, request, prior_images(model, images, request, work))
+    prior = prior_images(model, images, request, work)
+    replay = replay_images(model, setup, images.pixels.shape[1:3], request, work)
+    objective = Objective(model, images, request, prior, replay)
     params = [p for pair in layers.values() for p in pair]
     opt = torch.optim.AdamW(params, lr=request.lr, weight_decay=0.0)
     start = _resume(work / "adapter.ckpt", layers, opt)
-    with module_hooks(unet, adapter_hooks(layers), _missing):
+    hooks, objective.teacher = stage_hooks(layers, setup)
+    with module_hooks(unet, hooks, _missing):
         for step in range(start, request.steps):
             loss = objective.loss(step)
             for grp in opt.param_groups:
@@ -274,7 +336,10 @@ def train_adapter(
         "model_id": unet_identity(unet),
         "token": request.token,
         "training": stage,
-        "stages": [*setup.stages, {"token": request.token, "layers": len(layers), "rank": request.rank}],
+        "stages": [
+            *setup.stages,
+            {"token": request.token, "layers": len(layers), "rank": request.rank, "captions": stage["captions"]},
+        ],
     }
     return LoraAdapter({m: (a.detach().clone(), b.detach().clone()) for m, (a, b) in layers.items()}, meta)
 

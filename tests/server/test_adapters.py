@@ -242,7 +242,9 @@ def test_images_of_any_size_are_resized_and_centre_cropped_and_sidecar_captions_
         ({"rank": 0}, r"--rank: 0 is out of range \[1, 256\]"),
         ({"lr": 0.0}, r"--lr: 0.0 is out of range \(0, 1\]"),
         ({"caption": "a photo"}, r"--caption: 'a photo' must contain \{token\}"),
-        ({"batch": 1}, r"--batch: with prior preservation a batch needs at least 2 images"),
+        ({"batch": 1}, r"--batch: with prior preservation or replay a batch needs at least 2 images"),
+        ({"batch": 1, "prior": 0, "replay": 4}, r"--batch: with prior preservation or replay a batch needs"),
+        ({"replay": -1}, r"--replay: -1 is out of range \[0, 10000\]"),
     ],
 )
 def test_bad_training_requests_name_the_option(kwargs, says):
@@ -305,6 +307,112 @@ def test_relevant_training_changes_only_a_share_of_the_layers(tiny_pipe, tmp_pat
     new, merged = _stage(tiny_pipe, tmp_path, "relevant", [first], "two")
     assert len(new.layers) == round(RELEVANT_SHARE * len(first.layers))
     assert sum(a.shape[0] == 4 for a, _ in merged.layers.values()) == len(new.layers)
+
+
+def _replay_stage(tiny_pipe, tmp_path, strategy, earlier, name, replay=3):
+    from bendbridge.server.adapters.continual import continual_setup
+    from bendbridge.server.adapters.train import Objective
+
+    model = LoadedModel(copy.deepcopy(tiny_pipe))
+    req = AdaptRequest("zork", rank=2, steps=3, batch=4, seed=1, prior=2, replay=replay)
+    setup = continual_setup(model, Objective(model, _images(), req), req, earlier, strategy)
+    return model, req, setup, train_adapter(model, _images(), req, tmp_path / name, setup=setup)
+
+
+def test_the_teacher_context_swaps_the_trained_layers_for_the_teachers_and_keeps_the_frozen(tiny_model):
+    from bendbridge.server.adapters.replay import stage_hooks
+    from bendbridge.server.adapters.train import TrainSetup
+    from bendbridge.server.bending.layers import module_hooks
+
+    unet = tiny_model.pipe.unet
+    frozen, trained, teacher = (_random_adapter(unet, seed=k).layers for k in (1, 2, 3))
+    x = torch.randn(2, 4, 8, 8)
+    t, emb = torch.tensor([10, 500]), torch.randn(2, 77, unet.config.cross_attention_dim)
+
+    def out(*sets) -> torch.Tensor:
+        summed = {m: (torch.cat([s[m][0] for s in sets]), torch.cat([s[m][1] for s in sets], 1)) for m in frozen}
+        with module_hooks(unet, stage_hooks(summed, TrainSetup({}))[0], lambda i, n: KeyError(n)):
+            return unet(x, t, emb).sample
+
+    hooks, teach = stage_hooks(trained, TrainSetup({}, frozen=frozen, teacher=teacher))
+    with torch.no_grad(), module_hooks(unet, hooks, lambda i, n: KeyError(n)):
+        student = unet(x, t, emb).sample
+        with teach():
+            taught = unet(x, t, emb).sample
+        again = unet(x, t, emb).sample
+    with torch.no_grad():
+        torch.testing.assert_close(student, out(frozen, trained), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(taught, out(frozen, teacher), rtol=1e-4, atol=1e-5)
+    assert torch.equal(again, student)  # the context ends
+    assert stage_hooks(trained, TrainSetup({}))[1] is None  # nothing to distil without frozen or teacher layers
+
+
+def test_replay_renders_the_earlier_captions_as_the_earlier_adapter_renders_them(tiny_pipe, tmp_path):
+    first, _ = _stage(tiny_pipe, tmp_path, "merge", [], "one")
+    first.save(tmp_path / "one.safetensors")
+    model, req, setup, _ = _replay_stage(tiny_pipe, tmp_path, "merge", [first], "two")
+    assert setup.replay_captions == [[f"a zork {i}" for i in range(6)]]  # from the earlier adapter's stages
+    assert set(setup.frozen) == set(first.layers) and not setup.teacher
+    data = np.load(tmp_path / "two" / "replay.npz")
+    assert list(data["captions"]) == ["a zork 0", "a zork 1", "a zork 2"]
+    plan = BendPlan.from_specs([f"lora:adapter={tmp_path / 'one.safetensors'}:weight=1@unet:id=a"])
+    r = Renderer(model, RenderConfig(RenderSettings(tuple(data["captions"]), width=32, height=32), plan))
+    frames = [FrameSpec.of_prompt(i, 3, seed=(req.seed + 1) * 10_000 + i) for i in range(3)]
+    for got, res in zip(data["pixels"], r.render(frames)):
+        assert np.abs(got.astype(int) - res.image.astype(int)).max() <= 1
+
+
+@pytest.mark.parametrize(
+    ("batch", "prior", "replay", "teacher", "rows"),
+    [(8, 2, 0, False, (4, 4, 0)), (8, 2, 2, True, (4, 1, 3)), (8, 0, 2, True, (4, 0, 4)), (8, 2, 2, False, (4, 4, 0)),
+     (2, 2, 2, True, (1, 0, 1)), (16, 2, 2, True, (8, 2, 6)), (8, 0, 0, False, (8, 0, 0))],
+)  # fmt: skip
+def test_a_batch_gives_half_to_the_concept_and_shares_the_rest_between_prior_and_replay(
+    tiny_model, batch, prior, replay, teacher, rows
+):
+    from contextlib import nullcontext
+
+    from bendbridge.server.adapters.train import Objective
+
+    req = AdaptRequest("zork", batch=batch, prior=prior, replay=replay)
+    objective = Objective(
+        tiny_model, _images(), req, _images(prior) if prior else None, _images(replay) if replay else None
+    )
+    objective.teacher = nullcontext if teacher else None
+    assert objective.rows() == rows
+    assert torch.isfinite(objective.loss(0))
+
+
+def test_naive_replay_distils_from_the_adapter_it_goes_on_from_and_merged_stages_keep_their_captions(
+    tiny_pipe, tmp_path
+):
+    from bendbridge.server.adapters.replay import earlier_captions
+
+    first, _ = _stage(tiny_pipe, tmp_path, "naive", [], "one")
+    _, _, setup, new = _replay_stage(tiny_pipe, tmp_path, "naive", [first], "two")
+    for m, (a, b) in first.layers.items():
+        assert torch.equal(setup.teacher[m][0], a) and torch.equal(setup.teacher[m][1], b)  # not trained
+    assert any(not torch.equal(new.layers[m][1], b) for m, (_, b) in first.layers.items())
+    captions = [f"a zork {i}" for i in range(6)]
+    assert [s["captions"] for s in new.meta["stages"]] == [captions, captions]
+    assert earlier_captions([new]) == [captions]  # two equal stage records count once
+    old = LoraAdapter(first.layers, {**first.meta, "stages": [{"token": "zork"}]})  # stages without captions
+    assert earlier_captions([old]) == [captions]  # its own training captions
+
+
+def test_each_earlier_concept_is_replayed_n_times_and_a_merged_adapter_does_not_repeat_its_parts(tiny_model, tmp_path):
+    from bendbridge.server.adapters.replay import earlier_captions, replay_images
+    from bendbridge.server.adapters.train import TrainSetup
+
+    def stage(token: str, n: int) -> dict:
+        return {"token": token, "layers": 1, "rank": 2, "captions": [f"a {token} {i}" for i in range(n)]}
+
+    one = LoraAdapter({}, {"stages": [stage("zork", 3)]})
+    merged = LoraAdapter({}, {"stages": [stage("zork", 3), stage("blorp", 2)]})
+    assert earlier_captions([one, merged]) == [["a zork 0", "a zork 1", "a zork 2"], ["a blorp 0", "a blorp 1"]]
+    setup = TrainSetup({}, replay_captions=earlier_captions([one, merged]))
+    images = replay_images(tiny_model, setup, (32, 32), AdaptRequest("x", replay=4), tmp_path)
+    assert images.captions == ["a zork 0", "a zork 1", "a zork 2", "a zork 0", *["a blorp 0", "a blorp 1"] * 2]
 
 
 def test_naive_continual_training_goes_on_from_the_earlier_adapter(tiny_pipe, tmp_path):

@@ -677,6 +677,21 @@ MISTAKES = [
         "--after: no such adapter",
     ),
     (
+        "adapt replay",
+        lambda d, t: [
+            "adapt",
+            "--images",
+            str(t),
+            "--token",
+            "zork",
+            "--replay",
+            "-4",
+            "--out",
+            str(t / "z.safetensors"),
+        ],
+        "--replay: -4 is out of range [0, 10000]",
+    ),
+    (
         "adapt report output",
         lambda d, t: ["adapt", "--report", "--out", str(t / "table.png")],
         "--out: 'table.png': with --report, expected a .json file",
