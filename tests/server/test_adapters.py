@@ -489,6 +489,31 @@ def test_prior_preservation_renders_the_captions_without_the_token_once(tiny_mod
     assert prior_images(tiny_model, _images(2), AdaptRequest("zork", prior=0), tmp_path) is None
 
 
+def test_adapt_after_an_earlier_adapter_replays_its_concept_and_records_both_stages(saved_tiny_model, tmp_path):
+    from PIL import Image
+
+    from bendbridge.tools.cli import main
+
+    rng = np.random.default_rng(2)
+    for token in ("zork", "blorp"):
+        (tmp_path / token).mkdir()
+        for i in range(2):
+            Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(tmp_path / token / f"{i}.png")
+    base = ["adapt", "--model", str(saved_tiny_model), "--device", "cpu", "--steps", "2", "--batch", "8"]
+    first, both = tmp_path / "zork.safetensors", tmp_path / "both.safetensors"
+    assert (
+        main([*base, "--images", str(tmp_path / "zork"), "--token", "zork", "--prior", "2", "--out", str(first)]) == 0
+    )
+    argv = [*base, "--images", str(tmp_path / "blorp"), "--token", "blorp", "--prior", "2", "--replay", "3"]
+    assert main([*argv, "--after", str(first), "--out", str(both)]) == 0
+    merged = LoraAdapter.load(both)
+    assert [s["token"] for s in merged.meta["stages"]] == ["zork", "blorp"]
+    assert [s["captions"] for s in merged.meta["stages"]] == [["a zork"], ["a blorp"]]
+    assert merged.rank == 2 * LoraAdapter.load(first).rank  # merge, the default strategy
+    replayed = np.load(tmp_path / "both.work" / "replay.npz")
+    assert list(replayed["captions"]) == ["a zork"] * 3
+
+
 def test_adapt_on_a_diffusers_folder_writes_an_adapter_and_a_sample_sheet_that_render_uses(saved_tiny_model, tmp_path):
     from PIL import Image
 
