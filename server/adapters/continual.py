@@ -24,7 +24,6 @@ sequential merging means once the merged model is the one that has to keep the e
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 
 import torch
@@ -33,7 +32,7 @@ from bendbridge.protocol.errors import BendbridgeError
 from bendbridge.server.bending.layers import module_hooks
 
 from .lora import LoraAdapter
-from .replay import earlier_captions, stage_records
+from .replay import earlier_captions, unique_stages
 from .train import AdaptRequest, Objective, TrainSetup, adapter_hooks, new_layers
 
 __all__ = ["STRATEGIES", "RELEVANT_SHARE", "merge_adapters", "continual_setup", "after_stage"]
@@ -73,8 +72,7 @@ def continual_setup(
     if strategy not in STRATEGIES:
         raise BendbridgeError("--strategy", f"{strategy!r} is not valid; allowed: {', '.join(STRATEGIES)}")
     unet = model.pipe.unet
-    records = {json.dumps(s, sort_keys=True): s for ad in earlier for s in stage_records(ad)}
-    stages = list(records.values())  # a merged adapter and its parts list the same stages: each once
+    stages = unique_stages(earlier)
     replay = earlier_captions(earlier) if request.replay else []
     if strategy == "naive":
         if len(earlier) != 1:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,7 +29,7 @@ from .lora import LoraAdapter, lora_delta
 if TYPE_CHECKING:
     from .train import AdaptRequest, Layers, TrainingImages, TrainSetup
 
-__all__ = ["stage_records", "earlier_captions", "stage_hooks", "replay_images"]
+__all__ = ["stage_records", "unique_stages", "earlier_captions", "stage_hooks", "replay_images"]
 
 
 def stage_records(adapter: LoraAdapter) -> list[dict]:
@@ -42,15 +42,16 @@ def stage_records(adapter: LoraAdapter) -> list[dict]:
     return stages
 
 
+def unique_stages(earlier: Sequence[LoraAdapter]) -> list[dict]:
+    """The stage records of the ``earlier`` adapters in stage order; a stage that a merged adapter
+    and its parts both list counts once."""
+    records = {json.dumps(s, sort_keys=True): s for ad in earlier for s in stage_records(ad)}
+    return list(records.values())
+
+
 def earlier_captions(earlier: Sequence[LoraAdapter]) -> list[list[str]]:
-    """The training captions of each stage the ``earlier`` adapters hold, in stage order; a stage a
-    merged adapter and its parts both list counts once."""
-    out: dict[str, list[str]] = {}
-    for ad in earlier:
-        for stage in stage_records(ad):
-            if stage.get("captions"):
-                out.setdefault(json.dumps(stage, sort_keys=True), list(stage["captions"]))
-    return list(out.values())
+    """The training captions of each stage the ``earlier`` adapters hold, in stage order."""
+    return [list(s["captions"]) for s in unique_stages(earlier) if s.get("captions")]
 
 
 def _sum_hook(sets: Callable[[], list[tuple[torch.Tensor, torch.Tensor]]]):
@@ -69,9 +70,7 @@ def stage_hooks(
 ) -> tuple[list[tuple[str, Callable]], Callable[[], AbstractContextManager] | None]:
     """Forward hooks for training: each module adds its frozen layers and its trained ones (or,
     inside the returned teacher context, its teacher ones instead). Without frozen or teacher
-    layers, the trained ones alone and no teacher."""
-    if not setup.frozen and not setup.teacher:
-        return [(m, _sum_hook(lambda pair=pair: [pair])) for m, pair in trained.items()], None
+    layers, no teacher."""
     teaching = [False]
 
     def sets_of(m: str) -> Callable[[], list]:
@@ -92,7 +91,8 @@ def stage_hooks(
         finally:
             teaching[0] = False
 
-    return [(m, _sum_hook(sets_of(m))) for m in modules], teacher
+    hooks = [(m, _sum_hook(sets_of(m))) for m in modules]
+    return hooks, (teacher if setup.frozen or setup.teacher else None)
 
 
 def replay_images(
@@ -106,10 +106,5 @@ def replay_images(
         return None
     captions = [stage[i % len(stage)] for stage in setup.replay_captions for i in range(request.replay)]
     hooks, teacher = stage_hooks({}, setup)
-    with module_hooks(model.pipe.unet, hooks, lambda i, n: KeyError(n)), teacher() if teacher else _nothing():
+    with module_hooks(model.pipe.unet, hooks, lambda i, n: KeyError(n)), teacher() if teacher else nullcontext():
         return render_captions(model, captions, size, request.seed + 1, work / "replay.npz", "replay")
-
-
-@contextmanager
-def _nothing() -> Iterator[None]:
-    yield

@@ -9,7 +9,7 @@ weighting (Hang et al., ICCV 2023). Images: PNG, JPEG or WebP of any size, resiz
 shorter side fits the model and centre-cropped; a ``NAME.txt`` beside an image is its caption,
 otherwise ``caption`` with ``{token}`` replaced.
 
-In continual mode a quarter of each batch can replay the earlier concepts (:mod:`.replay`).
+In continual mode three eighths of each batch can replay the earlier concepts (:mod:`.replay`).
 
 Every batch is drawn from seeds fixed by (seed, step), so a run resumed from its checkpoint
 (``work/adapter.ckpt``, written every ``checkpoint_every`` steps) ends with the same adapter as
@@ -32,7 +32,7 @@ from bendbridge.protocol.errors import BendbridgeError
 from bendbridge.server.bending.layers import module_hooks
 
 from ..render.pictures import IMAGE_SUFFIXES, read_picture
-from .lora import LoraAdapter, linear_modules, lora_delta
+from .lora import LoraAdapter, linear_modules
 from .replay import replay_images, stage_hooks
 
 __all__ = [
@@ -127,13 +127,6 @@ def new_layers(unet: torch.nn.Module, rank: int, seed: int) -> dict[str, tuple[t
     return layers
 
 
-def _adapter_hook(a: torch.Tensor, b: torch.Tensor):
-    def hook(_module, args, output):
-        return output + lora_delta(args[0], a, b, torch.ones(args[0].shape[0]))
-
-    return hook
-
-
 @torch.no_grad()
 def _encode(model, images: TrainingImages) -> tuple[torch.Tensor, torch.Tensor]:
     """Latents ``[N, C, h, w]`` (scaled) and caption embeddings ``[N, T, D]``."""
@@ -226,12 +219,11 @@ class Objective:
         target = self.ddpm.get_velocity(x0, noise, t) if self.v_pred else noise
         noisy = self.ddpm.add_noise(x0, noise, t)
         pred = self.unet(noisy.to(dev), t.to(dev), emb.to(dev)).sample
-        if n_replay:
+        weight = self.weight[t]
+        if n_replay:  # plain MSE to the teacher: fine detail is drawn at low noise, which min-SNR mutes
             with self.teacher(), torch.no_grad():
                 taught = self.unet(noisy[-n_replay:].to(dev), t[-n_replay:].to(dev), emb[-n_replay:].to(dev)).sample
             target = torch.cat([target[:-n_replay], taught.float().cpu()])
-        weight = self.weight[t]
-        if n_replay:  # plain MSE to the teacher: fine detail is drawn at low noise, which min-SNR mutes
             weight = torch.cat([weight[:-n_replay], torch.ones(n_replay)])
         return (((pred.float().cpu() - target) ** 2).mean(dim=(1, 2, 3)) * weight).mean()
 
@@ -284,7 +276,7 @@ def render_captions(
 
 def adapter_hooks(adapters: dict[str, tuple[torch.Tensor, torch.Tensor]]):
     """Hooks adding each layer's update at weight 1 to every row (training: no per-row weights)."""
-    return [(m, _adapter_hook(a, b)) for m, (a, b) in adapters.items()]
+    return stage_hooks(adapters, TrainSetup({}))[0]
 
 
 def train_adapter(
