@@ -70,6 +70,11 @@ def steer_build(
             *extra, "--out", str(tmp / out)]  # fmt: skip
 
 
+def steer_toward(tmp: Path, *extra: str) -> list[str]:
+    """``steer build --toward fg=red`` (scene pairs of the embedded model) with ``extra`` options."""
+    return ["steer", "build", "--toward", "fg=red", *extra, "--target", "#8", "--out", str(tmp / "v.safetensors")]
+
+
 def patch(tmp: Path, *extra: str) -> list[str]:
     return ["patch", "--clean", "a red star", "--corrupt", "a blue star", *extra, "--out", str(tmp / "m.png")]
 
@@ -439,34 +444,12 @@ MISTAKES = [
     ),
     (
         "steer build from the label steered toward",
-        lambda d, t: [
-            "steer",
-            "build",
-            "--toward",
-            "fg=red",
-            "--from",
-            "red",
-            "--target",
-            "#8",
-            "--out",
-            str(t / "v.safetensors"),
-        ],  # fmt: skip
+        lambda d, t: steer_toward(t, "--from", "red"),
         "--from: 'red' is the label steered toward; name another",
     ),
     (
         "steer build from an unknown class",
-        lambda d, t: [
-            "steer",
-            "build",
-            "--toward",
-            "fg=red",
-            "--from",
-            "mauve",
-            "--target",
-            "#8",
-            "--out",
-            str(t / "v.safetensors"),
-        ],  # fmt: skip
+        lambda d, t: steer_toward(t, "--from", "mauve"),
         "--from: 'fg=mauve': fg is one of red, orange",
     ),
     (
