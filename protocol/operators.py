@@ -150,7 +150,9 @@ MIX = ParamSpec(
 class OperatorSpec:
     """A catalogue entry. ``ranks``: tensor ranks it accepts (4 = [B, C, H, W], 3 = [B, T, D],
     :data:`WHOLE_MODEL` = the denoiser's weights, target ``unet``);
-    ``channel_op``: it mixes the channel dimension, so it acts on a bend's channel subset as a whole."""
+    ``channel_op``: it mixes the channel dimension, so it acts on a bend's channel subset as a whole;
+    ``anchored``: on the text target it receives the word's token mask [B, T] (``token_mask``) and
+    places its change itself (from the word's first token on), instead of being cut to the word."""
 
     name: str
     family: str
@@ -159,6 +161,7 @@ class OperatorSpec:
     channel_op: bool = False
     doc: str = ""
     branch: str = "both"  # the guidance branch a bend acts on unless its plan says otherwise
+    anchored: bool = False
 
     def frame_params(self, floats_only: bool = False) -> list[str]:
         """Names of the parameters that may change every frame, ``mix`` last."""
@@ -193,8 +196,9 @@ def _add(
     ranks: tuple[int, ...] = (3, 4),
     channel_op: bool = False,
     branch: str = "both",
+    anchored: bool = False,
 ) -> None:
-    CATALOGUE[name] = OperatorSpec(name, family, params or {}, ranks, channel_op, doc, branch)
+    CATALOGUE[name] = OperatorSpec(name, family, params or {}, ranks, channel_op, doc, branch, anchored)
 
 
 def operator_names() -> list[str]:
@@ -342,7 +346,8 @@ _add(
     "steer",
     "steering",
     "x + alpha · m · v: add a steering vector ('bendbridge steer build') at its module, where m is 1 "
-    "(gate=none) or a soft mask of the pixels whose activation stands out (gate=salience)",
+    "(gate=none) or a soft mask of the pixels whose activation stands out (gate=salience); on the text "
+    "target a token vector [K, D] adds to the K token rows from the word's first token on",
     {
         "vector": ParamSpec("file", None, doc="a steering-vector .safetensors file made for this model and module"),
         "alpha": ParamSpec(_F, 0.0, -20.0, 20.0, identity=0.0, doc="strength; 1 adds the vector once"),
@@ -350,10 +355,11 @@ _add(
             "choice",
             "salience",
             choices=("salience", "none"),
-            doc="salience: m = (‖x_p − x̄‖ / max_p ‖x_p − x̄‖)², per frame; none: everywhere",
+            doc="salience: m = (‖x_p − x̄‖ / max_p ‖x_p − x̄‖)², per frame; none: everywhere (modules only)",
         ),
     },
-    ranks=(4,),
+    ranks=(3, 4),
+    anchored=True,
 )
 _add(
     "sae_feature",

@@ -63,7 +63,8 @@ class Target:
     - ``module``: the output activation of the U-Net module ``module`` (dotted diffusers name, or
       ``#N`` for index N of ``bendbridge layers``) during steps ``steps`` (inclusive, None = all) —
       the "layer" of Broad et al. (2022) and of ComfyUI model bending;
-    - ``text``: the text conditioning [B, T, D], optionally only the token positions of ``word``;
+    - ``text``: the text conditioning [B, T, D], optionally only the token positions of ``word``
+      (``a|b|…``: of whichever of these words the prompt holds);
     - ``unet``: the whole denoiser during steps ``steps``: adapters (``lora``) that change the
       weights of many of its layers at once.
     """
@@ -212,9 +213,9 @@ def parse_target(value: Any, opts: dict[str, Any], where: str) -> Target:
         if opts.get("step") is not None or opts.get("steps") is not None:
             raise PlanError(f"{where}.target", "the text target is not per step: it conditions every step")
         word = opts.get("word")
-        if word is not None and (not isinstance(word, str) or not word.strip()):
-            raise PlanError(f"{where}.word", f"expected a word from the prompt, got {word!r}")
-        return Target("text", word=word.strip() if word else None)
+        if word is not None and (not isinstance(word, str) or not all(w.strip() for w in word.split("|"))):
+            raise PlanError(f"{where}.word", f"expected a word from the prompt (or words a|b|…), got {word!r}")
+        return Target("text", word="|".join(w.strip() for w in word.split("|")) if word else None)
     if opts.get("step") is not None:
         raise PlanError(f"{where}.step", "'step' is for latent targets; module targets take 'steps' (e.g. 0-3)")
     if opts.get("word") is not None:

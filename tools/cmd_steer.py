@@ -108,11 +108,21 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--pairs", type=int, default=32, help="with --toward: scene pairs, 1-256 (default 32)")
     p.add_argument("--pairs-seed", type=int, default=0, help="with --toward: which scenes (default 0)")
-    p.add_argument("--target", required=True, help="MODULE[,MODULE…]: dotted names or #N from 'bendbridge layers'")
+    p.add_argument(
+        "--target",
+        required=True,
+        help="MODULE[,MODULE…]: dotted names or #N from 'bendbridge layers'; text for --broadcast token",
+    )
     p.add_argument("--steps", default=None, help="denoising step range A-B (default: all)")
     p.add_argument("--seeds", type=int, default=4, help="start noises per prompt (default 4)")
     p.add_argument("--per-step", action="store_true", help="keep one vector per step instead of their mean")
-    p.add_argument("--broadcast", default="channel", help="channel: one [C] vector for every pixel; spatial: [C, H, W]")
+    p.add_argument(
+        "--broadcast",
+        default="channel",
+        help="channel: one [C] vector for every pixel; spatial: [C, H, W]; token: the text encoder's rows "
+        "from the word where paired prompts differ (with --target text)",
+    )
+    p.add_argument("--tokens", type=int, default=2, help="--broadcast token: rows from the word on, 1-16 (default 2)")
     p.add_argument(
         "--weighting",
         default="difference",
@@ -236,12 +246,13 @@ def run_steer_build(args: argparse.Namespace) -> int:
     targets = tuple(t.strip() for t in args.target.split(",") if t.strip())
     positive, negative = _prompt_sets(args)
     request = CAARequest(
-        positive, negative, targets, args.steps, args.seeds, args.per_step, args.broadcast, args.weighting
+        positive, negative, targets, args.steps, args.seeds, args.per_step, args.broadcast, args.weighting, args.tokens
     )
     request.check()
     out = _out(args.out, (".safetensors",))
     model, settings = _load(args)
-    check_targets(model, settings, request.targets, (request.steps,), "--target")
+    if request.broadcast != "token":
+        check_targets(model, settings, request.targets, (request.steps,), "--target")
     total = (len(request.positive) + len(request.negative)) * request.seeds
     with _bar(total, "steer build") as bar:
         vectors = build_vectors(model, request, settings=settings, progress=bar.update)

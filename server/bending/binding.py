@@ -127,6 +127,8 @@ def _static(b: Bend, spec: OperatorSpec, info: LayerInfo | None, channels, facts
             facts.identity if p.kind == "file" else "",
             facts.search,
             facts.embed,
+            b.target.kind,
+            b.target.word,
         )
         static[k] = res = load_file_param(spec.name, k, b.params[k], ctx)
         if hasattr(res, "check_params"):

@@ -213,10 +213,13 @@ class BendEngine:
             xc = xs.index_select(1, ch)
         else:
             xc = xs
-        y = bb.fn(xc, **bb.static_at(self.step, x.device, x.dtype), **st.params)
-        mask = self._subset_mask(bb, xc)
+        tm = None
         if token_mask is not None:
             tm = token_mask if st.all_rows else token_mask.index_select(0, st.rows)
+        extra = {"token_mask": tm} if bb.spec.anchored and xc.ndim == 3 else {}
+        y = bb.fn(xc, **bb.static_at(self.step, x.device, x.dtype), **st.params, **extra)
+        mask = self._subset_mask(bb, xc)
+        if tm is not None and not extra:
             mask = tm.unsqueeze(-1) if mask is None else mask & tm.unsqueeze(-1)
         if mask is not None:
             y = torch.where(mask, y, xc)

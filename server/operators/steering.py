@@ -1,8 +1,10 @@
 """Steering operators: add a steering vector, edit one sparse-autoencoder feature.
 
-Shapes: ``x`` is ``[B, C, H, W]``; ``alpha``, ``scale`` and ``clamp`` are ``[B]`` (one value per
-frame). The file parameters arrive loaded for the current denoising step: ``vector`` a tensor
-``[C]`` (added to every pixel) or ``[C, H, W]``; ``gate`` (static) how it is spread over the pixels; ``sae`` a
+Shapes: ``x`` is ``[B, C, H, W]`` (a module) or, for ``steer`` on the text target, ``[B, T, D]``;
+``alpha``, ``scale`` and ``clamp`` are ``[B]`` (one value per frame). The file parameters arrive
+loaded for the current denoising step: ``vector`` a tensor ``[C]`` (added to every pixel),
+``[C, H, W]``, or ``[K, D]`` (token rows from a word on); ``gate`` (static) how it is spread over
+the pixels; ``sae`` a
 :class:`~bendbridge.server.steering.sae.SparseAutoencoder`.
 """
 
@@ -31,11 +33,34 @@ def salience(x: torch.Tensor) -> torch.Tensor:
 
 
 @implements("steer")
-def _steer(x: torch.Tensor, vector: torch.Tensor, alpha: torch.Tensor, gate: str = "salience") -> torch.Tensor:
+def _steer(
+    x: torch.Tensor,
+    vector: torch.Tensor,
+    alpha: torch.Tensor,
+    gate: str = "salience",
+    token_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    if x.ndim == 3:
+        return _steer_tokens(x, vector, alpha, token_mask)
     v = vector.to(device=x.device, dtype=x.dtype)
     v = v.reshape(1, -1, 1, 1) if v.ndim == 1 else v.unsqueeze(0)
     step = per_sample(alpha, x) * v
     return x + (step * salience(x) if gate == "salience" else step)
+
+
+def _steer_tokens(x: torch.Tensor, vector: torch.Tensor, alpha: torch.Tensor, token_mask: torch.Tensor | None):
+    """Text conditioning x [B, T, D] + alpha · v [K, D] on the K token rows from the first token of
+    the word in ``token_mask`` [B, T] on (rows past T are dropped); frames without the word are kept."""
+    if token_mask is None:
+        raise ValueError("a token steering vector needs the word to steer at (text target option word=…)")
+    b, t, _ = x.shape
+    k = min(vector.shape[0], t)
+    first = token_mask.int().argmax(1)  # [B]: the word's first token (0 where the word is absent)
+    rows = first[:, None] + torch.arange(k, device=x.device)[None]  # [B, K]
+    keep = token_mask.any(1)[:, None] & (rows < t)
+    add = per_sample(alpha, x).reshape(b, 1, 1) * vector[:k].to(device=x.device, dtype=x.dtype)[None]  # [B, K, D]
+    add = add * keep[..., None].to(x.dtype)
+    return x.scatter_add(1, rows.clamp_max(t - 1)[..., None].expand(-1, -1, x.shape[2]), add)
 
 
 @implements("sae_feature")

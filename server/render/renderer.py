@@ -211,19 +211,21 @@ class Renderer:
         return self.cond.ids(text)
 
     def _build_word_masks(self) -> dict[str, torch.Tensor]:
-        """Per text-bend word: a [P, T] mask of the word's token positions in each prompt."""
+        """Per text-bend word (or ``a|b|…`` alternatives): a [P, T] mask of the token positions of
+        every occurrence of the word(s) in each prompt."""
         masks = {}
         for bb in self.bound:
             word = bb.bend.target.word
             if bb.bend.target.kind != "text" or not word or word in masks:
                 continue
-            wid = self.tokenizer(word, add_special_tokens=False).input_ids
             m = torch.zeros(len(self.prompts), self.seq_len, dtype=torch.bool)
-            for p, prompt in enumerate(self.prompts):
-                ids = self._ids(prompt)
-                for s in range(len(ids) - len(wid) + 1):
-                    if ids[s : s + len(wid)] == wid:
-                        m[p, s : s + len(wid)] = True
+            for alternative in word.split("|"):
+                wid = self.tokenizer(alternative, add_special_tokens=False).input_ids
+                for p, prompt in enumerate(self.prompts):
+                    ids = self._ids(prompt)
+                    for s in range(len(ids) - len(wid) + 1):
+                        if ids[s : s + len(wid)] == wid:
+                            m[p, s : s + len(wid)] = True
             if not m.any():
                 raise PlanError(
                     f"bend[{bb.index}].word", f"{word!r} does not occur in any prompt: {list(self.prompts)}"

@@ -6,6 +6,12 @@ For each target module and denoising step, the vector is the mean of the module'
 over the pixels ([C]; ``weighting="difference"`` weights each pixel by how much the sets differ
 there, ``"pixels"`` not at all); ``"spatial"`` keeps [C, H, W]. ``per_step`` keeps one
 vector per step of the range, else their mean.
+
+``broadcast="token"`` steers the text conditioning instead, the residual stream of the text
+encoder as in CAA on language models: prompts are paired one to one, each pair is aligned at the
+first token where the two differ (the *word*, e.g. "blue" against "red"), and the vector [K, D]
+is the mean difference of the encoder's output rows from that token on (``tokens`` = K rows: the
+word and what follows it, which in a causal encoder has read the word). It needs no denoising.
 """
 
 from __future__ import annotations
@@ -22,9 +28,11 @@ from .files import unet_identity
 from .probes import cond_rows, probing, resolve_targets, step_range
 from .vectors import SteerVectors
 
-__all__ = ["CAARequest", "BROADCASTS", "build_vectors"]
+__all__ = ["CAARequest", "BROADCASTS", "TEXT_TARGET", "build_vectors", "first_difference"]
 
-BROADCASTS = ("channel", "spatial")
+BROADCASTS = ("channel", "spatial", "token")
+TEXT_TARGET = "text"
+MAX_TOKENS = 16
 WEIGHTINGS = ("difference", "pixels")
 MAX_PROMPTS = RENDER_FIELDS["prompts"].max_len
 
@@ -42,6 +50,7 @@ class CAARequest:
     per_step: bool = False
     broadcast: str = "channel"
     weighting: str = "difference"
+    tokens: int = 2
 
     def check(self) -> None:
         for name in ("positive", "negative"):
@@ -54,6 +63,22 @@ class CAARequest:
             raise BendbridgeError("--weighting", f"{self.weighting!r} is not valid; allowed: {', '.join(WEIGHTINGS)}")
         if self.broadcast not in BROADCASTS:
             raise BendbridgeError("--broadcast", f"{self.broadcast!r} is not valid; allowed: {', '.join(BROADCASTS)}")
+        if (self.broadcast == "token") != (tuple(self.targets) == (TEXT_TARGET,)):
+            raise BendbridgeError("--target", "a token vector (--broadcast token) steers --target text, and only it")
+        if self.broadcast == "token":
+            self._check_tokens()
+
+    def _check_tokens(self) -> None:
+        if not 1 <= self.tokens <= MAX_TOKENS:
+            raise BendbridgeError("--tokens", f"{self.tokens} is out of range [1, {MAX_TOKENS}]")
+        if len(self.positive) != len(self.negative):
+            raise BendbridgeError(
+                "--negative",
+                "a token vector pairs the prompts one to one: "
+                f"{len(self.positive)} positive, {len(self.negative)} negative",
+            )
+        if self.per_step or self.steps is not None:
+            raise BendbridgeError("--steps", "a token vector is the text encoder's: it has no denoising steps")
 
 
 @torch.no_grad()
@@ -69,6 +94,8 @@ def build_vectors(
     from bendbridge.server.render import FrameSpec, RenderConfig, Renderer
 
     request.check()
+    if request.broadcast == "token":
+        return _token_vectors(model, request, settings)
     prompts = (*request.positive, *request.negative)
     base = settings or RenderSettings(prompts[:MAX_PROMPTS])
     npos, nneg = len(request.positive), len(request.negative)
@@ -131,3 +158,50 @@ def _pixel_mean(d: torch.Tensor, weighting: str) -> torch.Tensor:
         return flat.mean(2)
     w = flat.norm(dim=1, keepdim=True)  # [S, 1, HW]
     return (flat * w).sum(2) / w.sum(2).clamp_min(1e-12)
+
+
+def first_difference(a: list[int], b: list[int]) -> int | None:
+    """The first token position where two id sequences differ (None if they are equal)."""
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            return i
+    return None if len(a) == len(b) else min(len(a), len(b))
+
+
+@torch.no_grad()
+def _token_vectors(model, request: CAARequest, settings: RenderSettings | None) -> SteerVectors:
+    """The token vector [1, K, D] of paired prompts: mean over pairs of the text encoder's output
+    rows from their first differing token on (positive − negative)."""
+    from bendbridge.server.render import RenderConfig, Renderer
+
+    renderer = Renderer(
+        model, RenderConfig(replace(settings or RenderSettings(request.positive[:1]), prompts=request.positive[:1]))
+    )
+    total, words = None, []
+    for i, (pos, neg) in enumerate(zip(request.positive, request.negative)):
+        ip, ineg = renderer.cond.ids(pos), renderer.cond.ids(neg)
+        at = first_difference(ip, ineg)
+        if at is None:
+            raise BendbridgeError(
+                f"--positive[{i}]", f"{pos!r} and its pair {neg!r} tokenize the same: nothing to steer"
+            )
+        ep, en = renderer.embed(pos).float(), renderer.embed(neg).float()  # [T, D]
+        k = min(request.tokens, ep.shape[0] - at)
+        d = torch.zeros(request.tokens, ep.shape[-1])
+        d[:k] = ep[at : at + k] - en[at : at + k]
+        total = d if total is None else total + d
+        words.append(renderer.tokenizer.decode(ineg[at : at + 1]).strip())
+    v = (total / len(request.positive))[None]  # [1, K, D]
+    meta = {
+        "model": model.base_name,
+        "model_id": unet_identity(renderer.unet),
+        "steps": None,
+        "per_step": False,
+        "broadcast": "token",
+        "tokens": request.tokens,
+        "words": sorted(set(words)),
+        "positive": list(request.positive),
+        "negative": list(request.negative),
+        "norms": {TEXT_TARGET: round(float(v[0].norm(dim=1).mean()), 4)},
+    }
+    return SteerVectors({TEXT_TARGET: v}, meta)

@@ -57,6 +57,8 @@ class FileContext:
     model_id: str
     search: tuple[Path, ...] = ()
     embed: Callable[[str], torch.Tensor] | None = None  # prompt → text-encoder output [T, D] (prompt sets)
+    kind: str = "module"  # the bend's target kind: module, latent, text
+    word: str | None = None  # the text target's word(s)
 
 
 def unet_identity(unet: torch.nn.Module) -> str:

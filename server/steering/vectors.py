@@ -3,7 +3,9 @@
 A file holds, per module, the mean activation difference between a positive and a negative
 prompt set: ``[S, C]`` (broadcast over the activation's pixels) or ``[S, C, H, W]`` (a spatial
 vector), where S is 1 (averaged over the step range) or the number of steps in the range (one
-vector per step). Metadata: model name and fingerprint, steps, broadcast, prompts, seeds.
+vector per step); or, with ``broadcast="token"``, one token vector ``[1, K, D]`` under the key
+``text``: the text encoder's output rows from the word where paired prompts differ on.
+Metadata: model name and fingerprint, steps, broadcast, prompts, seeds.
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ from bendbridge.protocol.plan import PlanError
 
 from .files import FileContext, check_model, read_file, resolve_file, write_file
 
-__all__ = ["STEER_FORMAT", "SteerVectors", "StepVector", "load_steer_resource"]
+__all__ = ["STEER_FORMAT", "TEXT_KEY", "SteerVectors", "StepVector", "load_steer_resource"]
 
 STEER_FORMAT = "bendbridge.steer/1"
+TEXT_KEY = "text"  # a token vector's key: it steers the text conditioning, not a U-Net module
 
 
 @dataclass
@@ -62,6 +65,8 @@ def load_steer_resource(value: str, ctx: FileContext) -> StepVector:
     path = resolve_file(value, ctx)
     sv = SteerVectors.load(path, ctx.where)
     check_model(path, sv.meta, ctx, "steering vector")
+    if sv.meta.get("broadcast") == "token" or ctx.kind == "text":
+        return _token_resource(path, sv, ctx)
     if ctx.module not in sv.vectors:
         raise PlanError(
             ctx.where,
@@ -80,3 +85,26 @@ def load_steer_resource(value: str, ctx: FileContext) -> StepVector:
         v = v.index_select(1, torch.tensor(ctx.channels))
     steps = sv.meta.get("steps") or [0, 0]
     return StepVector(v, int(steps[0]), bool(sv.meta.get("per_step")))
+
+
+def _token_resource(path: Path, sv: SteerVectors, ctx: FileContext) -> StepVector:
+    """A token vector [1, K, D] for the text target: refused elsewhere, without a word to anchor
+    at, or for a text encoder of another width."""
+    if sv.meta.get("broadcast") != "token" or TEXT_KEY not in sv.vectors:
+        raise PlanError(
+            ctx.where, f"{path.name} holds module vectors; the text target takes a token vector (--broadcast token)"
+        )
+    if ctx.kind != "text":
+        raise PlanError(
+            ctx.where, f"{path.name} is a token vector: it steers the text target (@text:word=…), not {ctx.module!r}"
+        )
+    if not ctx.word:
+        raise PlanError(ctx.where, f"{path.name} is a token vector: name the word to steer at, @text:word=WORD[|WORD…]")
+    v = sv.vectors[TEXT_KEY].float()
+    width = ctx.embed("").shape[-1] if ctx.embed is not None else v.shape[-1]
+    if v.ndim != 3 or v.shape[-1] != width:
+        raise PlanError(
+            ctx.where,
+            f"{path.name}'s token vector has shape {tuple(v.shape[1:])}, this text encoder's rows are {width} wide",
+        )
+    return StepVector(v, 0, False)

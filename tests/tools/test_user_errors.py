@@ -422,6 +422,26 @@ MISTAKES = [
     ),
     ("steer build seeds", lambda d, t: steer_build(t, "--seeds", "0"), "--seeds: 0 is out of range [1, 256]"),
     (
+        "steer build token vector at a module",
+        lambda d, t: steer_build(t, "--broadcast", "token"),
+        "--target: a token vector (--broadcast token) steers --target text, and only it",
+    ),
+    (
+        "steer build text target without token",
+        lambda d, t: steer_build(t, target="text"),
+        "--target: a token vector (--broadcast token) steers --target text, and only it",
+    ),
+    (
+        "steer build tokens",
+        lambda d, t: steer_build(t, "--broadcast", "token", "--tokens", "0", target="text"),
+        "--tokens: 0 is out of range [1, 16]",
+    ),
+    (
+        "steer build token vector unpaired",
+        lambda d, t: steer_build(t, "--broadcast", "token", positive="a red star|a red ring", target="text"),
+        "--negative: a token vector pairs the prompts one to one: 2 positive, 1 negative",
+    ),
+    (
         "steer build empty prompts",
         lambda d, t: steer_build(t, positive="|"),
         "--positive: expected prompts separated by '|'",
@@ -536,7 +556,8 @@ MISTAKES = [
             str(t / "x.png"),
         ],
         "bend[0].params.vector: no such file 'nope.safetensors'; "
-        "the model ships dotted.safetensors, red.safetensors, red_blue.safetensors, sae_up1_attn0.safetensors",
+        "the model ships dotted.safetensors, red.safetensors, red_blue.safetensors, red_blue_token.safetensors, "
+        "sae_up1_attn0.safetensors",
     ),
     (
         "steer vector on another model",
