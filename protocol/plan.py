@@ -9,7 +9,7 @@ Compact spec grammar (``bendbridge render --bend SPEC``)::
 
     SPEC    := OP (":" PARAM "=" VALUE)* "@" TARGET (":" OPTION "=" VALUE)*
     TARGET  := "latent" | "text" | "unet" | dotted.module.name | "#"INDEX
-    OPTION  := step | steps | word | branch | channels | channel_fraction | element_fraction
+    OPTION  := step | steps | word | at | branch | channels | channel_fraction | element_fraction
              | region | seed | mix | id
     VALUE   := number | list "a,b,c" | range "a-b" | word
 
@@ -44,6 +44,7 @@ _BEND_FIELDS = (
     "step",
     "steps",
     "word",
+    "at",
     "branch",
     "channels",
     "channel_fraction",
@@ -64,7 +65,8 @@ class Target:
       ``#N`` for index N of ``bendbridge layers``) during steps ``steps`` (inclusive, None = all) —
       the "layer" of Broad et al. (2022) and of ComfyUI model bending;
     - ``text``: the text conditioning [B, T, D], optionally only the token positions of ``word``
-      (``a|b|…``: of whichever of these words the prompt holds);
+      (``a|b|…``: of whichever of these words the prompt holds); ``at``: only the context read by
+      the cross-attention layers under these module names (all of them when None);
     - ``unet``: the whole denoiser during steps ``steps``: adapters (``lora``) that change the
       weights of many of its layers at once.
     """
@@ -74,6 +76,7 @@ class Target:
     module: str | None = None
     steps: tuple[int, int] | None = None
     word: str | None = None
+    at: tuple[str, ...] | None = None
 
     def in_steps(self, step: int) -> bool:
         """Whether a module target acts during denoising step ``step`` (its ``steps`` range, inclusive)."""
@@ -83,7 +86,9 @@ class Target:
         if self.kind == "latent":
             return f"latent:step={self.step}"
         if self.kind == "text":
-            return "text" + (f":word={self.word}" if self.word else "")
+            return (
+                "text" + (f":word={self.word}" if self.word else "") + (f":at={','.join(self.at)}" if self.at else "")
+            )
         if self.kind == "unet":
             return "unet" + (f":steps={self.steps[0]}-{self.steps[1]}" if self.steps else "")
         return f"{self.module}" + (f":steps={self.steps[0]}-{self.steps[1]}" if self.steps else "")
@@ -124,6 +129,8 @@ class Bend:
             d["steps"] = f"{t.steps[0]}-{t.steps[1]}"
         if t.word:
             d["word"] = t.word
+        if t.at:
+            d["at"] = ",".join(t.at)
         if self.params:
             d["params"] = {k: list(v) if isinstance(v, tuple) else v for k, v in self.params.items()}
         if self.branch != operator_spec(self.op).branch:  # the operator's own default is left out
@@ -201,6 +208,25 @@ def _steps(v: Any, where: str) -> tuple[int, int] | None:
     return (a, b)
 
 
+def _at(opts: dict[str, Any], where: str) -> tuple[str, ...] | None:
+    """The text target's ``at``: module names ("up_blocks.1,mid_block" or a list), or None."""
+    v = opts.get("at")
+    if v is None:
+        return None
+    names = [n.strip() for n in v.split(",")] if isinstance(v, str) else v
+    if not isinstance(names, (list, tuple)) or not names:
+        raise PlanError(f"{where}.at", f"expected module names, e.g. up_blocks.1, got {v!r}")
+    for n in names:
+        if not isinstance(n, str) or not re.fullmatch(r"[A-Za-z_][\w]*(\.[\w]+)*", n):
+            raise PlanError(f"{where}.at", f"{n!r} is not a dotted module name (e.g. up_blocks.1)")
+    return tuple(names)
+
+
+def _no_at(opts: dict[str, Any], where: str) -> None:
+    if opts.get("at") is not None:
+        raise PlanError(f"{where}.at", "'at' is for the text target (the cross-attentions that read it)")
+
+
 def parse_target(value: Any, opts: dict[str, Any], where: str) -> Target:
     """Build a Target from ``value`` ('latent', 'text', a module name or '#N') and its options."""
     if not isinstance(value, str) or not value:
@@ -208,6 +234,7 @@ def parse_target(value: Any, opts: dict[str, Any], where: str) -> Target:
     if value == "latent":
         if opts.get("steps") is not None or opts.get("word") is not None:
             raise PlanError(f"{where}.target", "a latent target takes 'step' (one step), not 'steps' or 'word'")
+        _no_at(opts, where)
         return Target("latent", step=_int(opts.get("step", 0), f"{where}.step", 0, 100_000))
     if value == "text":
         if opts.get("step") is not None or opts.get("steps") is not None:
@@ -215,11 +242,12 @@ def parse_target(value: Any, opts: dict[str, Any], where: str) -> Target:
         word = opts.get("word")
         if word is not None and (not isinstance(word, str) or not all(w.strip() for w in word.split("|"))):
             raise PlanError(f"{where}.word", f"expected a word from the prompt (or words a|b|…), got {word!r}")
-        return Target("text", word="|".join(w.strip() for w in word.split("|")) if word else None)
+        return Target("text", word="|".join(w.strip() for w in word.split("|")) if word else None, at=_at(opts, where))
     if opts.get("step") is not None:
         raise PlanError(f"{where}.step", "'step' is for latent targets; module targets take 'steps' (e.g. 0-3)")
     if opts.get("word") is not None:
         raise PlanError(f"{where}.word", "'word' is for the text target")
+    _no_at(opts, where)
     if value == UNET:
         return Target(UNET, steps=_steps(opts.get("steps"), f"{where}.steps"))
     if not re.fullmatch(r"#?\d+|[A-Za-z_][\w]*(\.[\w]+)*", value):
@@ -456,5 +484,5 @@ def parse_spec(spec: str, i: int = 0) -> dict[str, Any]:
         if not eq:
             raise PlanError(where, f"{part!r} is not option=value")
         k = k.strip()
-        d[k] = v.strip() if k in ("steps", "channels", "region", "word", "branch", "id") else _value(v.strip())
+        d[k] = v.strip() if k in ("steps", "channels", "region", "word", "at", "branch", "id") else _value(v.strip())
     return d

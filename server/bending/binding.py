@@ -28,7 +28,8 @@ class BoundBend:
     ``spec`` and ``fn`` are its operator's catalogue entry and implementation, ``module`` the
     dotted name (module targets), ``channels`` the resolved channel subset (or None for all),
     ``width`` the channel count the operator sees, ``rank`` the tensor rank, ``static`` the
-    values of its static parameters (file parameters loaded: see ``operators.spec.Resource``).
+    values of its static parameters (file parameters loaded: see ``operators.spec.Resource``),
+    ``reads`` the cross-attention layers whose context a text bend with ``at`` changes (else ()).
     """
 
     index: int
@@ -40,6 +41,7 @@ class BoundBend:
     width: int
     rank: int
     static: dict[str, Any] = field(default_factory=dict)
+    reads: tuple[str, ...] = ()
 
     def static_at(self, step: int, device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
         """The static parameters for denoising step ``step``: file resources resolved to their value."""
@@ -188,5 +190,23 @@ def bind_plan(
         if spec.channel_op:
             _check_channel_op(spec, b.params, width, where)
         static = _static(b, spec, info, channels, facts, where)
-        bound.append(BoundBend(i, b, spec, op.fn, module, channels, width, rank, static))
+        reads = cross_attentions(facts.unet, t.at, f"{where}.at") if t.kind == "text" and t.at else ()
+        bound.append(BoundBend(i, b, spec, op.fn, module, channels, width, rank, static, reads))
     return bound
+
+
+def cross_attentions(unet: torch.nn.Module | None, under: tuple[str, ...], where: str) -> tuple[str, ...]:
+    """The cross-attention layers (``….attn2``) at or under each module name of ``under``, in U-Net order."""
+    if unet is None:
+        raise PlanError(where, "needs the model's U-Net to find its cross-attention layers")
+    names = [n for n, _ in unet.named_modules() if n.endswith("attn2")]
+    out: list[str] = []
+    for u in under:
+        found = [n for n in names if n == u or n.startswith(u + ".")]
+        if not found:
+            near = sorted({n.split(".attentions")[0] for n in names})
+            raise PlanError(
+                where, f"no cross-attention layer at or under {u!r}; the U-Net has them under {', '.join(near)}"
+            )
+        out += [n for n in found if n not in out]
+    return tuple(n for n in names if n in out)

@@ -77,6 +77,7 @@ class BendEngine:
         self._checks: list[tuple[int, int, list[int], torch.Tensor]] = []
         self._mask_cache: dict[tuple, torch.Tensor] = {}
         self._ids = {bb.bend.id: bb for bb in self.bound}
+        self.word_masks: Mapping[str, torch.Tensor] = {}  # the batch's frames: word → [B, T] (bend_text sets it)
 
     # ------------------------------------------------------------------ per-batch parameters
     def resolve(self, frames: Sequence[FrameParams]) -> list[dict[str, dict[str, Any]]]:
@@ -253,9 +254,12 @@ class BendEngine:
         return latents
 
     def bend_text(self, emb: torch.Tensor, branch: str, word_masks: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """Apply the text bends to one branch's embeddings [B, T, D]."""
+        """Apply the text bends to one branch's embeddings [B, T, D]; those read only by some
+        cross-attentions (``at``) act in those layers' hooks, with the masks kept for them."""
+        if branch == "cond":
+            self.word_masks = word_masks
         for bb in self.bound:
-            if bb.bend.target.kind == "text" and bb.bend.branch in ("both", branch):
+            if bb.bend.target.kind == "text" and not bb.reads and bb.bend.branch in ("both", branch):
                 word = bb.bend.target.word
                 emb = self.apply(bb, emb, "frames", word_masks.get(word) if word else None)
         return emb
@@ -302,6 +306,26 @@ class BendEngine:
 
         return hook
 
+    def context_hook_for(self, bb: BoundBend):
+        """A pre-hook for a cross-attention that ``bb`` (a text bend with ``at``) changes: it bends
+        the context the layer reads (``encoder_hidden_states`` [R, T, D]) as ``bend_text`` would,
+        the unguided rows with no word positions."""
+
+        def hook(_module, args, kwargs):
+            ctx = kwargs.get("encoder_hidden_states")
+            if ctx is None or ctx.ndim != 3:
+                return None
+            layout = self._layout(bb, ctx.shape[0])
+            word = bb.bend.target.word
+            mask = self.word_masks.get(word) if word else None
+            if mask is not None and layout == "guided":
+                mask = torch.cat([torch.zeros_like(mask), mask])
+            y = self.apply(bb, ctx, layout, mask)
+            return None if y is ctx else (args, {**kwargs, "encoder_hidden_states": y})
+
+        hook.before = True  # type: ignore[attr-defined]
+        return hook
+
     def hook_for(self, bb: BoundBend):
         def hook(_module, _args, output):
             if not self.in_steps(bb):
@@ -316,14 +340,18 @@ class BendEngine:
 
 
 def install_hooks(unet: torch.nn.Module, engine: BendEngine):
-    """A context manager registering a forward hook for every module bend, and one on every layer
-    of every adapter (``lora`` on the ``unet`` target), in plan order; every handle is removed on
-    exit, also when installing fails halfway or the body raises."""
+    """A context manager registering a forward hook for every module bend, a pre-hook on every
+    cross-attention a text bend with ``at`` reads, and a hook on every layer of every adapter
+    (``lora`` on the ``unet`` target), in plan order; every handle is removed on exit, also when
+    installing fails halfway or the body raises."""
     hooks, owners = [], []
     for bb in engine.bound:
         if bb.module is not None:
             hooks.append((bb.module, engine.hook_for(bb)))
             owners.append(bb)
+        elif bb.reads:
+            hooks += [(name, engine.context_hook_for(bb)) for name in bb.reads]
+            owners += [bb] * len(bb.reads)
         elif bb.bend.target.kind == UNET:
             res = bb.static["adapter"]
             res.adapter.check_unet(unet, res.name, f"bend[{bb.index}].params.adapter")

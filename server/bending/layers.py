@@ -101,6 +101,8 @@ def module_hooks(
 ) -> Iterator[list]:
     """Register forward hooks on the named modules, in order (hooks on one module run in the order
     given); remove every handle on exit, also when installing fails halfway or the body raises.
+    A hook marked ``hook.before = True`` is a forward pre-hook with keyword arguments instead
+    (``hook(module, args, kwargs) -> (args, kwargs) | None``): it changes what the module reads.
     ``missing(i, name)`` builds the error for a name the U-Net does not have."""
     handles: list = []
     try:
@@ -108,7 +110,10 @@ def module_hooks(
         for i, (name, hook) in enumerate(hooks):
             if name not in modules:
                 raise missing(i, name)
-            handles.append(modules[name].register_forward_hook(hook))
+            if getattr(hook, "before", False):
+                handles.append(modules[name].register_forward_pre_hook(hook, with_kwargs=True))
+            else:
+                handles.append(modules[name].register_forward_hook(hook))
         yield handles
     finally:
         for h in handles:

@@ -169,3 +169,81 @@ def test_the_shipped_token_vector_turns_held_out_foregrounds_redder_as_alpha_gro
     curve = strength_sweep(model, plan, "alpha", [0.0, 0.5, 1.0], parse_watch("fg=red"), prompts=8, sheet_prompts=0)
     p = curve.watched_prob
     assert p[0] < p[1] < p[2] and p[2] >= 0.15, p
+
+
+# ----------------------------------------------------------------------------- at: only some cross-attentions
+def _contexts(model, renderer, frame):
+    """The context every cross-attention reads in one render of ``frame`` (the input of its key
+    projection, so after every hook on the layer itself): name → [steps × [R, T, D]]."""
+    seen: dict[str, list[torch.Tensor]] = {}
+    modules = dict(renderer.unet.named_modules())
+    names = [n for n in modules if n.endswith("attn2")]
+
+    def grab(name):
+        def hook(_m, args):
+            seen.setdefault(name, []).append(args[0].clone())
+
+        return hook
+
+    handles = [modules[n + ".to_k"].register_forward_pre_hook(grab(n)) for n in names]
+    try:
+        renderer.render([frame])
+    finally:
+        for h in handles:
+            h.remove()
+    return seen
+
+
+def test_a_text_bend_at_some_cross_attentions_changes_only_the_context_they_read(tiny_model, token_file):
+    spec = f"steer:vector={token_file}:alpha=0@text:word=blue:at=up_blocks.0:branch=cond:id=s"
+    r = _renderer(tiny_model, spec)
+    plain = _contexts(tiny_model, r, FrameSpec(params={"s": {"alpha": 0.0}}))
+    bent = _contexts(tiny_model, r, FrameSpec(params={"s": {"alpha": 1.0}}))
+    at = r.cond.ids(NEG[0]).index(r.tokenizer("blue", add_special_tokens=False).input_ids[0])
+    v = SteerVectors.load(token_file).vectors["text"][0]
+    assert {n for n in bent if n.startswith("up_blocks.0.")} and set(bent) - {n for n in bent if "up_blocks.0" in n}
+    for name in plain:
+        for p, b in zip(plain[name], bent[name]):
+            if not name.startswith("up_blocks.0."):
+                assert torch.equal(p, b), name
+                continue
+            moved = ((b - p).abs().sum(-1) > 0).nonzero().tolist()  # rows [uncond; cond] = [0; 1]
+            assert moved == [[1, at], [1, at + 1]], (name, moved)
+            torch.testing.assert_close(b[1, at : at + 2] - p[1, at : at + 2], v.to(b.dtype))
+
+
+def test_a_text_bend_at_some_cross_attentions_at_alpha_zero_renders_the_unbent_frame(tiny_model, token_file):
+    plain = Renderer(tiny_model, RenderConfig(RenderSettings((NEG[0],), steps=3, guidance=4.0)))
+    r = _renderer(tiny_model, f"steer:vector={token_file}:alpha=0@text:word=blue:at=up_blocks.0,mid_block:id=s")
+    assert r.bound[0].reads == tuple(
+        n for n, _ in r.unet.named_modules() if n.endswith("attn2") and n.startswith(("up_blocks.0.", "mid_block."))
+    )
+    zero = r.render([FrameSpec(params={"s": {"alpha": 0.0}})])[0].image
+    assert np.array_equal(zero, plain.render([FrameSpec()])[0].image)
+
+
+def test_at_round_trips_through_the_plan():
+    plan = BendPlan.from_specs(
+        ["steer:vector=v.safetensors:alpha=1@text:word=blue|green:at=up_blocks.1,mid_block:id=s"]
+    )
+    t = plan.bends[0].target
+    assert t.at == ("up_blocks.1", "mid_block") and t.word == "blue|green"
+    assert str(t) == "text:word=blue|green:at=up_blocks.1,mid_block"
+    assert BendPlan.from_dict({"bend": [plan.bends[0].to_dict()]}).bends[0].target == t
+
+
+@pytest.mark.parametrize(
+    "spec, match",
+    [
+        (
+            "steer:vector={tok}:alpha=1@text:word=blue:at=up_blocks.9:id=s",
+            r"bend\[0\]\.at: no cross-attention layer at or under 'up_blocks\.9'; the U-Net has them under",
+        ),
+        ("steer:vector={tok}:alpha=1@" + ATTN + ":at=up_blocks.1:id=s", r"bend\[0\]\.at: 'at' is for the text target"),
+        ("add:value=1@latent:at=up_blocks.1", r"bend\[0\]\.at: 'at' is for the text target"),
+        ("steer:vector={tok}:alpha=1@text:word=blue:at=1up:id=s", r"bend\[0\]\.at: '1up' is not a dotted module name"),
+    ],
+)
+def test_bad_at_options_are_refused(tiny_model, token_file, spec, match):
+    with pytest.raises(PlanError, match=match):
+        _renderer(tiny_model, spec.format(tok=token_file))
