@@ -34,12 +34,20 @@ def _free_udp_port() -> int:
         return s.getsockname()[1]
 
 
+def _hear_ctrl_c() -> None:
+    """In the bridge's process before it starts: SIGINT back to its default. A shell without job
+    control starts background commands (a test run launched with ``&``) with SIGINT ignored, the
+    children inherit that, and the Ctrl-C these tests send would never arrive."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start_bridge(demo, *options: str) -> tuple[subprocess.Popen, list[str]]:
     """``bendbridge bridge --config DEMO OPTIONS`` in its own process; its output lines, collected as
     they come."""
     bridge = subprocess.Popen(
         [sys.executable, "-m", "bendbridge.tools.cli", "bridge", "--config", str(demo["config"]), *options],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        preexec_fn=_hear_ctrl_c,
     )  # fmt: skip
     lines: list[str] = []
     threading.Thread(target=lambda: lines.extend(iter(bridge.stdout.readline, "")), daemon=True).start()
