@@ -26,12 +26,11 @@ from bendbridge.protocol.render import RENDER_FIELDS, RenderSettings
 
 from .files import unet_identity
 from .probes import cond_rows, probing, resolve_targets, step_range
-from .vectors import SteerVectors
+from .vectors import TEXT_KEY, SteerVectors
 
-__all__ = ["CAARequest", "BROADCASTS", "TEXT_TARGET", "build_vectors", "first_difference"]
+__all__ = ["CAARequest", "BROADCASTS", "build_vectors", "first_difference"]
 
 BROADCASTS = ("channel", "spatial", "token")
-TEXT_TARGET = "text"
 MAX_TOKENS = 16
 WEIGHTINGS = ("difference", "pixels")
 MAX_PROMPTS = RENDER_FIELDS["prompts"].max_len
@@ -63,7 +62,7 @@ class CAARequest:
             raise BendbridgeError("--weighting", f"{self.weighting!r} is not valid; allowed: {', '.join(WEIGHTINGS)}")
         if self.broadcast not in BROADCASTS:
             raise BendbridgeError("--broadcast", f"{self.broadcast!r} is not valid; allowed: {', '.join(BROADCASTS)}")
-        if (self.broadcast == "token") != (tuple(self.targets) == (TEXT_TARGET,)):
+        if (self.broadcast == "token") != (tuple(self.targets) == (TEXT_KEY,)):
             raise BendbridgeError("--target", "a token vector (--broadcast token) steers --target text, and only it")
         if self.broadcast == "token":
             self._check_tokens()
@@ -202,6 +201,6 @@ def _token_vectors(model, request: CAARequest, settings: RenderSettings | None) 
         "words": sorted(set(words)),
         "positive": list(request.positive),
         "negative": list(request.negative),
-        "norms": {TEXT_TARGET: round(float(v[0].norm(dim=1).mean()), 4)},
+        "norms": {TEXT_KEY: round(float(v[0].norm(dim=1).mean()), 4)},
     }
-    return SteerVectors({TEXT_TARGET: v}, meta)
+    return SteerVectors({TEXT_KEY: v}, meta)

@@ -23,7 +23,7 @@ from .files import FileContext, check_model, read_file, resolve_file, write_file
 __all__ = ["STEER_FORMAT", "TEXT_KEY", "SteerVectors", "StepVector", "load_steer_resource"]
 
 STEER_FORMAT = "bendbridge.steer/1"
-TEXT_KEY = "text"  # a token vector's key: it steers the text conditioning, not a U-Net module
+TEXT_KEY = "text"  # a token vector's key and the target that builds one: the text conditioning, not a module
 
 
 @dataclass
@@ -96,7 +96,8 @@ def _token_resource(path: Path, sv: SteerVectors, ctx: FileContext) -> StepVecto
         )
     if ctx.kind != "text":
         raise PlanError(
-            ctx.where, f"{path.name} is a token vector: it steers the text target (@text:word=…), not {ctx.module!r}"
+            ctx.where,
+            f"{path.name} is a token vector: it steers the text target (@text:word=…), not {ctx.module or ctx.kind!r}",
         )
     if not ctx.word:
         raise PlanError(ctx.where, f"{path.name} is a token vector: name the word to steer at, @text:word=WORD[|WORD…]")
