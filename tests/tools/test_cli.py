@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -139,3 +140,26 @@ def test_bench_live_measures_models_side_by_side_with_latency_and_cc_to_page():
     assert float(rows["fast+tiny"][4]) > 0 and float(rows["fast+tiny"][10]) > 0  # latency p50 (ms), alone fps
     seen = re.search(r"fast\+tiny: \d+ frames delivered of \d+ requested; (\d+)/(\d+) controller moves", r.stdout)
     assert seen and int(seen[1]) >= 1, r.stdout
+
+
+@pytest.mark.slow
+@needs_model
+def test_steer_build_writes_a_token_vector_that_render_and_sweep_use_at_the_colour_word(tmp_path):
+    vector = tmp_path / "red_blue.safetensors"
+    build = ("steer", "build", "--toward", "fg=red", "--from", "blue", "--pairs", "8", "--target", "text")
+    r = bb(*build, "--broadcast", "token", "--out", str(vector))
+    assert r.returncode == 0, r.stderr
+    assert "text: (1, 2, 128)" in r.stdout
+    prompt = ("--prompt", "a large blue circle on a white background", "--seed", "3")
+    bend = f"steer:vector={vector}:alpha=1.5@text:word=blue:at=up_blocks.1:branch=cond"
+    assert bb("render", *prompt, "--out", str(tmp_path / "plain.png")).returncode == 0
+    r = bb("render", *prompt, "--bend", bend, "--out", str(tmp_path / "steered.png"))
+    assert r.returncode == 0, r.stderr
+    plain, steered = (np.asarray(Image.open(tmp_path / f"{n}.png"), dtype=int) for n in ("plain", "steered"))
+    assert np.abs(steered - plain).mean() > 1.0
+    words = "orange|yellow|green|cyan|blue|purple|pink|white|black|brown|gray"
+    sweep = f"steer:vector={vector}@text:word={words}:branch=cond"
+    r = bb("steer", "sweep", "--bend", sweep, "--values", "0,1", "--watch", "fg=red", "--prompts", "2",
+           "--seeds", "1", "--out", str(tmp_path / "curve.png"))  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "alpha=0: P(fg=red)=" in r.stdout and (tmp_path / "curve.json").exists()
