@@ -219,10 +219,10 @@ class Renderer:
             if bb.bend.target.kind != "text" or not word or word in masks:
                 continue
             m = torch.zeros(len(self.prompts), self.seq_len, dtype=torch.bool)
-            for alternative in word.split("|"):
-                wid = self.tokenizer(alternative, add_special_tokens=False).input_ids
-                for p, prompt in enumerate(self.prompts):
-                    ids = self._ids(prompt)
+            wids = [self.tokenizer(w, add_special_tokens=False).input_ids for w in word.split("|")]
+            for p, prompt in enumerate(self.prompts):
+                ids = self._ids(prompt)
+                for wid in wids:
                     for s in range(len(ids) - len(wid) + 1):
                         if ids[s : s + len(wid)] == wid:
                             m[p, s : s + len(wid)] = True
