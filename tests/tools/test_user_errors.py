@@ -70,6 +70,11 @@ def steer_build(
             *extra, "--out", str(tmp / out)]  # fmt: skip
 
 
+def adapt_zork(tmp: Path, *extra: str, out: str = "z.safetensors") -> list[str]:
+    """``adapt`` of the concept ``zork`` from the images in ``tmp`` with ``extra`` options."""
+    return ["adapt", "--images", str(tmp), "--token", "zork", *extra, "--out", str(tmp / out)]
+
+
 def steer_toward(tmp: Path, *extra: str) -> list[str]:
     """``steer build --toward fg=red`` (scene pairs of the embedded model) with ``extra`` options."""
     return ["steer", "build", "--toward", "fg=red", *extra, "--target", "#8", "--out", str(tmp / "v.safetensors")]
@@ -645,54 +650,22 @@ MISTAKES = [
     ),
     (
         "adapt output",
-        lambda d, t: ["adapt", "--images", str(t), "--token", "zork", "--out", str(t / "z.pt")],
+        lambda d, t: adapt_zork(t, out="z.pt"),
         "--out: 'z.pt': expected a .safetensors file",
     ),
     (
         "adapt strategy",
-        lambda d, t: [
-            "adapt",
-            "--images",
-            str(t),
-            "--token",
-            "zork",
-            "--after",
-            str(t / "a.safetensors"),
-            "--strategy",
-            "hope",
-            "--out",
-            str(t / "z.safetensors"),
-        ],
+        lambda d, t: adapt_zork(t, "--after", str(t / "a.safetensors"), "--strategy", "hope"),
         "--strategy: 'hope' is not valid; allowed: naive, merge, orthogonal, relevant",
     ),
     (
         "adapt after a missing adapter",
-        lambda d, t: [
-            "adapt",
-            "--images",
-            str(t),
-            "--token",
-            "zork",
-            "--after",
-            str(t / "a.safetensors"),
-            "--out",
-            str(t / "z.safetensors"),
-        ],
+        lambda d, t: adapt_zork(t, "--after", str(t / "a.safetensors")),
         "--after: no such adapter",
     ),
     (
         "adapt replay",
-        lambda d, t: [
-            "adapt",
-            "--images",
-            str(t),
-            "--token",
-            "zork",
-            "--replay",
-            "-4",
-            "--out",
-            str(t / "z.safetensors"),
-        ],
+        lambda d, t: adapt_zork(t, "--replay", "-4"),
         "--replay: -4 is out of range [0, 10000]",
     ),
     (
