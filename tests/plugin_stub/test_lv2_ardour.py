@@ -45,7 +45,9 @@ PRESET = f"""<?xml version="1.0" encoding="UTF-8"?>
 """
 
 
-CRASH_RETRIES = 1  # Ardour 7.3's headless Lua host dies by SIGSEGV in about 1 run in 10 (see _run_session)
+# Ardour 7.3's headless Lua host dies by a signal in about 1 run in 4 of this session, with or
+# without our plugin in it (see _run_session); five runs all crashing is about 1 in 1000.
+CRASH_RETRIES = 4
 
 
 @pytest.fixture(scope="module")
@@ -56,18 +58,20 @@ def ardour(native_build, ardour_lua, tmp_path_factory):
         crashed, result = _run_session(native_build, ardour_lua, root)
         if not crashed:
             return result
-        print(f"Ardour died by signal {crashed} before DONE (attempt {attempt + 1}); running the session again")
+        print(f"Ardour died by signal {crashed} (run {attempt + 1}); running the session again")
     pytest.fail(f"Ardour died by a signal in all {CRASH_RETRIES + 1} runs of the session")
 
 
 def _run_session(native_build, ardour_lua, root: Path) -> tuple[int, dict | None]:
     """One run of the session: (0, what it made), or (signal, None) when Ardour itself died by a signal.
 
-    Such a death is retried: the core dumps show glibc finding its heap corrupted in the Lua
-    script's last loop (``string.format`` after the export), a chunk header overwritten by float
-    samples of the dummy backend's sine input. Valgrind's memcheck found no invalid access in the
-    plugin or Ardour over the part of the session it could run (under it the recording pass
-    records no take, so it never reaches the export). Anything else fails at once."""
+    Such a death is Ardour's and is retried. Measured on Debian 12's Ardour 7.3 with this script:
+    SIGSEGV or SIGABRT in about 1 run in 4 (3 of 16 runs with the plugin, 4 of 16 with the plugin
+    left out of the script); 0 of 16 with the export left out. The backtrace ends in
+    ``ExportGraphBuilder::reset`` freeing a corrupted heap chunk at the end of the export, or later
+    wherever glibc next meets the corruption (the Lua loop after the export, ``close_session``).
+    Anything else fails at once, and every run that lives is checked in full by the tests below,
+    the export sample by sample."""
     home = root / "home"
     (home / ".config" / "ardour7" / "export").mkdir(parents=True)
     (home / ".config" / "ardour7" / "export" / "bendbridge.preset").write_text(PRESET)
@@ -86,8 +90,8 @@ def _run_session(native_build, ardour_lua, root: Path) -> tuple[int, dict | None
             "BB_PRESET": PRESET_ID,
         }
         r = subprocess.run([ardour_lua, str(LUA)], env=env, capture_output=True, text=True, timeout=600)
-        if r.returncode < 0 and "DONE" not in r.stdout:
-            return -r.returncode, None
+        if r.returncode < 0:
+            return -r.returncode, None  # Ardour died by a signal, before or after DONE
         assert r.returncode == 0 and "DONE" in r.stdout, (r.stdout + r.stderr)[-3000:]
         assert rx.done.wait(30), "no bye from the plugin when Ardour closed the session"
         stream = rx.snapshot()
