@@ -208,6 +208,9 @@ def _steps(v: Any, where: str) -> tuple[int, int] | None:
     return (a, b)
 
 
+MODULE_NAME = r"[A-Za-z_]\w*(?:\.\w+)*"  # a dotted U-Net module name, e.g. up_blocks.1.attentions.0
+
+
 def _at(opts: dict[str, Any], where: str) -> tuple[str, ...] | None:
     """The text target's ``at``: module names ("up_blocks.1,mid_block" or a list), or None."""
     v = opts.get("at")
@@ -217,7 +220,7 @@ def _at(opts: dict[str, Any], where: str) -> tuple[str, ...] | None:
     if not isinstance(names, (list, tuple)) or not names:
         raise PlanError(f"{where}.at", f"expected module names, e.g. up_blocks.1, got {v!r}")
     for n in names:
-        if not isinstance(n, str) or not re.fullmatch(r"[A-Za-z_][\w]*(\.[\w]+)*", n):
+        if not isinstance(n, str) or not re.fullmatch(MODULE_NAME, n):
             raise PlanError(f"{where}.at", f"{n!r} is not a dotted module name (e.g. up_blocks.1)")
     return tuple(names)
 
@@ -250,7 +253,7 @@ def parse_target(value: Any, opts: dict[str, Any], where: str) -> Target:
     _no_at(opts, where)
     if value == UNET:
         return Target(UNET, steps=_steps(opts.get("steps"), f"{where}.steps"))
-    if not re.fullmatch(r"#?\d+|[A-Za-z_][\w]*(\.[\w]+)*", value):
+    if not re.fullmatch(rf"#?\d+|{MODULE_NAME}", value):
         raise PlanError(f"{where}.target", f"{value!r} is not a dotted module name or '#index'")
     return Target("module", module=value, steps=_steps(opts.get("steps"), f"{where}.steps"))
 
